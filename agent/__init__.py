@@ -1,0 +1,8 @@
+"""forewarn's agent: MQTT ingest, windows, batched forecasts, alerts, metrics."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("forewarn")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+source"

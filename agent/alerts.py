@@ -1,0 +1,186 @@
+"""The overheat alert policy: a per-machine state machine over forecasts and readings.
+
+The forecaster scores; this module decides. States are ok, warning and critical:
+
+* warning fires when the forecast reaches the threshold within the horizon on
+  ``warning_confirm_ticks`` consecutive forecasts;
+* critical fires when the last ``critical_confirm_readings`` readings are all at or over the
+  threshold (a single spike never fires it);
+* an alert resolves only after ``clear_confirm_ticks`` consecutive forecasts with the reading
+  (and, for a warning, the forecast too) below threshold - ``clear_margin_c``; a critical whose
+  readings cleared but whose forecast is still hot steps down to warning.
+
+Alerts are state changes, not one message per tick: each transition yields one event, and a
+machine that stays in a state yields nothing. State lives in arrays indexed by the window
+store's slots, so a tick updates every machine with a few vectorised operations and only the
+machines that change state cost Python work.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from config.settings import AlertSettings
+
+OK, WARNING, CRITICAL = 0, 1, 2
+SEVERITY_NAMES = {WARNING: "warning", CRITICAL: "critical"}
+SEVERITIES: tuple[str, ...] = ("warning", "critical")
+STATE_NAMES = {OK: "ok", WARNING: "warning", CRITICAL: "critical"}
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """One alert state change of one machine, as published on its alerts topic."""
+
+    machine_id: str
+    severity: str
+    status: str  # "firing" or "resolved"
+    ts: float
+    temperature_c: float
+    forecast_c: float
+    threshold_c: float
+    time_to_threshold_s: float | None
+    alert_id: str
+    seq: int
+    previous_state: str
+
+    def line(self) -> str:
+        """The demo's line, e.g. ``ALERT m-007 warning firing forecast 96.1 °C in 12 s``."""
+        text = f"ALERT {self.machine_id} {self.severity} {self.status}"
+        if self.status == "firing" and self.severity == "warning":
+            text += f" forecast {self.forecast_c:.1f} °C"
+            if self.time_to_threshold_s is not None:
+                text += f" in {self.time_to_threshold_s:.0f} s"
+        else:
+            text += f" reading {self.temperature_c:.1f} °C"
+        return text + f" (threshold {self.threshold_c:.1f} °C)"
+
+
+def time_to_threshold(
+    forecasts: NDArray[np.float32], threshold: NDArray[np.float64], interval_s: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Seconds until each forecast first reaches its threshold; NaN where it never does."""
+    hot = forecasts >= threshold[:, np.newaxis]
+    first = np.argmax(hot, axis=1).astype(np.float64)
+    seconds = (first + 1.0) * interval_s
+    return np.where(hot.any(axis=1), seconds, np.nan)
+
+
+class AlertPolicy:
+    """Turns each tick's forecasts and latest readings into alert events."""
+
+    def __init__(self, settings: AlertSettings, capacity: int = 1024) -> None:
+        self.settings = settings
+        self.state = np.zeros(0, dtype=np.int8)
+        self._warn_streak = np.zeros(0, dtype=np.int32)
+        self._clear_streak = np.zeros(0, dtype=np.int32)
+        self._reading_clear_streak = np.zeros(0, dtype=np.int32)
+        self.threshold = np.zeros(0, dtype=np.float64)
+        self._alert_seq = np.zeros(0, dtype=np.int64)
+        self._episode: dict[int, str] = {}
+        self.ensure_capacity(capacity)
+
+    def ensure_capacity(self, capacity: int) -> None:
+        old = self.state.shape[0]
+        if capacity <= old:
+            return
+
+        def grow(array: NDArray, fill: float) -> NDArray:
+            new = np.full(capacity, fill, dtype=array.dtype)
+            new[:old] = array
+            return new
+
+        self.state = grow(self.state, OK)
+        self._warn_streak = grow(self._warn_streak, 0)
+        self._clear_streak = grow(self._clear_streak, 0)
+        self._reading_clear_streak = grow(self._reading_clear_streak, 0)
+        self.threshold = grow(self.threshold, self.settings.threshold_c)
+        self._alert_seq = grow(self._alert_seq, 0)
+
+    def update(
+        self,
+        slots: NDArray[np.int64],
+        machine_ids: list[str],
+        recent_temperatures: NDArray[np.float32],
+        forecasts: NDArray[np.float32],
+        interval_s: NDArray[np.float64],
+        now: float,
+    ) -> list[AlertEvent]:
+        """Advance the state of ``slots``; returns the events of machines that changed state.
+
+        ``recent_temperatures`` holds each machine's last readings, newest last, at least
+        ``critical_confirm_readings`` of them; ``forecasts`` the next ``horizon`` temperatures.
+        """
+        if len(slots) == 0:
+            return []
+        s = self.settings
+        threshold = self.threshold[slots]
+        clear_below = threshold - s.clear_margin_c
+        latest = recent_temperatures[:, -1].astype(np.float64)
+        confirm = recent_temperatures[:, -s.critical_confirm_readings :]
+        reading_hot = (confirm >= threshold[:, np.newaxis]).all(axis=1)
+        peak = forecasts.max(axis=1).astype(np.float64)
+        forecast_hot = peak >= threshold
+
+        warn_streak = np.where(forecast_hot, self._warn_streak[slots] + 1, 0)
+        reading_clear = latest < clear_below
+        all_clear = reading_clear & (peak < clear_below)
+        clear_streak = np.where(all_clear, self._clear_streak[slots] + 1, 0)
+        reading_clear_streak = np.where(reading_clear, self._reading_clear_streak[slots] + 1, 0)
+        self._warn_streak[slots] = warn_streak
+        self._clear_streak[slots] = clear_streak
+        self._reading_clear_streak[slots] = reading_clear_streak
+
+        old = self.state[slots]
+        warned = warn_streak >= s.warning_confirm_ticks
+        new = old.copy()
+        new[(old == OK) & warned] = WARNING
+        new[(old == WARNING) & (clear_streak >= s.clear_confirm_ticks)] = OK
+        stepping_down = (old == CRITICAL) & (reading_clear_streak >= s.clear_confirm_ticks)
+        new[stepping_down] = np.where(forecast_hot[stepping_down], WARNING, OK)
+        new[reading_hot] = CRITICAL
+        changed = np.flatnonzero(new != old)
+        if changed.size == 0:
+            return []
+        self.state[slots[changed]] = new[changed]
+        seconds = time_to_threshold(forecasts[changed], threshold[changed], interval_s[changed])
+        events = []
+        for position, index in enumerate(changed.tolist()):
+            slot = int(slots[index])
+            machine_id = machine_ids[slot]
+            before, after = int(old[index]), int(new[index])
+            if before == OK:
+                self._episode[slot] = f"{machine_id}-{int(now * 1000)}"
+            alert_id = self._episode.get(slot, f"{machine_id}-{int(now * 1000)}")
+            if after == OK:
+                self._episode.pop(slot, None)
+            self._alert_seq[slot] += 1
+            eta = float(seconds[position])
+            events.append(
+                AlertEvent(
+                    machine_id=machine_id,
+                    severity=SEVERITY_NAMES[after if after != OK else before],
+                    status="resolved" if after == OK else "firing",
+                    ts=now,
+                    temperature_c=round(float(latest[index]), 2),
+                    forecast_c=round(float(peak[index]), 2),
+                    threshold_c=float(threshold[index]),
+                    time_to_threshold_s=None if math.isnan(eta) else round(eta, 1),
+                    alert_id=alert_id,
+                    seq=int(self._alert_seq[slot]),
+                    previous_state=STATE_NAMES[before],
+                )
+            )
+        return events
+
+    def firing_counts(self, used: int) -> dict[str, int]:
+        """Machines currently in each alerting state (for the firing gauge)."""
+        states = self.state[:used]
+        return {
+            "warning": int((states == WARNING).sum()),
+            "critical": int((states == CRITICAL).sum()),
+        }

@@ -1,0 +1,129 @@
+"""The agent's Prometheus metrics, all under the ``forewarn_`` prefix and in base units.
+
+Every labelled counter is pre-initialised over its fixed label set, so a dashboard shows zeros
+instead of gaps. Per-machine series exist only for a few gauges and only for at most
+``max_machine_series`` machines, and are removed when a machine goes stale.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from agent.alerts import SEVERITIES
+from agent.reading import REJECT_REASONS
+
+TICK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class AgentMetrics:
+    """Owns one registry; tests build their own instance so nothing leaks between them."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, max_machine_series: int = 500):
+        self.registry = registry or CollectorRegistry()
+        self.max_machine_series = max_machine_series
+        r = self.registry
+        self.readings = Counter(
+            "forewarn_readings", "Readings accepted into a machine's window.", registry=r
+        )
+        self.rejected = Counter(
+            "forewarn_readings_rejected",
+            "Readings rejected, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason=reason)
+        self.forecasts = Counter(
+            "forewarn_forecasts", "Machine forecasts made (one per machine per tick).", registry=r
+        )
+        self.ticks = Counter("forewarn_ticks", "Forecast ticks run.", registry=r)
+        self.tick_duration = Histogram(
+            "forewarn_tick_duration_seconds",
+            "Wall time of one tick: drain, gather, forecast, alert policy, publish.",
+            buckets=TICK_BUCKETS,
+            registry=r,
+        )
+        self.forecast_duration = Histogram(
+            "forewarn_forecast_duration_seconds",
+            "Wall time of the batched model forward of one tick.",
+            buckets=TICK_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Gauge(
+            "forewarn_batch_size", "Machines forecast in the last tick's batch.", registry=r
+        )
+        self.machines = Gauge("forewarn_machines", "Machines tracked.", registry=r)
+        self.alerts = Counter(
+            "forewarn_alerts",
+            "Alerts raised (firing), by severity.",
+            ["severity"],
+            registry=r,
+        )
+        self.alerts_resolved = Counter(
+            "forewarn_alerts_resolved", "Alerts resolved, by severity.", ["severity"], registry=r
+        )
+        self.alerts_firing = Gauge(
+            "forewarn_alerts_firing", "Machines in each alert state now.", ["severity"], registry=r
+        )
+        for severity in SEVERITIES:
+            self.alerts.labels(severity=severity)
+            self.alerts_resolved.labels(severity=severity)
+            self.alerts_firing.labels(severity=severity)
+        self.alerts_publish_failed = Counter(
+            "forewarn_alert_publish_failures",
+            "Alert messages the MQTT client refused to queue.",
+            registry=r,
+        )
+        self.pending = Gauge(
+            "forewarn_pending_readings",
+            "Readings waiting in the hand-off for the next tick.",
+            registry=r,
+        )
+        self.mqtt_connected = Gauge(
+            "forewarn_mqtt_connected", "1 while connected to the broker, else 0.", registry=r
+        )
+        self.last_tick = Gauge(
+            "forewarn_last_tick_timestamp_seconds",
+            "Unix time of the last finished tick.",
+            registry=r,
+        )
+        self.model_info = Info("forewarn_model", "The model being served.", registry=r)
+        self.build_info = Info("forewarn_build", "forewarn's version.", registry=r)
+        self.machine_temperature = Gauge(
+            "forewarn_machine_temperature_celsius",
+            "Latest temperature reading per machine (capped number of machines).",
+            ["machine_id"],
+            registry=r,
+        )
+        self.machine_forecast = Gauge(
+            "forewarn_machine_forecast_celsius",
+            "Highest forecast temperature within the horizon per machine (capped).",
+            ["machine_id"],
+            registry=r,
+        )
+        self.machine_threshold = Gauge(
+            "forewarn_machine_threshold_celsius",
+            "Overheat threshold per machine (capped).",
+            ["machine_id"],
+            registry=r,
+        )
+        self._machine_series: set[str] = set()
+
+    def set_machine(
+        self, machine_id: str, temperature: float, forecast: float, threshold: float
+    ) -> None:
+        """Update one machine's gauges, unless the cap on per-machine series is reached."""
+        if machine_id not in self._machine_series:
+            if len(self._machine_series) >= self.max_machine_series:
+                return
+            self._machine_series.add(machine_id)
+        self.machine_temperature.labels(machine_id=machine_id).set(temperature)
+        self.machine_forecast.labels(machine_id=machine_id).set(forecast)
+        self.machine_threshold.labels(machine_id=machine_id).set(threshold)
+
+    def drop_machine(self, machine_id: str) -> None:
+        """Remove a machine's series (it went stale), freeing room under the cap."""
+        if machine_id in self._machine_series:
+            self._machine_series.discard(machine_id)
+            for gauge in (self.machine_temperature, self.machine_forecast, self.machine_threshold):
+                gauge.remove(machine_id)

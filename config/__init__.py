@@ -1,0 +1,1 @@
+"""forewarn's configuration (pydantic-settings) and deploy files."""

@@ -1,0 +1,1 @@
+"""forewarn's forecasters: networks, scaling, training and checkpoints."""

@@ -1,0 +1,126 @@
+"""A fleet of simulated machines: healthy ones, and some that overheat on a schedule.
+
+An overheating machine gains an extra a·(t - onset)² °C from its onset, capped at a peak; it
+stays hot for a while, then is repaired and cools back to its normal band. That gives every
+alert its whole life (warning, critical, resolved) within one run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.signal import FloatArray, MachineParams, readings_from_temperature, spikes
+
+
+@dataclass(frozen=True)
+class OverheatPlan:
+    """When and how hard one machine overheats (ticks are reading steps)."""
+
+    machine_index: int
+    onset_tick: int
+    planned_crossing_tick: int
+    coefficient: float
+    peak_excess_c: float
+    hold_ticks: int
+    recover_ticks: int
+
+    def excess(self, t: FloatArray) -> FloatArray:
+        """Extra temperature at ticks t (vectorised)."""
+        since = np.maximum(np.asarray(t, dtype=np.float64) - self.onset_tick, 0.0)
+        ramp = np.minimum(self.coefficient * since**2, self.peak_excess_c)
+        peak_tick = float(np.sqrt(self.peak_excess_c / self.coefficient))
+        cooling = np.clip((since - peak_tick - self.hold_ticks) / self.recover_ticks, 0.0, 1.0)
+        return np.asarray(ramp * (1.0 - cooling), dtype=np.float64)
+
+
+def plan_overheats(
+    params: MachineParams,
+    count: int,
+    within_ticks: int,
+    threshold_c: float,
+    rng: np.random.Generator,
+) -> list[OverheatPlan]:
+    """Choose ``count`` machines that cross ``threshold_c`` in the first ``within_ticks`` ticks.
+
+    Onsets fall between 15 % and 35 % of that span and planned crossings between 70 % and 95 % of
+    it, so a full window of readings exists well before any crossing and every overheat is
+    preceded by a visible ramp that a forecaster can warn about.
+    """
+    if count == 0:
+        return []
+    if within_ticks < 40:
+        raise ValueError("overheats need at least 40 ticks to develop; run longer or faster")
+    chosen = np.sort(rng.choice(params.count, size=count, replace=False))
+    plans = []
+    for index in chosen:
+        onset = int(rng.uniform(0.15, 0.35) * within_ticks)
+        crossing = int(rng.uniform(0.7, 0.95) * within_ticks)
+        delay = max(crossing - onset, 10)
+        # Enough excess that the noise-free signal is over the threshold even at the trough.
+        needed = threshold_c - float(params.base_c[index]) + float(params.swing_c[index]) * 0.3
+        peak = needed + float(params.swing_c[index]) + 8.0
+        plans.append(
+            OverheatPlan(
+                machine_index=int(index),
+                onset_tick=onset,
+                planned_crossing_tick=onset + delay,
+                coefficient=needed / delay**2,
+                peak_excess_c=peak,
+                hold_ticks=max(20, within_ticks // 6),
+                recover_ticks=max(20, within_ticks // 6),
+            )
+        )
+    return plans
+
+
+class Fleet:
+    """Machines that produce one reading each per tick, reproducibly from a seed."""
+
+    def __init__(
+        self,
+        machines: int,
+        seed: int,
+        overheat: int = 0,
+        overheat_within_ticks: int = 120,
+        threshold_c: float = 95.0,
+        machine_prefix: str = "m-",
+    ) -> None:
+        if machines < 1:
+            raise ValueError("a fleet needs at least one machine")
+        if overheat > machines:
+            raise ValueError("cannot overheat more machines than the fleet has")
+        self._rng = np.random.default_rng(seed)
+        self.params = MachineParams.draw(machines, self._rng)
+        self.overheats = plan_overheats(
+            self.params, overheat, overheat_within_ticks, threshold_c, self._rng
+        )
+        width = max(3, len(str(machines - 1)))
+        self.machine_ids = [f"{machine_prefix}{i:0{width}d}" for i in range(machines)]
+        self.threshold_c = threshold_c
+
+    @property
+    def size(self) -> int:
+        return self.params.count
+
+    def clean_temperature(self, ticks: FloatArray) -> FloatArray:
+        """Noise-free temperatures, shape (machines, len(ticks)), overheats included."""
+        t = np.asarray(ticks, dtype=np.float64)[np.newaxis, :]
+        temperature = self.params.clean_temperature(t.T).T  # (machines, ticks)
+        for plan in self.overheats:
+            temperature[plan.machine_index] += plan.excess(t[0])
+        return temperature
+
+    def readings(self, tick: int) -> FloatArray:
+        """One reading per machine at ``tick``: shape (machines, 4), FEATURES order."""
+        return self.history(tick, 1)[:, 0, :]
+
+    def history(self, start_tick: int, ticks: int) -> FloatArray:
+        """Readings for ticks [start, start + ticks): shape (machines, ticks, 4)."""
+        t = np.arange(start_tick, start_tick + ticks, dtype=np.float64)
+        temperature = self.clean_temperature(t)
+        shape = temperature.shape
+        temperature = temperature + self._rng.normal(0.0, 1.0, shape) * self.params.noise_c[:, None]
+        temperature = temperature + spikes(shape, self._rng)
+        return readings_from_temperature(temperature, self._rng)
