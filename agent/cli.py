@@ -138,10 +138,9 @@ def apply_overrides(settings: Settings, overrides: dict[str, Any]) -> Settings:
                 location = (section, *problem["loc"])
                 flag = "--" + str(problem["loc"][0]).replace("_", "-") if problem["loc"] else ""
                 message = problem["msg"].removeprefix("Value error, ")
-                problems.append(
-                    f"  {env_name(location)} ({flag or 'flags'})={problem.get('input')!r}: "
-                    f"{message}"
-                )
+                value = problem.get("input")
+                shown = value if isinstance(value, str) else repr(value)
+                problems.append(f"  {env_name(location)} ({flag or 'flags'})={shown}: {message}")
             raise ConfigError("invalid configuration:\n" + "\n".join(problems)) from error
         setattr(settings, section, updated)
     return settings

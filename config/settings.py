@@ -8,17 +8,26 @@ env var or ``.env`` file stops start-up instead of being silently ignored.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "FOREWARN_"
 ENV_NESTED_DELIMITER = "__"
 
-_TOPIC_SEGMENT = re.compile(r"^[^#+\s]+(/[^#+\s]+)*$")
+_TOPIC_SEGMENT = re.compile(r"^[^#+\s/]+(/[^#+\s/]+)*$")
 
 
 class _Section(BaseModel):
@@ -54,15 +63,21 @@ class MqttSettings(_Section):
         1, description="QoS of the agent's telemetry subscription (the simulator's is separate)."
     )
 
+    @field_validator("topic_prefix")
+    @classmethod
+    def _plain_topic(cls, value: str) -> str:
+        # A field validator, so the error names FOREWARN_MQTT__TOPIC_PREFIX, not the section.
+        if not _TOPIC_SEGMENT.match(value):
+            raise ValueError(
+                f"topic_prefix {value!r} must be plain topic levels without "
+                "wildcards (+, #), spaces or empty levels, e.g. 'factory' or 'plant/line-1'"
+            )
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> MqttSettings:
         if self.password is not None and self.username is None:
             raise ValueError("a password is set without a username: set FOREWARN_MQTT__USERNAME")
-        if not _TOPIC_SEGMENT.match(self.topic_prefix):
-            raise ValueError(
-                f"topic_prefix {self.topic_prefix!r} must be plain topic levels without "
-                "wildcards (+, #), spaces or empty levels, e.g. 'factory' or 'plant/line-1'"
-            )
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must be at least reconnect_min_s")
         return self
@@ -179,7 +194,10 @@ class SimulatorSettings(_Section):
     @model_validator(mode="after")
     def _check(self) -> SimulatorSettings:
         if self.overheat > self.machines:
-            raise ValueError(f"overheat ({self.overheat}) cannot exceed machines ({self.machines})")
+            raise ValueError(
+                f"overheat ({self.overheat}) cannot exceed machines ({self.machines}): lower "
+                "FOREWARN_SIMULATOR__OVERHEAT or raise FOREWARN_SIMULATOR__MACHINES"
+            )
         return self
 
 
@@ -217,8 +235,19 @@ class ConfigError(Exception):
 
 def env_name(location: tuple[str | int, ...]) -> str:
     """The environment variable that sets the setting at ``location``."""
-    parts = [str(p) for p in location if not isinstance(p, int)]
-    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(p.upper() for p in parts)
+    parts = [str(p).upper() for p in location if not isinstance(p, int)]
+    if parts and parts[0].startswith(ENV_PREFIX):  # an unknown key read verbatim from .env
+        return ENV_NESTED_DELIMITER.join(parts)
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(parts)
+
+
+def _mask_secrets(value: Any) -> Any:
+    """``value`` with every password inside it (a section's raw input, say) replaced by ***."""
+    if isinstance(value, dict):
+        return {
+            k: "***" if "password" in str(k).lower() else _mask_secrets(v) for k, v in value.items()
+        }
+    return value
 
 
 def describe_validation_error(error: ValidationError) -> str:
@@ -228,16 +257,46 @@ def describe_validation_error(error: ValidationError) -> str:
         location = tuple(problem.get("loc", ()))
         value = problem.get("input")
         key = env_name(location) if location else "(settings)"
-        shown = "***" if "password" in key.lower() else repr(value)
+        if "password" in key.lower():
+            shown = "***"
+        else:
+            value = _mask_secrets(value)
+            shown = value if isinstance(value, str) else repr(value)
         message = problem.get("msg", "invalid").removeprefix("Value error, ")
         if problem.get("type") == "extra_forbidden":
             message = "unknown setting; check its spelling against `forewarn config check`"
+            if len(location) == 1 and not str(location[0]).upper().startswith(ENV_PREFIX):
+                key = str(location[0]).upper()  # a foreign key in .env, e.g. OTHER_TOOL_VAR
+                message = f"not a forewarn setting (a .env file may hold only {ENV_PREFIX}*)"
         lines.append(f"  {key}={shown}: {message}")
     return "\n".join(lines)
 
 
+def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
+    """``FOREWARN_*`` variables that name no setting (pydantic-settings ignores those)."""
+    environ = dict(os.environ) if environ is None else environ
+    sections = set(Settings.model_fields)
+    unknown = []
+    for name in sorted(environ):
+        if name.upper().startswith(ENV_PREFIX):
+            top = name[len(ENV_PREFIX) :].split(ENV_NESTED_DELIMITER, 1)[0].lower()
+            if top not in sections:
+                unknown.append(name)
+    return unknown
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings, raising :class:`ConfigError` with a readable message."""
+    unknown = unknown_env_vars()
+    if unknown:
+        raise ConfigError(
+            "invalid configuration:\n"
+            + "\n".join(
+                f"  {name}={'***' if 'PASSWORD' in name.upper() else os.environ[name]}: "
+                "unknown setting; check its spelling against `forewarn config check`"
+                for name in unknown
+            )
+        )
     try:
         return Settings(**overrides)
     except ValidationError as error:

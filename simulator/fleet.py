@@ -58,9 +58,11 @@ def plan_overheats(
         onset = int(rng.uniform(0.15, 0.35) * within_ticks)
         crossing = int(rng.uniform(0.7, 0.95) * within_ticks)
         delay = max(crossing - onset, 10)
-        # Enough excess that the noise-free signal is over the threshold even at the trough.
-        needed = threshold_c - float(params.base_c[index]) + float(params.swing_c[index]) * 0.3
-        peak = needed + float(params.swing_c[index]) + 8.0
+        # Enough excess that the noise-free signal is over the threshold by the planned crossing
+        # even at the trough of its cycle (wear only adds), so every overheat crosses in time.
+        swing = float(params.swing_c[index])
+        needed = threshold_c - float(params.base_c[index]) + swing
+        peak = needed + swing * 0.3 + 8.0
         plans.append(
             OverheatPlan(
                 machine_index=int(index),

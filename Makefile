@@ -1,0 +1,60 @@
+# forewarn: `make demo` runs the product, `make test` runs every test. Both set themselves up.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Pinned: an unpinned torch pulls a multi-GB CUDA build. Where a pip index or wheel cache
+# offers the CPU build (as on forewarn's CI machines), this pin takes it. On another machine
+# without a GPU, add the CPU wheel index: make demo TORCH_PIP_ARGS="--index-url <cpu index>"
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+ARGS ?=
+
+.PHONY: help install demo test test-unit test-integration lint format system-deps train clean
+
+help:
+	@echo "make demo      run simulator + agent on an embedded broker (ARGS=\"--duration 60\")"
+	@echo "make test      run the whole test suite (installs mosquitto and promtool if missing)"
+	@echo "make lint      ruff (lint + format check) and mypy"
+	@echo "make train     retrain the shipped default checkpoint (models/default.pt)"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "forewarn needs Python 3.11 or newer; set PYTHON=python3.11")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { echo "cannot create a virtualenv: run 'sudo apt-get install -y python3-venv'"; exit 1; }
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+system-deps:
+	@scripts/ensure-system-deps.sh
+
+demo: $(STAMP)
+	$(BIN)/forewarn demo $(ARGS)
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest $(ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(ARGS)
+
+test-integration: $(STAMP) system-deps
+	$(BIN)/python -m pytest tests/integration $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+train: $(STAMP)
+	$(BIN)/forewarn train --output models/default.pt $(ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

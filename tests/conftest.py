@@ -1,0 +1,170 @@
+"""Fixtures that start real things: a mosquitto broker on a free loopback port, promtool.
+
+A missing mosquitto or promtool fails the test with the command that installs it; it never
+skips, so CI cannot go green without the real servers. ``make test`` installs both.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+REPO = Path(__file__).resolve().parents[1]
+INSTALL_HINT = "sudo apt-get install -y mosquitto prometheus  (or run `make test`)"
+
+
+def find_tool(name: str) -> str:
+    """Path of a system tool, failing (not skipping) the test when it is absent."""
+    path = shutil.which(name) or next(
+        (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None
+    )
+    if path is None:
+        pytest.fail(f"{name} is not installed; install it with: {INSTALL_HINT}", pytrace=False)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
+
+
+@dataclass
+class Mosquitto:
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real mosquitto on a free loopback port, with a queue sized for test fleets."""
+    binary = find_tool("mosquitto")
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\n"
+        "allow_anonymous true\n"
+        "persistence false\n"
+        "max_queued_messages 100000\n"
+        "log_type error\nlog_type warning\n"
+    )
+    log = tmp_path / "mosquitto.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=out)
+    try:
+        wait_for_port(port)
+        yield Mosquitto(port=port, process=process, log=log)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture
+def promtool() -> str:
+    return find_tool("promtool")
+
+
+@dataclass
+class Recorder:
+    """Collects JSON messages from a topic filter on a real broker."""
+
+    messages: list[tuple[str, dict[str, object], bool]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def snapshot(self) -> list[tuple[str, dict[str, object], bool]]:
+        with self.lock:
+            return list(self.messages)
+
+    def wait_for(
+        self,
+        predicate: Callable[[list[tuple[str, dict[str, object], bool]]], bool],
+        timeout_s: float,
+    ) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate(self.snapshot()):
+                return True
+            time.sleep(0.1)
+        return predicate(self.snapshot())
+
+
+@pytest.fixture
+def subscribe(mosquitto: Mosquitto) -> Iterator[Callable[[str], Recorder]]:
+    """subscribe(filter) -> Recorder of every JSON message on it (retained ones flagged)."""
+    clients: list[mqtt.Client] = []
+
+    def start(topic_filter: str) -> Recorder:
+        recorder = Recorder()
+        subscribed = threading.Event()
+        client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+
+        def on_connect(c: mqtt.Client, u: object, f: object, rc: object, p: object) -> None:
+            c.subscribe(topic_filter, qos=1)
+
+        def on_subscribe(c: mqtt.Client, u: object, mid: int, rcs: object, p: object) -> None:
+            subscribed.set()
+
+        def on_message(c: mqtt.Client, u: object, message: mqtt.MQTTMessage) -> None:
+            with recorder.lock:
+                recorder.messages.append(
+                    (message.topic, orjson.loads(message.payload), bool(message.retain))
+                )
+
+        client.on_connect = on_connect
+        client.on_subscribe = on_subscribe
+        client.on_message = on_message
+        client.connect(mosquitto.host, mosquitto.port)
+        client.loop_start()
+        assert subscribed.wait(10), "test subscriber could not subscribe"
+        clients.append(client)
+        return recorder
+
+    yield start
+    for client in clients:
+        client.disconnect()
+        client.loop_stop()
+
+
+def forewarn_env(mosquitto: Mosquitto | None = None, **extra: str) -> dict[str, str]:
+    """Environment for a `forewarn` subprocess: no stray .env settings, our broker."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FOREWARN_")}
+    if mosquitto is not None:
+        env["FOREWARN_MQTT__HOST"] = mosquitto.host
+        env["FOREWARN_MQTT__PORT"] = str(mosquitto.port)
+    env.update(extra)
+    return env
+
+
+def forewarn_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "agent.cli", *args]

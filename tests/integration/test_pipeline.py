@@ -1,0 +1,232 @@
+"""Simulator → real mosquitto → agent → alerts on MQTT and metrics over HTTP."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.app import Agent
+from config.settings import Settings, load_settings
+from simulator.publish import SimulatorPublisher, build_fleet
+from tests.conftest import Mosquitto, Recorder, free_port
+
+pytestmark = pytest.mark.integration
+
+ALERT_KEYS = {
+    "machine_id",
+    "severity",
+    "status",
+    "ts",
+    "temperature_c",
+    "forecast_c",
+    "threshold_c",
+    "model_version",
+}
+
+
+def settings_for(mosquitto: Mosquitto, tmp_path: Path, **simulator: object) -> Settings:
+    settings = load_settings(_env_file=None)
+    settings.mqtt = settings.mqtt.model_copy(
+        update={"host": mosquitto.host, "port": mosquitto.port, "client_id": "agent-under-test"}
+    )
+    settings.metrics = settings.metrics.model_copy(update={"host": "127.0.0.1", "port": 0})
+    settings.agent = settings.agent.model_copy(update={"tick_interval_s": 0.05})
+    settings.simulator = settings.simulator.model_copy(update=simulator)
+    return settings
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+@pytest.fixture
+def running_agent(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[Callable[..., Agent]]:
+    agents: list[Agent] = []
+
+    def start(settings: Settings) -> Agent:
+        agent = Agent(settings)
+        agent.start()
+        agents.append(agent)
+        assert agent.wait_connected(10), "agent did not connect to mosquitto"
+        return agent
+
+    yield start
+    for agent in agents:
+        agent.stop()
+
+
+def run_simulator(settings: Settings) -> threading.Thread:
+    publisher = SimulatorPublisher(settings.mqtt, settings.simulator, settings.alerts.threshold_c)
+    thread = threading.Thread(target=publisher.run, name="test-simulator")
+    thread.start()
+    return thread
+
+
+def test_overheat_warns_before_critical_on_mqtt(
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    running_agent: Callable[[Settings], Agent],
+    subscribe: Callable[[str], Recorder],
+) -> None:
+    settings = settings_for(
+        mosquitto, tmp_path, machines=12, rate_hz=20.0, duration_s=18.0, overheat=3, seed=3
+    )
+    alerts = subscribe("factory/+/alerts")
+    agent = running_agent(settings)
+    simulator = run_simulator(settings)
+    simulator.join(timeout=60)
+    assert not simulator.is_alive()
+    time.sleep(0.5)
+
+    messages = alerts.snapshot()
+    assert messages, f"no alerts at all; mosquitto log: {mosquitto.log.read_text()}"
+    for topic, payload, _ in messages:
+        assert ALERT_KEYS <= payload.keys()
+        assert topic == f"factory/{payload['machine_id']}/alerts"
+        assert payload["status"] in {"firing", "resolved"}
+        assert payload["severity"] in {"warning", "critical"}
+    by_machine: dict[str, list[tuple[str, str]]] = {}
+    for _, payload, _ in messages:
+        by_machine.setdefault(str(payload["machine_id"]), []).append(
+            (str(payload["severity"]), str(payload["status"]))
+        )
+    warned_first = [
+        machine
+        for machine, seq in by_machine.items()
+        if ("critical", "firing") in seq
+        and seq.index(("warning", "firing")) < seq.index(("critical", "firing"))
+        if ("warning", "firing") in seq
+    ]
+    print("alert sequences:", by_machine)
+    assert warned_first, f"no machine was warned before going critical: {by_machine}"
+    fleet = build_fleet(settings.simulator, settings.alerts.threshold_c)
+    overheating = {fleet.machine_ids[plan.machine_index] for plan in fleet.overheats}
+    assert set(by_machine) <= overheating, "a healthy machine raised an alert"
+    # Each alert was raised once per episode: no duplicate firing while firing.
+    for machine, seq in by_machine.items():
+        for earlier, later in zip(seq, seq[1:], strict=False):
+            assert earlier != later, f"{machine} repeated {earlier}"
+
+    registry = agent.metrics.registry
+    accepted = registry.get_sample_value("forewarn_readings_total")
+    assert accepted == 12 * 18 * 20, "every published reading is accepted exactly once"
+    assert registry.get_sample_value("forewarn_forecasts_total") > 0
+
+
+def test_metrics_pass_promtool_and_health_follows_the_broker(
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    running_agent: Callable[[Settings], Agent],
+    promtool: str,
+) -> None:
+    settings = settings_for(
+        mosquitto, tmp_path, machines=5, rate_hz=20.0, duration_s=3.0, overheat=0
+    )
+    agent = running_agent(settings)
+    base = f"http://127.0.0.1:{agent.http.port}"
+    status, body = http_get(base + "/healthz")
+    assert status == 200, body  # healthy before any reading arrived
+    run_simulator(settings).join(timeout=30)
+    time.sleep(0.3)
+
+    status, text = http_get(base + "/metrics")
+    assert status == 200
+    check = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, timeout=30
+    )
+    assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+    exposition = text.decode()
+    for name in (
+        "forewarn_readings_total",
+        'forewarn_readings_rejected_total{reason="bad_json"}',
+        "forewarn_forecasts_total",
+        'forewarn_alerts_total{severity="warning"}',
+        "forewarn_tick_duration_seconds_bucket",
+        "forewarn_batch_size",
+        "forewarn_machines",
+        "forewarn_model_info",
+        "forewarn_machine_temperature_celsius",
+    ):
+        assert name in exposition, f"{name} missing from /metrics"
+    assert agent.metrics.registry.get_sample_value("forewarn_machines") == 5
+
+    mosquitto.process.terminate()
+    mosquitto.process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and http_get(base + "/healthz")[0] != 503:
+        time.sleep(0.1)
+    assert http_get(base + "/healthz")[0] == 503, "healthz must turn 503 without the broker"
+
+
+def test_healthz_is_503_until_connected(tmp_path: Path) -> None:
+    settings = load_settings(_env_file=None)
+    settings.mqtt = settings.mqtt.model_copy(update={"host": "127.0.0.1", "port": free_port()})
+    settings.metrics = settings.metrics.model_copy(update={"host": "127.0.0.1", "port": 0})
+    agent = Agent(settings)
+    agent.start()
+    try:
+        time.sleep(0.5)
+        status, body = http_get(f"http://127.0.0.1:{agent.http.port}/healthz")
+        assert status == 503, body
+        assert b'"mqtt_connected":false' in body
+    finally:
+        agent.stop()
+
+
+def test_malformed_readings_are_counted_and_skipped(
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    running_agent: Callable[[Settings], Agent],
+) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    settings = settings_for(mosquitto, tmp_path)
+    agent = running_agent(settings)
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    client.connect(mosquitto.host, mosquitto.port)
+    client.loop_start()
+    bad = [
+        b"not json",
+        b'{"machine_id": "m-1", "ts": 1, "seq": 1}',
+        b'{"machine_id": "m-1", "ts": 1, "seq": 1, "temperature_c": "hot", '
+        b'"vibration_hz": 1, "pressure_psi": 1, "rpm": 1}',
+        b'{"machine_id": "m-1", "ts": 1, "seq": 2, "temperature_c": -1e9, '
+        b'"vibration_hz": 1, "pressure_psi": 1, "rpm": 1}',
+    ]
+    good = (
+        b'{"machine_id": "m-1", "ts": 1, "seq": 3, "temperature_c": 70, '
+        b'"vibration_hz": 35, "pressure_psi": 121, "rpm": 1640}'
+    )
+    for payload in [*bad, good, good]:
+        client.publish("factory/m-1/telemetry", payload, qos=1).wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
+    registry = agent.metrics.registry
+
+    def rejected(reason: str) -> float:
+        return (
+            registry.get_sample_value("forewarn_readings_rejected_total", {"reason": reason}) or 0.0
+        )
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and rejected("duplicate") < 1:
+        time.sleep(0.05)
+    assert rejected("bad_json") == 1
+    assert rejected("missing_field") == 1
+    assert rejected("bad_type") == 1
+    assert rejected("out_of_range") == 1
+    assert rejected("duplicate") == 1
+    assert registry.get_sample_value("forewarn_readings_total") == 1
+    assert agent.health()[0], "bad input must not hurt the agent"

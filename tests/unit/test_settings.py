@@ -1,0 +1,229 @@
+"""Settings: defaults, environment and .env sources, validation messages, secret masking."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from config.settings import (
+    ConfigError,
+    MqttSettings,
+    Settings,
+    SimulatorSettings,
+    env_name,
+    load_settings,
+    masked_settings,
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No FOREWARN_* variable of the calling shell and no stray .env may leak into a test."""
+    for name in list(os.environ):
+        if name.upper().startswith("FOREWARN_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def config_error(**env: str) -> str:
+    """The ConfigError message load_settings raises under ``env``."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        with pytest.raises(ConfigError) as caught:
+            load_settings()
+    return str(caught.value)
+
+
+def test_defaults() -> None:
+    settings = load_settings()
+    assert settings.metrics.port == 9108
+    assert settings.mqtt.topic_prefix == "factory"
+    assert settings.mqtt.host == "localhost"
+    assert settings.mqtt.port == 1883
+    assert settings.mqtt.username is None
+    assert settings.mqtt.password is None
+    assert settings.alerts.threshold_c == 95.0
+    assert settings.log_level == "INFO"
+
+
+def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FOREWARN_MQTT__HOST", "broker.example")
+    monkeypatch.setenv("FOREWARN_MQTT__PORT", "8883")
+    monkeypatch.setenv("FOREWARN_METRICS__PORT", "9999")
+    monkeypatch.setenv("FOREWARN_MQTT__USERNAME", "agent")
+    monkeypatch.setenv("FOREWARN_MQTT__PASSWORD", "s3cret")
+    settings = load_settings()
+    assert settings.mqtt.host == "broker.example"
+    assert settings.mqtt.port == 8883
+    assert settings.metrics.port == 9999
+    assert settings.mqtt.username == "agent"
+    assert settings.mqtt.password is not None
+    assert settings.mqtt.password.get_secret_value() == "s3cret"
+    # The secret never shows in the model's repr.
+    assert "s3cret" not in repr(settings)
+
+
+def test_dotenv_file_in_cwd_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "FOREWARN_MQTT__HOST=from-dotenv\nFOREWARN_ALERTS__THRESHOLD_C=88.5\n", encoding="utf-8"
+    )
+    settings = load_settings()
+    assert settings.mqtt.host == "from-dotenv"
+    assert settings.alerts.threshold_c == 88.5
+
+
+def test_environment_beats_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("FOREWARN_MQTT__HOST=from-dotenv\n", encoding="utf-8")
+    monkeypatch.setenv("FOREWARN_MQTT__HOST", "from-env")
+    assert load_settings().mqtt.host == "from-env"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [
+        ("FOREWARN_MQTT__PORT", "notaport", "integer"),
+        ("FOREWARN_MQTT__PORT", "70000", "65535"),
+        ("FOREWARN_METRICS__PORT", "-1", "greater than or equal to 0"),
+        ("FOREWARN_LOG_LEVEL", "CHATTY", "DEBUG"),
+        ("FOREWARN_ALERTS__WARNING_CONFIRM_TICKS", "0", "greater than or equal to 1"),
+    ],
+)
+def test_bad_value_names_variable_value_and_what_is_allowed(
+    name: str, value: str, allowed: str
+) -> None:
+    message = config_error(**{name: value})
+    line = next(line for line in message.splitlines() if name in line)
+    assert value in line
+    assert allowed in line
+
+
+def test_bad_value_is_a_config_error_not_a_validation_error() -> None:
+    # ConfigError is not a pydantic ValidationError subclass: callers catch one type.
+    from pydantic import ValidationError
+
+    assert not issubclass(ConfigError, ValidationError)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "FOREWARN_MQTT__HOSTT",  # typo of a nested field
+        "FOREWARN_LOGLEVEL",  # typo of a top-level field
+        "FOREWARN_MQTT_HOST",  # single underscore instead of the nesting delimiter
+    ],
+)
+def test_unknown_environment_keys_are_rejected(name: str) -> None:
+    message = config_error(**{name: "x"})
+    assert name in message
+    assert "unknown setting" in message
+
+
+def test_unknown_dotenv_keys_are_rejected(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("FOREWARN_MQTT__HOSTT=x\nFOREWARN_BOGUS=1\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "FOREWARN_MQTT__HOSTT" in message
+    # Named as written in the file, not with the prefix doubled.
+    assert "FOREWARN_BOGUS" in message
+    assert "FOREWARN_FOREWARN" not in message
+
+
+def test_foreign_dotenv_key_is_named_as_written(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("OTHER_TOOL_VAR=1\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "OTHER_TOOL_VAR=1" in message
+    assert "FOREWARN_OTHER_TOOL_VAR" not in message
+    assert "not a forewarn setting" in message
+
+
+def test_unknown_keyword_rejected() -> None:
+    with pytest.raises(ConfigError, match="not a forewarn setting"):
+        load_settings(mqttt={"host": "x"})
+
+
+def test_sections_forbid_unknown_keys() -> None:
+    with pytest.raises(ValueError):
+        MqttSettings(hots="x")  # type: ignore[call-arg]
+
+
+def test_password_without_username_is_rejected_and_not_echoed() -> None:
+    message = config_error(FOREWARN_MQTT__PASSWORD="hunter2")
+    assert "FOREWARN_MQTT__USERNAME" in message
+    assert "hunter2" not in message
+
+
+def test_password_never_echoed_in_field_errors() -> None:
+    message = config_error(
+        FOREWARN_MQTT__USERNAME="agent",
+        FOREWARN_MQTT__PASSWORD="hunter2",
+        FOREWARN_MQTT__PORT="0",
+    )
+    assert "FOREWARN_MQTT__PORT" in message
+    assert "hunter2" not in message
+
+
+def test_masked_settings_masks_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FOREWARN_MQTT__USERNAME", "agent")
+    monkeypatch.setenv("FOREWARN_MQTT__PASSWORD", "hunter2")
+    data = masked_settings(load_settings())
+    assert data["mqtt"]["password"] == "***"
+    assert data["mqtt"]["username"] == "agent"
+    assert "hunter2" not in json.dumps(data)
+
+
+def test_masked_settings_without_password_is_null() -> None:
+    data = masked_settings(load_settings())
+    assert data["mqtt"]["password"] is None
+    assert data["metrics"]["port"] == 9108
+    json.dumps(data)  # plain data, serialisable as is
+
+
+@pytest.mark.parametrize("prefix", ["factory/#", "a/+/b", "+", "plant line", "a//b", "/a", ""])
+def test_topic_prefix_with_wildcards_or_empty_levels_rejected(prefix: str) -> None:
+    message = config_error(FOREWARN_MQTT__TOPIC_PREFIX=prefix)
+    assert "FOREWARN_MQTT__TOPIC_PREFIX" in message
+    assert "wildcards" in message
+
+
+@pytest.mark.parametrize("prefix", ["factory", "plant/line-1", "a/b/c"])
+def test_plain_topic_prefixes_accepted(prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FOREWARN_MQTT__TOPIC_PREFIX", prefix)
+    assert load_settings().mqtt.topic_prefix == prefix
+
+
+def test_overheat_cannot_exceed_machines() -> None:
+    message = config_error(FOREWARN_SIMULATOR__MACHINES="3", FOREWARN_SIMULATOR__OVERHEAT="5")
+    assert "FOREWARN_SIMULATOR__OVERHEAT" in message
+    assert "FOREWARN_SIMULATOR__MACHINES" in message
+    with pytest.raises(ValueError):
+        SimulatorSettings(machines=2, overheat=3)
+    assert SimulatorSettings(machines=3, overheat=3).overheat == 3
+
+
+def test_reconnect_bounds_ordered() -> None:
+    message = config_error(FOREWARN_MQTT__RECONNECT_MIN_S="10", FOREWARN_MQTT__RECONNECT_MAX_S="5")
+    assert "reconnect_max_s" in message
+
+
+def test_reading_limits_must_be_ordered() -> None:
+    message = config_error(FOREWARN_LIMITS__TEMPERATURE_C="[100, 50]")
+    assert "temperature_c" in message
+
+
+def test_assignment_is_validated() -> None:
+    settings = Settings()
+    with pytest.raises(ValueError):
+        settings.mqtt.port = 0
+
+
+def test_env_name() -> None:
+    assert env_name(("mqtt", "host")) == "FOREWARN_MQTT__HOST"
+    assert env_name(("limits", "temperature_c", 0)) == "FOREWARN_LIMITS__TEMPERATURE_C"
+    assert env_name(("log_level",)) == "FOREWARN_LOG_LEVEL"
