@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import threading
 import time
@@ -92,7 +93,7 @@ def test_overheat_warns_before_critical_on_mqtt(
     messages = alerts.snapshot()
     assert messages, f"no alerts at all; mosquitto log: {mosquitto.log.read_text()}"
     for topic, payload, _ in messages:
-        assert ALERT_KEYS <= payload.keys()
+        assert payload.keys() >= ALERT_KEYS
         assert topic == f"factory/{payload['machine_id']}/alerts"
         assert payload["status"] in {"firing", "resolved"}
         assert payload["severity"] in {"warning", "critical"}
@@ -115,7 +116,7 @@ def test_overheat_warns_before_critical_on_mqtt(
     assert set(by_machine) <= overheating, "a healthy machine raised an alert"
     # Each alert was raised once per episode: no duplicate firing while firing.
     for machine, seq in by_machine.items():
-        for earlier, later in zip(seq, seq[1:], strict=False):
+        for earlier, later in itertools.pairwise(seq):
             assert earlier != later, f"{machine} repeated {earlier}"
 
     registry = agent.metrics.registry

@@ -1,0 +1,420 @@
+"""Windows, scaling, networks, checkpoints, serving and training."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.base import Forecaster
+from models.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    TorchForecaster,
+    default_checkpoint_path,
+    resolve_device,
+)
+from models.data import make_windows
+from models.scaling import FeatureScaler
+from models.train import TrainConfig, errors_c, generate_episodes, train
+from models.zoo import RecurrentForecaster
+from simulator.fleet import Fleet
+from simulator.signal import FEATURES, seed_series
+
+TINY = TrainConfig(episodes=3, machines=4, ticks=120, epochs=1, horizon=5, device="cpu")
+
+
+def quiet(message: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: on a busy 2-core runner, spinning thread pools cost seconds."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def serve(checkpoint: Checkpoint, chunk_size: int = 1000) -> TorchForecaster:
+    return TorchForecaster(checkpoint, device="cpu", threads=1, chunk_size=chunk_size)
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint() -> Checkpoint:
+    return train(TINY, progress=quiet)
+
+
+@pytest.fixture(scope="module")
+def default_checkpoint() -> Checkpoint:
+    return Checkpoint.load(default_checkpoint_path())
+
+
+def coded_series(machines: int, ticks: int, features: int) -> np.ndarray:
+    """value = machine * 10000 + tick * 10 + feature: every cell says where it came from."""
+    m = np.arange(machines)[:, None, None]
+    t = np.arange(ticks)[None, :, None]
+    f = np.arange(features)[None, None, :]
+    return (m * 10000 + t * 10 + f).astype(np.float64)
+
+
+# ---------------------------------------------------------------- make_windows
+
+
+def test_make_windows_shapes_and_alignment() -> None:
+    machines, ticks, features, window, horizon = 3, 50, 4, 20, 5
+    x, y = make_windows(coded_series(machines, ticks, features), window, horizon)
+    per_machine = ticks - window - horizon + 1
+    assert x.shape == (machines * per_machine, window, features)
+    assert y.shape == (machines * per_machine, horizon)
+    assert x.dtype == np.float32
+    assert y.dtype == np.float32
+    for i in range(len(x)):
+        machine, start = divmod(i, per_machine)
+        expected_ticks = np.arange(start, start + window)
+        np.testing.assert_array_equal(
+            x[i], machine * 10000 + expected_ticks[:, None] * 10 + np.arange(features)
+        )
+        # Targets: exactly the next `horizon` temperatures (feature 0) after the window.
+        next_ticks = np.arange(start + window, start + window + horizon)
+        np.testing.assert_array_equal(y[i], machine * 10000 + next_ticks * 10)
+
+
+def test_windows_never_span_machines() -> None:
+    x, y = make_windows(coded_series(4, 30, 2), window=10, horizon=3)
+    machine_of_x = (x // 10000).reshape(len(x), -1)
+    machine_of_y = y // 10000
+    assert np.all(machine_of_x == machine_of_x[:, :1])
+    assert np.all(machine_of_y == machine_of_x[:, :1])
+
+
+def test_make_windows_target_index_and_stride() -> None:
+    series = coded_series(2, 40, 3)
+    x1, y1 = make_windows(series, window=10, horizon=2, target_index=2)
+    assert y1[0].tolist() == [10 * 10 + 2, 11 * 10 + 2]
+    x3, y3 = make_windows(series, window=10, horizon=2, target_index=2, stride=3)
+    per_machine = 40 - 10 - 2 + 1
+    starts = list(range(0, per_machine, 3))
+    assert len(x3) == 2 * len(starts)
+    np.testing.assert_array_equal(x3[: len(starts)], x1[starts])
+    np.testing.assert_array_equal(y3[len(starts) :], y1[[per_machine + s for s in starts]])
+
+
+def test_make_windows_accepts_a_single_series() -> None:
+    x, y = make_windows(coded_series(1, 30, 4)[0], window=20, horizon=1)
+    assert x.shape == (10, 20, 4)
+    assert y[:, 0].tolist() == [t * 10 for t in range(20, 30)]
+
+
+def test_make_windows_rejects_too_short_series() -> None:
+    x, _ = make_windows(coded_series(1, 25, 4), window=20, horizon=5)  # exactly one fits
+    assert len(x) == 1
+    with pytest.raises(ValueError, match="too short"):
+        make_windows(coded_series(1, 25, 4), window=20, horizon=6)
+
+
+# ---------------------------------------------------------------- FeatureScaler
+
+
+def test_scaler_fit_transform_inverse_round_trip() -> None:
+    rng = np.random.default_rng(0)
+    readings = rng.normal([70, 35, 120, 1640], [10, 5, 3, 50], size=(3, 200, 4))
+    scaler = FeatureScaler.fit(readings)
+    np.testing.assert_allclose(scaler.minimum, readings.reshape(-1, 4).min(axis=0), rtol=1e-6)
+    span = readings.reshape(-1, 4).max(axis=0) - readings.reshape(-1, 4).min(axis=0)
+    np.testing.assert_allclose(scaler.span, span, rtol=1e-6)
+    scaled = scaler.transform(readings)
+    assert scaled.dtype == np.float32
+    assert scaled.min() == pytest.approx(0.0, abs=1e-6)
+    assert scaled.max() == pytest.approx(1.0, abs=1e-6)
+    for column in range(4):
+        back = scaler.inverse_column(scaled[..., column], column)
+        np.testing.assert_allclose(back, readings[..., column], rtol=1e-5, atol=1e-3)
+
+
+def test_scaler_zero_span_feature_is_finite() -> None:
+    readings = np.stack([np.linspace(60, 90, 50), np.full(50, 7.0)], axis=1)
+    scaler = FeatureScaler.fit(readings)
+    assert scaler.span[1] == 1.0
+    scaled = scaler.transform(readings)
+    assert np.all(np.isfinite(scaled))
+    np.testing.assert_array_equal(scaled[:, 1], 0.0)
+    np.testing.assert_allclose(scaler.inverse_column(scaled[:, 1], 1), 7.0)
+
+
+def test_scaler_lists_round_trip() -> None:
+    scaler = FeatureScaler.fit(np.random.default_rng(1).normal(size=(100, 4)))
+    again = FeatureScaler.from_lists(scaler.to_lists())
+    np.testing.assert_array_equal(again.minimum, scaler.minimum)
+    np.testing.assert_array_equal(again.span, scaler.span)
+    assert again.minimum.dtype == np.float32
+
+
+# ---------------------------------------------------------------- RecurrentForecaster
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("horizon", [1, 30])
+def test_recurrent_forecaster_output_shape(cell: str, horizon: int) -> None:
+    torch.manual_seed(0)
+    module = RecurrentForecaster(hidden=8, layers=2, horizon=horizon, cell=cell).eval()
+    out = module(torch.randn(7, 20, 4))
+    assert out.shape == (7, horizon)
+    assert torch.isfinite(out).all()
+
+
+def test_recurrent_forecaster_predicts_offsets_from_last_observed() -> None:
+    module = RecurrentForecaster(hidden=8, layers=1, horizon=3, target_index=1).eval()
+    with torch.no_grad():
+        module.head.weight.zero_()
+        module.head.bias.zero_()
+    windows = torch.randn(5, 10, 4)
+    expected = windows[:, -1, 1:2].expand(5, 3)
+    torch.testing.assert_close(module(windows), expected)
+
+
+def test_recurrent_forecaster_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="cell"):
+        RecurrentForecaster(cell="transformer")
+    with pytest.raises(ValueError, match="horizon"):
+        RecurrentForecaster(horizon=0)
+
+
+# ---------------------------------------------------------------- Checkpoint
+
+
+def sample_windows(count: int, seed: int = 0) -> np.ndarray:
+    fleet = Fleet(count, seed=seed, overheat=min(2, count))
+    return np.ascontiguousarray(fleet.history(0, 20).astype(np.float32))
+
+
+def test_checkpoint_round_trip_gives_identical_forecasts(
+    tiny_checkpoint: Checkpoint, tmp_path: Path
+) -> None:
+    path = tmp_path / "nested" / "tiny.pt"
+    tiny_checkpoint.save(path)
+    assert path.exists()
+    assert not path.with_suffix(".pt.tmp").exists()
+    loaded = Checkpoint.load(path)
+    for name in ("kind", "version", "features", "window", "horizon", "hidden", "layers"):
+        assert getattr(loaded, name) == getattr(tiny_checkpoint, name)
+    assert loaded.dropout == pytest.approx(tiny_checkpoint.dropout)
+    assert loaded.report["test_next_step"] == tiny_checkpoint.report["test_next_step"]
+    assert loaded.state_dict.keys() == tiny_checkpoint.state_dict.keys()
+    windows = sample_windows(9)
+    before = serve(tiny_checkpoint).forecast(windows)
+    after = serve(loaded).forecast(windows)
+    np.testing.assert_array_equal(before, after)
+
+
+def test_checkpoint_load_refuses_pickled_objects(tmp_path: Path) -> None:
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.mkdir, (str(marker),))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": 1, "kind": "lstm", "evil": Payload()}, path)
+    with pytest.raises(CheckpointError, match="cannot be read") as caught:
+        Checkpoint.load(path)
+    assert str(path) in str(caught.value)
+    assert not marker.exists(), "loading a checkpoint ran code from the file"
+    # The payload is live: an unsafe load would have run it.
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_checkpoint_missing_file_names_the_path(tmp_path: Path) -> None:
+    path = tmp_path / "nope" / "missing.pt"
+    with pytest.raises(CheckpointError, match="does not exist") as caught:
+        Checkpoint.load(path)
+    assert str(path) in str(caught.value)
+
+
+def test_checkpoint_rejects_foreign_and_incomplete_files(
+    tiny_checkpoint: Checkpoint, tmp_path: Path
+) -> None:
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="cannot be read"):
+        Checkpoint.load(garbage)
+    other_format = tmp_path / "v2.pt"
+    torch.save({"format": 2}, other_format)
+    with pytest.raises(CheckpointError, match="format"):
+        Checkpoint.load(other_format)
+    incomplete = tmp_path / "incomplete.pt"
+    tiny_checkpoint.save(incomplete)
+    payload = torch.load(incomplete, weights_only=True)
+    del payload["window"]
+    torch.save(payload, incomplete)
+    with pytest.raises(CheckpointError, match="window"):
+        Checkpoint.load(incomplete)
+
+
+# ---------------------------------------------------------------- TorchForecaster
+
+
+def test_torch_forecaster_shape_and_protocol(tiny_checkpoint: Checkpoint) -> None:
+    forecaster = serve(tiny_checkpoint)
+    assert isinstance(forecaster, Forecaster)
+    assert forecaster.horizon == TINY.horizon
+    assert forecaster.window == TINY.window
+    assert forecaster.features == FEATURES
+    out = forecaster.forecast(sample_windows(6))
+    assert out.shape == (6, TINY.horizon)
+    assert out.dtype == np.float32
+    assert np.all(np.isfinite(out))
+    forecaster.warm_up()
+
+
+def test_forecast_is_in_degrees_not_scaled_units(tiny_checkpoint: Checkpoint) -> None:
+    forecaster = serve(tiny_checkpoint)
+    windows = sample_windows(20)
+    out = forecaster.forecast(windows)
+    # Healthy-ish machines around 60..100 °C; scaled units would sit near 0..1.
+    assert 40.0 < float(np.median(out)) < 120.0
+
+
+def test_chunking_gives_the_same_result(tiny_checkpoint: Checkpoint) -> None:
+    windows = sample_windows(11, seed=3)
+    chunked = serve(tiny_checkpoint, chunk_size=3).forecast(windows)
+    whole = serve(tiny_checkpoint, chunk_size=1000).forecast(windows)
+    np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-4)
+    # Each row depends on its own window only: forecasting one row alone gives the same.
+    single = serve(tiny_checkpoint).forecast(windows[4:5])
+    np.testing.assert_allclose(single[0], whole[4], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(2, 19, 4), (2, 20, 3), (20, 4), (1, 2, 20, 4)])
+def test_wrong_window_shape_raises(tiny_checkpoint: Checkpoint, shape: tuple[int, ...]) -> None:
+    forecaster = serve(tiny_checkpoint)
+    with pytest.raises(ValueError, match="shape"):
+        forecaster.forecast(np.zeros(shape, dtype=np.float32))
+
+
+def test_empty_batch(tiny_checkpoint: Checkpoint) -> None:
+    out = serve(tiny_checkpoint).forecast(np.zeros((0, 20, 4), dtype=np.float32))
+    assert out.shape == (0, TINY.horizon)
+
+
+# ---------------------------------------------------------------- the shipped checkpoint
+
+
+def test_default_checkpoint_loads(default_checkpoint: Checkpoint) -> None:
+    assert default_checkpoint_path().name == "default.pt"
+    assert default_checkpoint.window == 20
+    assert default_checkpoint.features == FEATURES
+    assert default_checkpoint.horizon >= 1
+    assert default_checkpoint.kind in ("lstm", "gru")
+    forecaster = TorchForecaster.from_path(None, device="cpu", threads=1)
+    assert forecaster.version == default_checkpoint.version
+
+
+def test_default_checkpoint_beats_persistence_on_the_seed_split(
+    default_checkpoint: Checkpoint,
+) -> None:
+    series = seed_series().readings
+    x, y = make_windows(series, window=20, horizon=1)
+    test_from = int(len(x) * 0.8)  # targets t = 804..999, as in the seed
+    forecaster = serve(default_checkpoint)
+    predicted = forecaster.forecast(x[test_from:])[:, 0]
+    model = errors_c(predicted, y[test_from:, 0])
+    persistence = errors_c(x[test_from:, -1, 0], y[test_from:, 0])
+    assert persistence["rmse_c"] == pytest.approx(3.237, abs=1e-3)
+    assert model["rmse_c"] < persistence["rmse_c"]
+    # Nobody beats the noise floor (2.378 °C) by much.
+    assert model["rmse_c"] > 2.0
+
+
+def test_default_checkpoint_beats_persistence_over_its_horizon(
+    default_checkpoint: Checkpoint,
+) -> None:
+    fleet = Fleet(16, seed=99, overheat=6, overheat_within_ticks=300)
+    x, y = make_windows(fleet.history(0, 400), 20, default_checkpoint.horizon, stride=5)
+    predicted = serve(default_checkpoint).forecast(x)
+    persistence = np.repeat(x[:, -1, :1], default_checkpoint.horizon, axis=1)
+    assert errors_c(predicted, y)["rmse_c"] < errors_c(persistence, y)["rmse_c"]
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_train_is_deterministic_and_reports_errors(tiny_checkpoint: Checkpoint) -> None:
+    again = train(TINY, progress=quiet)
+    assert again.state_dict.keys() == tiny_checkpoint.state_dict.keys()
+    for name, tensor in tiny_checkpoint.state_dict.items():
+        assert torch.equal(tensor, again.state_dict[name]), name
+    report = tiny_checkpoint.report
+    for key in ("test_next_step", "persistence_next_step", "test_all_steps"):
+        assert set(report[key]) == {"rmse_c", "mae_c"}
+        assert 0.0 < report[key]["mae_c"] <= report[key]["rmse_c"]
+    assert report["test_next_step"] == again.report["test_next_step"]
+    assert report["config"]["seed"] == TINY.seed
+    assert tiny_checkpoint.horizon == TINY.horizon
+    assert tiny_checkpoint.version == f"lstm-h{TINY.horizon}-s{TINY.seed}"
+
+
+def test_train_persistence_baseline_matches_an_independent_computation(
+    tiny_checkpoint: Checkpoint,
+) -> None:
+    split = generate_episodes(TINY)
+    assert len(split.train) + len(split.validation) + len(split.test) == TINY.episodes
+    previous, actual = [], []
+    for episode in split.test:
+        temperature = episode[:, :, 0]
+        # Targets of the test windows: ticks window .. ticks - horizon, every machine.
+        for t in range(TINY.window, TINY.ticks - TINY.horizon + 1):
+            previous.append(temperature[:, t - 1])
+            actual.append(temperature[:, t])
+    expected = errors_c(np.concatenate(previous), np.concatenate(actual))
+    got = tiny_checkpoint.report["persistence_next_step"]
+    assert got["rmse_c"] == pytest.approx(expected["rmse_c"], rel=1e-5)
+    assert got["mae_c"] == pytest.approx(expected["mae_c"], rel=1e-5)
+    assert tiny_checkpoint.report["test_windows"] == len(actual) * TINY.machines
+
+
+def test_train_scaler_is_fitted_on_training_episodes_only(tiny_checkpoint: Checkpoint) -> None:
+    split = generate_episodes(TINY)
+    train_readings = np.concatenate([e.reshape(-1, 4) for e in split.train])
+    np.testing.assert_allclose(tiny_checkpoint.scaler.minimum, train_readings.min(axis=0))
+
+
+def test_different_seeds_train_different_models(tiny_checkpoint: Checkpoint) -> None:
+    other = train(dataclasses.replace(TINY, seed=1), progress=quiet)
+    assert any(
+        not torch.equal(tensor, other.state_dict[name])
+        for name, tensor in tiny_checkpoint.state_dict.items()
+    )
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"episodes": 2}, {"ticks": 60}, {"overheat_fraction": 1.5}],
+)
+def test_train_config_validation(changes: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        dataclasses.replace(TINY, **changes)
+
+
+def test_errors_c() -> None:
+    result = errors_c(np.array([1.0, -3.0]), np.array([0.0, 0.0]))
+    assert result["rmse_c"] == pytest.approx(np.sqrt(5.0))
+    assert result["mae_c"] == pytest.approx(2.0)
+
+
+# ---------------------------------------------------------------- devices
+
+
+def test_resolve_device_cuda_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(CheckpointError, match="FOREWARN_MODEL__DEVICE"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
