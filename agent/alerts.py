@@ -47,6 +47,7 @@ class AlertEvent:
     alert_id: str
     seq: int
     previous_state: str
+    anomaly_score: float | None = None
 
     def line(self) -> str:
         """The demo's line, e.g. ``ALERT m-007 warning firing forecast 96.1 °C in 12 s``."""
@@ -109,6 +110,7 @@ class AlertPolicy:
         forecasts: NDArray[np.float32],
         interval_s: NDArray[np.float64],
         now: float,
+        anomaly: NDArray[np.float64] | None = None,
     ) -> list[AlertEvent]:
         """Advance the state of ``slots``; returns the events of machines that changed state.
 
@@ -173,6 +175,7 @@ class AlertPolicy:
                     alert_id=alert_id,
                     seq=int(self._alert_seq[slot]),
                     previous_state=STATE_NAMES[before],
+                    anomaly_score=None if anomaly is None else round(float(anomaly[index]), 4),
                 )
             )
         return events

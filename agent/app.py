@@ -15,7 +15,6 @@ One stop event ends them all; SIGINT/SIGTERM set it (see ``agent.cli``).
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -28,6 +27,7 @@ from numpy.typing import NDArray
 
 from agent import __version__
 from agent.alerts import STATE_NAMES, AlertEvent, AlertPolicy
+from agent.anomaly import AnomalyScorer
 from agent.health import MetricsServer
 from agent.metrics import AgentMetrics
 from agent.mqtt import describe_connect_failure, make_client, status_topic, telemetry_filter
@@ -81,6 +81,7 @@ class Agent:
         features = len(self.forecaster.features)
         self.store = WindowStore(self.forecaster.window, features, settings.agent.max_machines)
         self.policy = AlertPolicy(settings.alerts, self.store.capacity)
+        self.anomaly = AnomalyScorer(self.forecaster.horizon, self.store.capacity)
         self.decoder = ReadingDecoder(settings.limits)
         self.stop_event = threading.Event()
         self.alert_listeners: list[AlertListener] = []
@@ -113,6 +114,7 @@ class Agent:
             settings.metrics.host, settings.metrics.port, self.metrics.registry, self.health
         )
         self.metrics.build_info.info({"version": __version__})
+        self.metrics.threshold.set(settings.alerts.threshold_c)
         self.metrics.model_info.info(
             {
                 "kind": self.forecaster.kind,
@@ -271,12 +273,17 @@ class Agent:
         now = time.time()
         self._drain(now)
         self.policy.ensure_capacity(self.store.capacity)
+        self.anomaly.ensure_capacity(self.store.capacity)
         batch = self.store.take_ready()
         events: list[AlertEvent] = []
         if len(batch):
             forecast_started = time.perf_counter()
             forecasts = self.forecaster.forecast(batch.windows)
             self.metrics.forecast_duration.observe(time.perf_counter() - forecast_started)
+            latest = batch.windows[:, -1, 0]
+            scores = self.anomaly.update(
+                batch.slots, latest, self.store.last_seq[batch.slots], forecasts
+            )
             interval = self.store.interval_s[batch.slots]
             interval = np.where(np.isnan(interval), DEFAULT_INTERVAL_S, interval)
             events = self.policy.update(
@@ -286,13 +293,14 @@ class Agent:
                 forecasts,
                 interval,
                 now,
+                scores,
             )
             for event in events:
                 self.publisher.publish(event)
                 for listener in self.alert_listeners:
                     listener(event)
             self.metrics.forecasts.inc(len(batch))
-            self._export_machines(batch.slots, batch.windows[:, -1, 0], forecasts)
+            self._export_machines(batch.slots, latest, forecasts, scores)
         self.metrics.batch_size.set(len(batch))
         self.metrics.machines.set(len(self.store))
         self.metrics.pending.set(len(self._pending))
@@ -318,15 +326,24 @@ class Agent:
         self.metrics.readings.inc(accepted)
 
     def _export_machines(
-        self, slots: NDArray[np.int64], latest: NDArray[np.float32], forecasts: NDArray[np.float32]
+        self,
+        slots: NDArray[np.int64],
+        latest: NDArray[np.float32],
+        forecasts: NDArray[np.float32],
+        scores: NDArray[np.float64],
     ) -> None:
         peaks = forecasts.max(axis=1)
         ids = self.store.machine_ids
-        thresholds = self.policy.threshold
-        for slot, temperature, peak in zip(
-            slots.tolist(), latest.tolist(), peaks.tolist(), strict=True
+        states = self.policy.state[slots]
+        for slot, temperature, peak, score, state in zip(
+            slots.tolist(),
+            latest.tolist(),
+            peaks.tolist(),
+            scores.tolist(),
+            states.tolist(),
+            strict=True,
         ):
-            self.metrics.set_machine(ids[slot], temperature, peak, float(thresholds[slot]))
+            self.metrics.set_machine(ids[slot], temperature, peak, score, state)
 
     def _drop_stale(self, now: float) -> None:
         if now < self._next_stale_check:
@@ -360,7 +377,3 @@ class Agent:
 
     def wait_connected(self, timeout_s: float) -> bool:
         return self._connected.wait(timeout_s)
-
-
-def finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None

@@ -101,16 +101,38 @@ class AgentMetrics:
             ["machine_id"],
             registry=r,
         )
-        self.machine_threshold = Gauge(
-            "forewarn_machine_threshold_celsius",
-            "Overheat threshold per machine (capped).",
+        self.threshold = Gauge(
+            "forewarn_alert_threshold_celsius",
+            "The default overheat threshold of the alert policy.",
+            registry=r,
+        )
+        self.machine_anomaly = Gauge(
+            "forewarn_machine_anomaly_score",
+            "Anomaly score in [0, 1] per machine, from its own forecast residuals (capped).",
             ["machine_id"],
             registry=r,
+        )
+        self.machine_alert_state = Gauge(
+            "forewarn_machine_alert_state",
+            "Alert state per machine: 0 ok, 1 warning, 2 critical (capped).",
+            ["machine_id"],
+            registry=r,
+        )
+        self._per_machine = (
+            self.machine_temperature,
+            self.machine_forecast,
+            self.machine_anomaly,
+            self.machine_alert_state,
         )
         self._machine_series: set[str] = set()
 
     def set_machine(
-        self, machine_id: str, temperature: float, forecast: float, threshold: float
+        self,
+        machine_id: str,
+        temperature: float,
+        forecast: float,
+        anomaly_score: float = 0.0,
+        alert_state: int = 0,
     ) -> None:
         """Update one machine's gauges, unless the cap on per-machine series is reached."""
         if machine_id not in self._machine_series:
@@ -119,11 +141,12 @@ class AgentMetrics:
             self._machine_series.add(machine_id)
         self.machine_temperature.labels(machine_id=machine_id).set(temperature)
         self.machine_forecast.labels(machine_id=machine_id).set(forecast)
-        self.machine_threshold.labels(machine_id=machine_id).set(threshold)
+        self.machine_anomaly.labels(machine_id=machine_id).set(anomaly_score)
+        self.machine_alert_state.labels(machine_id=machine_id).set(alert_state)
 
     def drop_machine(self, machine_id: str) -> None:
         """Remove a machine's series (it went stale), freeing room under the cap."""
         if machine_id in self._machine_series:
             self._machine_series.discard(machine_id)
-            for gauge in (self.machine_temperature, self.machine_forecast, self.machine_threshold):
+            for gauge in self._per_machine:
                 gauge.remove(machine_id)

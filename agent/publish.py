@@ -57,7 +57,9 @@ class AlertPublisher:
                 "alert for %s not queued: %s", event.machine_id, mqtt.error_string(info.rc)
             )
         if event.status == "firing":
-            self._metrics.alerts.labels(severity=event.severity).inc()
+            if not (event.severity == "warning" and event.previous_state == "critical"):
+                # a step down from critical continues the episode; it raises nothing new
+                self._metrics.alerts.labels(severity=event.severity).inc()
         else:
             self._metrics.alerts_resolved.labels(severity=event.severity).inc()
 

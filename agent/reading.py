@@ -8,6 +8,7 @@ payload can be wrong maps to one reason from :data:`REJECT_REASONS`, the label v
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +34,7 @@ REJECT_REASONS: tuple[str, ...] = (
 """Every reason a reading is rejected; a fixed set so that metric labels stay bounded."""
 
 MAX_SEQ = 2**62
+_TOPIC_UNSAFE = re.compile("[/+#\x00]")
 
 
 class Rejected(Exception):
@@ -87,6 +89,10 @@ class ReadingDecoder:
             machine_id = topic_machine_id
         if not isinstance(machine_id, str) or not machine_id or len(machine_id) > 128:
             raise Rejected("bad_type", "'machine_id' must be a non-empty string of ≤ 128 chars")
+        if _TOPIC_UNSAFE.search(machine_id):
+            # It becomes a topic level of the machine's alerts topic: '/', '+', '#' or NUL
+            # there would make that publish fail (or land elsewhere).
+            raise Rejected("bad_type", f"'machine_id' {machine_id!r} contains '/', '+', '#' or NUL")
         if topic_machine_id is not None and machine_id != topic_machine_id:
             raise Rejected("machine_mismatch", f"{machine_id!r} on {topic_machine_id!r}'s topic")
         ts = _number(data, "ts")

@@ -22,7 +22,11 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 ENV_PREFIX = "FOREWARN_"
 ENV_NESTED_DELIMITER = "__"
@@ -201,6 +205,27 @@ class SimulatorSettings(_Section):
         return self
 
 
+class _ForewarnKeysOnly(PydanticBaseSettingsSource):
+    """Wraps the .env source so that it yields only ``FOREWARN_*`` keys.
+
+    A .env file is often shared with docker compose and other tools; their keys are none of
+    forewarn's business. A misspelled ``FOREWARN_*`` key still stops start-up.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self._inner = inner
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ delegates to the wrapped source
+
+    def __call__(self) -> dict[str, Any]:
+        data = self._inner()
+        fields = self.settings_cls.model_fields
+        prefix = ENV_PREFIX.lower()
+        return {k: v for k, v in data.items() if k in fields or k.lower().startswith(prefix)}
+
+
 class Settings(BaseSettings):
     """The whole configuration. Build it with :func:`load_settings` for readable errors."""
 
@@ -227,6 +252,18 @@ class Settings(BaseSettings):
     simulator: SimulatorSettings = Field(
         default_factory=SimulatorSettings, description="Simulated fleet."
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        dotenv = _ForewarnKeysOnly(settings_cls, dotenv_settings)
+        return (init_settings, env_settings, dotenv, file_secret_settings)
 
 
 class ConfigError(Exception):

@@ -19,6 +19,7 @@ from numpy.typing import NDArray
 
 from models.scaling import FeatureScaler
 from models.zoo import RecurrentForecaster
+from simulator.signal import FEATURES
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class Checkpoint:
                 f"checkpoint {path} is not a forewarn checkpoint of format {FORMAT_VERSION}"
             )
         try:
-            return cls(
+            checkpoint = cls(
                 kind=str(payload["kind"]),
                 version=str(payload["version"]),
                 features=tuple(payload["features"]),
@@ -110,6 +111,42 @@ class Checkpoint:
             )
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"checkpoint {path} is missing {error}") from error
+        checkpoint.check_servable(path)
+        return checkpoint
+
+    def check_servable(self, path: Path) -> None:
+        """Raise :class:`CheckpointError` unless the agent can serve this checkpoint as is."""
+        if self.features != FEATURES:
+            raise CheckpointError(
+                f"checkpoint {path} expects features {list(self.features)}, but readings carry "
+                f"{list(FEATURES)} in that order"
+            )
+        if self.target_index != FEATURES.index("temperature_c"):
+            raise CheckpointError(
+                f"checkpoint {path} forecasts {self.features[self.target_index]!r}, "
+                "not the temperature"
+                if 0 <= self.target_index < len(self.features)
+                else f"checkpoint {path} has target_index {self.target_index} out of range"
+            )
+        if self.window < 1 or self.horizon < 1:
+            raise CheckpointError(
+                f"checkpoint {path} has window {self.window} and horizon {self.horizon}; "
+                "both must be at least 1"
+            )
+        shape = (len(self.features),)
+        if (
+            self.scaler.minimum.shape != shape
+            or self.scaler.span.shape != shape
+            or not np.all(np.isfinite(self.scaler.minimum))
+            or not np.all(np.isfinite(self.scaler.span) & (self.scaler.span > 0))
+        ):
+            raise CheckpointError(f"checkpoint {path} has an invalid scaler")
+        try:
+            self.build_module()
+        except (RuntimeError, ValueError, TypeError, AttributeError) as error:
+            raise CheckpointError(
+                f"checkpoint {path} does not describe a servable model: {error}"
+            ) from error
 
 
 def default_checkpoint_path() -> Path:

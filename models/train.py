@@ -56,6 +56,11 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        for name in ("machines", "window", "horizon", "epochs", "batch_size", "stride", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.cell not in ("lstm", "gru"):
+            raise ValueError(f"cell must be 'lstm' or 'gru', not {self.cell!r}")
         if self.episodes < 3:
             raise ValueError("episodes must be at least 3 (train, validation, test)")
         if self.ticks < self.window + self.horizon + 40:
@@ -80,7 +85,8 @@ def generate_episodes(config: TrainConfig) -> Split:
             machines=config.machines,
             seed=int(rng.integers(0, 2**31 - 1)),
             overheat=round(config.machines * config.overheat_fraction),
-            overheat_within_ticks=int(rng.uniform(0.25, 0.9) * config.ticks),
+            # Never below the 40 ticks an overheat needs (short --ticks would crash otherwise).
+            overheat_within_ticks=max(40, int(rng.uniform(0.25, 0.9) * config.ticks)),
             threshold_c=config.threshold_c,
         )
         episodes.append(fleet.history(0, config.ticks))

@@ -258,6 +258,37 @@ def test_checkpoint_rejects_foreign_and_incomplete_files(
         Checkpoint.load(incomplete)
 
 
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"hidden": 32}, "servable model"),  # the state dict is for 64 hidden units
+        ({"layers": 3}, "servable model"),
+        ({"kind": "rnn"}, "servable model"),
+        ({"features": ["temperature_c", "vibration_hz"]}, "features"),
+        ({"features": ["vibration_hz", "temperature_c", "pressure_psi", "rpm"]}, "features"),
+        ({"target_index": 1}, "not the temperature"),
+        ({"target_index": 9}, "target_index"),
+        ({"window": 0}, "window"),
+        ({"scaler": {"minimum": [0.0, 0.0, 0.0, 0.0], "span": [1.0, 0.0, 1.0, 1.0]}}, "scaler"),
+        ({"scaler": {"minimum": [0.0], "span": [1.0]}}, "scaler"),
+        ({"state_dict": {}}, "servable model"),
+        ({"state_dict": [1, 2]}, "servable model"),
+    ],
+)
+def test_checkpoint_load_rejects_what_cannot_be_served(
+    tiny_checkpoint: Checkpoint, tmp_path: Path, changes: dict[str, object], match: str
+) -> None:
+    path = tmp_path / "bad.pt"
+    tiny_checkpoint.save(path)
+    payload = torch.load(path, weights_only=True)
+    payload.update(changes)
+    torch.save(payload, path)
+    # A plain CheckpointError naming the file, never a RuntimeError from deep inside torch.
+    with pytest.raises(CheckpointError, match=match) as caught:
+        TorchForecaster.from_path(path, device="cpu", threads=1)
+    assert str(path) in str(caught.value)
+
+
 # ---------------------------------------------------------------- TorchForecaster
 
 
@@ -394,9 +425,31 @@ def test_different_seeds_train_different_models(tiny_checkpoint: Checkpoint) -> 
     )
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_generate_episodes_at_the_shortest_allowed_ticks(seed: int) -> None:
+    # ticks = window + horizon + 40 is accepted by TrainConfig, so data generation must work
+    # for it whatever the seed draws for each episode's overheat span.
+    config = dataclasses.replace(TINY, ticks=TINY.window + TINY.horizon + 40, seed=seed)
+    split = generate_episodes(config)
+    episodes = [*split.train, *split.validation, *split.test]
+    assert len(episodes) == config.episodes
+    assert all(e.shape == (config.machines, config.ticks, len(FEATURES)) for e in episodes)
+
+
 @pytest.mark.parametrize(
     "changes",
-    [{"episodes": 2}, {"ticks": 60}, {"overheat_fraction": 1.5}],
+    [
+        {"episodes": 2},
+        {"ticks": 60},
+        {"overheat_fraction": 1.5},
+        {"epochs": 0},  # would end in an AssertionError after "training"
+        {"horizon": 0},
+        {"window": 0},
+        {"machines": 0},
+        {"batch_size": 0},
+        {"stride": 0},
+        {"cell": "rnn"},
+    ],
 )
 def test_train_config_validation(changes: dict[str, object]) -> None:
     with pytest.raises(ValueError):

@@ -150,6 +150,15 @@ def test_bad_type(changes: dict[str, Any]) -> None:
     assert reason_of(payload(**changes)) == "bad_type"
 
 
+@pytest.mark.parametrize("machine_id", ["a/b", "m-#", "m+1", "#", "m\x00"])
+def test_machine_id_that_cannot_be_a_topic_level_is_bad_type(machine_id: str) -> None:
+    # The id becomes a level of <prefix>/<id>/alerts; paho refuses to publish to a topic with
+    # wildcards, and '/' would put the alert under another topic. Such an id can only arrive
+    # in the payload of a message on an empty topic level ("factory//telemetry").
+    assert reason_of(payload(machine_id=machine_id)) == "bad_type"
+    assert reason_of(payload(machine_id=machine_id), topic_machine_id=None) == "bad_type"
+
+
 def test_seq_bounds_are_inclusive() -> None:
     assert DECODER.decode(payload(seq=0)).seq == 0
     assert DECODER.decode(payload(seq=MAX_SEQ)).seq == MAX_SEQ
@@ -214,6 +223,7 @@ def check_outcome(raw: bytes, topic: str | None = None) -> None:
         return
     assert isinstance(reading.machine_id, str)
     assert 1 <= len(reading.machine_id) <= 128
+    assert not set(reading.machine_id) & {"/", "+", "#", "\x00"}
     if topic is not None:
         assert reading.machine_id == topic
     assert isinstance(reading.seq, int)
@@ -301,6 +311,9 @@ def test_fuzz_valid_readings_round_trip(
     raw = encode_reading(machine_id, ts, seq, values)
     if len(raw) > LIMITS.max_payload_bytes:  # a long multi-byte machine id
         assert reason_of(raw) == "too_large"
+        return
+    if set(machine_id) & {"/", "+", "#", "\x00"}:
+        assert reason_of(raw) == "bad_type"
         return
     reading = DECODER.decode(raw, machine_id)
     assert reading.machine_id == machine_id

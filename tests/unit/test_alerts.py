@@ -1,0 +1,398 @@
+"""The overheat alert policy: a table of scenarios, identities, timing and vectorised use.
+
+Default settings throughout unless a scenario says otherwise: threshold 95 °C, warning after 2
+hot forecasts, critical after 3 hot readings, resolve after 4 ticks below 95 - 2 = 93 °C.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from agent.alerts import (
+    CRITICAL,
+    OK,
+    WARNING,
+    AlertEvent,
+    AlertPolicy,
+    time_to_threshold,
+)
+from config.settings import AlertSettings
+
+COOL, WARM, HOT = 80.0, 94.0, 96.0  # below clear (93), in the hysteresis band, over (95)
+
+
+class Harness:
+    """Drives an AlertPolicy like the agent does: recent readings (newest last) and forecasts."""
+
+    def __init__(
+        self, machines: int = 1, horizon: int = 5, interval_s: float = 1.0, **overrides: Any
+    ) -> None:
+        self.settings = AlertSettings(**overrides)
+        self.policy = AlertPolicy(self.settings, capacity=machines)
+        self.ids = [f"m-{i:03d}" for i in range(machines)]
+        self.horizon = horizon
+        self.recent = np.full((machines, 20), 70.0, dtype=np.float32)
+        self.interval = np.full(machines, interval_s)
+        self.now = 1_000.0
+
+    def tick(self, reading: Any, forecast: Any, slots: Any = None) -> list[AlertEvent]:
+        """One tick: ``reading`` per machine (or one for all); ``forecast`` is a peak (a flat
+        forecast) or a whole forecast row, per machine or for all."""
+        machines = len(self.ids)
+        slots = np.arange(machines) if slots is None else np.asarray(slots, dtype=np.int64)
+        self.now += 1.0
+        self.recent[slots] = np.roll(self.recent[slots], -1, axis=1)
+        self.recent[slots, -1] = np.broadcast_to(np.asarray(reading, np.float32), (len(slots),))
+        forecast = np.asarray(forecast, dtype=np.float32)
+        if forecast.ndim == 0 or (forecast.ndim == 1 and forecast.shape[0] == len(slots) > 1):
+            rows = np.repeat(np.atleast_1d(forecast)[:, None], self.horizon, axis=1)
+            rows = np.broadcast_to(rows, (len(slots), self.horizon))
+        else:
+            rows = np.broadcast_to(forecast, (len(slots), forecast.shape[-1]))
+        return self.policy.update(
+            slots,
+            self.ids,
+            self.recent[slots],
+            np.ascontiguousarray(rows),
+            self.interval[slots],
+            self.now,
+        )
+
+    def run(self, steps: list[tuple[float, float]]) -> list[tuple[int, str]]:
+        """(tick, "severity status") of every event over the steps."""
+        out = []
+        for index, (reading, forecast) in enumerate(steps):
+            out.extend((index, f"{e.severity} {e.status}") for e in self.tick(reading, forecast))
+        return out
+
+    @property
+    def state(self) -> int:
+        return int(self.policy.state[0])
+
+
+def warned() -> list[tuple[float, float]]:
+    return [(COOL, HOT), (COOL, HOT)]  # warning fires on the 2nd tick
+
+
+def critical() -> list[tuple[float, float]]:
+    return [(HOT, HOT)] * 3  # warning on the 2nd tick, critical on the 3rd
+
+
+SCENARIOS: list[tuple[str, dict[str, Any], list[tuple[float, float]], list[tuple[int, str]]]] = [
+    ("quiet machine", {}, [(COOL, COOL)] * 10, []),
+    ("single hot forecast does not warn", {}, [(COOL, HOT), (COOL, COOL)] * 5, []),
+    ("hot forecast then warm does not warn", {}, [(COOL, HOT), (COOL, WARM)] * 5, []),
+    ("two hot forecasts warn", {}, warned(), [(1, "warning firing")]),
+    ("forecast exactly at threshold is hot", {}, [(COOL, 95.0)] * 2, [(1, "warning firing")]),
+    (
+        "warning_confirm_ticks=3 needs three",
+        {"warning_confirm_ticks": 3},
+        [(COOL, HOT), (COOL, HOT), (COOL, COOL), (COOL, HOT), (COOL, HOT), (COOL, HOT)],
+        [(5, "warning firing")],
+    ),
+    ("single spike never fires critical", {}, [(COOL, COOL), (120.0, COOL), (COOL, COOL)] * 3, []),
+    ("two hot readings do not fire critical", {}, [(HOT, COOL), (HOT, COOL), (COOL, COOL)] * 3, []),
+    ("three hot readings fire critical", {}, [(HOT, COOL)] * 3, [(2, "critical firing")]),
+    ("readings exactly at threshold are hot", {}, [(95.0, COOL)] * 3, [(2, "critical firing")]),
+    (
+        "critical_confirm_readings=1 fires on one reading",
+        {"critical_confirm_readings": 1},
+        [(COOL, COOL), (HOT, COOL)],
+        [(1, "critical firing")],
+    ),
+    (
+        "warning escalates to critical",
+        {},
+        [*warned(), (HOT, HOT), (HOT, HOT), (HOT, HOT)],
+        [(1, "warning firing"), (4, "critical firing")],
+    ),
+    ("hot readings and forecast", {}, critical(), [(1, "warning firing"), (2, "critical firing")]),
+    (
+        "critical steps down to warning when readings clear but forecast is hot",
+        {},
+        [*critical(), *[(COOL, HOT)] * 4],
+        [(1, "warning firing"), (2, "critical firing"), (6, "warning firing")],
+    ),
+    (
+        "critical resolves when readings and forecast clear",
+        {},
+        [*critical(), *[(COOL, COOL)] * 4],
+        [(1, "warning firing"), (2, "critical firing"), (6, "critical resolved")],
+    ),
+    (
+        "critical holds while readings sit in the hysteresis band",
+        {},
+        [*critical(), *[(WARM, COOL)] * 10],
+        [(1, "warning firing"), (2, "critical firing")],
+    ),
+    (
+        "critical flapping readings do not re-fire",
+        {},
+        [*critical(), *[(HOT, HOT), (WARM, HOT)] * 5],
+        [(1, "warning firing"), (2, "critical firing")],
+    ),
+    (
+        "warning resolves after four clear ticks, not three",
+        {},
+        [*warned(), *[(COOL, COOL)] * 4],
+        [(1, "warning firing"), (5, "warning resolved")],
+    ),
+    (
+        "hysteresis: forecast between threshold - margin and threshold does not resolve",
+        {},
+        [*warned(), *[(COOL, WARM)] * 10],
+        [(1, "warning firing")],
+    ),
+    (
+        "hysteresis: reading in the band does not resolve a warning",
+        {},
+        [*warned(), *[(WARM, COOL)] * 10],
+        [(1, "warning firing")],
+    ),
+    (
+        "exactly threshold - margin is not clear",
+        {},
+        [*warned(), *[(93.0, 93.0)] * 6, *[(92.9, 92.9)] * 4],
+        [(1, "warning firing"), (11, "warning resolved")],
+    ),
+    (
+        "an interrupted clear streak starts over",
+        {},
+        [*warned(), *[(COOL, COOL)] * 3, (COOL, WARM), *[(COOL, COOL)] * 4],
+        [(1, "warning firing"), (9, "warning resolved")],
+    ),
+    (
+        "flapping forecast around the threshold fires once",
+        {},
+        [*warned(), *[(COOL, 94.5), (COOL, 95.5)] * 10],
+        [(1, "warning firing")],
+    ),
+    (
+        "clear_confirm_ticks=1 and margin 0",
+        {"clear_confirm_ticks": 1, "clear_margin_c": 0.0},
+        [*warned(), (COOL, 94.9)],
+        [(1, "warning firing"), (2, "warning resolved")],
+    ),
+    (
+        "a new episode after resolving",
+        {},
+        [*warned(), *[(COOL, COOL)] * 4, *warned()],
+        [(1, "warning firing"), (5, "warning resolved"), (7, "warning firing")],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "steps", "expected"),
+    [pytest.param(o, s, e, id=name) for name, o, s, e in SCENARIOS],
+)
+def test_state_machine(
+    overrides: dict[str, Any], steps: list[tuple[float, float]], expected: list[tuple[int, str]]
+) -> None:
+    assert Harness(**overrides).run(steps) == expected
+
+
+def test_states_follow_events() -> None:
+    h = Harness()
+    h.run(warned())
+    assert h.state == WARNING
+    h.run([(HOT, HOT)] * 3)
+    assert h.state == CRITICAL
+    h.run([(COOL, HOT)] * 4)
+    assert h.state == WARNING
+    h.run([(COOL, COOL)] * 4)
+    assert h.state == OK
+
+
+def test_previous_state_is_recorded() -> None:
+    h = Harness()
+    events = []
+    for reading, forecast in [*critical(), *[(COOL, HOT)] * 4, *[(COOL, COOL)] * 4]:
+        events.extend(h.tick(reading, forecast))
+    assert [(e.previous_state, e.severity, e.status) for e in events] == [
+        ("ok", "warning", "firing"),
+        ("warning", "critical", "firing"),
+        ("critical", "warning", "firing"),
+        ("warning", "warning", "resolved"),
+    ]
+
+
+def test_alert_id_stable_within_an_episode_and_new_for_the_next() -> None:
+    h = Harness()
+    first: list[AlertEvent] = []
+    for reading, forecast in [*warned(), *[(HOT, HOT)] * 3, *[(COOL, COOL)] * 4]:
+        first.extend(h.tick(reading, forecast))
+    assert [f"{e.severity} {e.status}" for e in first] == [
+        "warning firing",
+        "critical firing",
+        "critical resolved",
+    ]
+    assert len({e.alert_id for e in first}) == 1
+    assert first[0].alert_id.startswith("m-000")
+    second: list[AlertEvent] = []
+    for reading, forecast in [*warned(), *[(COOL, COOL)] * 4]:
+        second.extend(h.tick(reading, forecast))
+    assert len(second) == 2
+    assert second[0].alert_id == second[1].alert_id
+    assert second[0].alert_id != first[0].alert_id
+
+
+def test_seq_increments_per_machine() -> None:
+    h = Harness(machines=2)
+    seqs: dict[str, list[int]] = {"m-000": [], "m-001": []}
+    steps = [
+        ([HOT, COOL], [HOT, COOL]),
+        ([HOT, COOL], [HOT, COOL]),  # m-000 warns
+        ([HOT, COOL], [HOT, HOT]),  # m-000 critical
+        ([COOL, COOL], [COOL, HOT]),  # m-001 warns
+    ] + [([COOL, COOL], [COOL, COOL])] * 4  # both resolve
+    for readings, forecasts in steps:
+        for event in h.tick(np.array(readings), np.array(forecasts)):
+            seqs[event.machine_id].append(event.seq)
+    assert seqs == {"m-000": [1, 2, 3], "m-001": [1, 2]}
+
+
+def test_event_fields() -> None:
+    h = Harness(interval_s=2.0)
+    h.tick(COOL, [90.0, 92.0, 94.0, 96.0, 98.0])
+    (event,) = h.tick(88.25, [90.0, 92.0, 94.0, 96.0, 98.0])
+    assert event.machine_id == "m-000"
+    assert event.severity == "warning"
+    assert event.status == "firing"
+    assert event.ts == h.now
+    assert event.temperature_c == 88.25
+    assert event.forecast_c == 98.0  # the peak of the forecast
+    assert event.threshold_c == 95.0
+    # The first step at or over 95 is step 4 (index 3): 4 intervals of 2 s.
+    assert event.time_to_threshold_s == 8.0
+
+
+def test_time_to_threshold_none_when_forecast_never_reaches() -> None:
+    h = Harness()
+    events = [e for _ in range(3) for e in h.tick(HOT, COOL)]
+    (event,) = events
+    assert event.severity == "critical"
+    assert event.time_to_threshold_s is None
+
+
+def test_time_to_threshold_function() -> None:
+    forecasts = np.array(
+        [
+            [96.0, 97.0, 98.0],  # hot at the first step
+            [90.0, 95.0, 99.0],  # second step, exactly at threshold
+            [90.0, 91.0, 92.0],  # never
+            [80.0, 81.0, 86.0],  # per-row threshold 85: third step
+        ],
+        dtype=np.float32,
+    )
+    threshold = np.array([95.0, 95.0, 95.0, 85.0])
+    interval = np.array([1.0, 0.5, 1.0, 10.0])
+    seconds = time_to_threshold(forecasts, threshold, interval)
+    assert seconds[:2].tolist() == [1.0, 1.0]
+    assert math.isnan(seconds[2])
+    assert seconds[3] == 30.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        (
+            {"severity": "warning", "status": "firing", "forecast_c": 96.14, "eta": 12.4},
+            "ALERT m-007 warning firing forecast 96.1 °C in 12 s (threshold 95.0 °C)",
+        ),
+        (
+            {"severity": "warning", "status": "firing", "forecast_c": 96.14, "eta": None},
+            "ALERT m-007 warning firing forecast 96.1 °C (threshold 95.0 °C)",
+        ),
+        (
+            {"severity": "critical", "status": "firing", "forecast_c": 99.0, "eta": 1.0},
+            "ALERT m-007 critical firing reading 97.3 °C (threshold 95.0 °C)",
+        ),
+        (
+            {"severity": "warning", "status": "resolved", "forecast_c": 90.0, "eta": None},
+            "ALERT m-007 warning resolved reading 97.3 °C (threshold 95.0 °C)",
+        ),
+    ],
+)
+def test_event_line(kwargs: dict[str, Any], expected: str) -> None:
+    event = AlertEvent(
+        machine_id="m-007",
+        severity=kwargs["severity"],
+        status=kwargs["status"],
+        ts=0.0,
+        temperature_c=97.26,
+        forecast_c=kwargs["forecast_c"],
+        threshold_c=95.0,
+        time_to_threshold_s=kwargs["eta"],
+        alert_id="m-007-0",
+        seq=1,
+        previous_state="ok",
+    )
+    line = event.line()
+    assert line == expected
+    assert line.startswith(f"ALERT m-007 {kwargs['severity']} {kwargs['status']}")
+
+
+def test_event_line_from_the_policy() -> None:
+    h = Harness(interval_s=3.0)
+    h.tick(COOL, [93.0, 94.0, 95.5, 96.1, 96.0])
+    (event,) = h.tick(COOL, [93.0, 94.0, 95.5, 96.1, 96.0])
+    assert event.line().startswith("ALERT m-000 warning firing forecast 96.1 °C in 9 s")
+
+
+def test_many_machines_only_changed_ones_produce_events() -> None:
+    machines = 1000
+    h = Harness(machines=machines)
+    rng = np.random.default_rng(0)
+    warm_up = rng.uniform(60, 85, machines)
+    hot = np.zeros(machines, dtype=bool)
+    hot[rng.choice(machines, 37, replace=False)] = True
+    forecasts = np.where(hot, HOT, COOL)
+    assert h.tick(warm_up, forecasts) == []
+    events = h.tick(warm_up, forecasts)
+    assert sorted(e.machine_id for e in events) == sorted(h.ids[i] for i in np.flatnonzero(hot))
+    assert {f"{e.severity} {e.status}" for e in events} == {"warning firing"}
+    # Staying in state yields nothing.
+    assert h.tick(warm_up, forecasts) == []
+    assert h.policy.firing_counts(machines) == {"warning": 37, "critical": 0}
+    # Three of them overheat for real; only those three change.
+    escalate = np.flatnonzero(hot)[:3]
+    readings = warm_up.copy()
+    readings[escalate] = 99.0
+    events = [e for _ in range(3) for e in h.tick(readings, forecasts)]
+    assert sorted(e.machine_id for e in events) == sorted(h.ids[i] for i in escalate)
+    assert h.policy.firing_counts(machines) == {"warning": 34, "critical": 3}
+
+
+def test_update_of_a_subset_of_slots_leaves_others_alone() -> None:
+    h = Harness(machines=3)
+    h.tick([COOL] * 3, [HOT, HOT, HOT])
+    # Only slot 2 gets a second forecast this tick (the others had no new reading).
+    events = h.tick(COOL, HOT, slots=[2])
+    assert [e.machine_id for e in events] == ["m-002"]
+    assert h.policy.state.tolist() == [OK, OK, WARNING]
+    assert h.policy.update(np.array([], dtype=np.int64), h.ids, None, None, None, 0.0) == []
+
+
+def test_per_machine_thresholds() -> None:
+    h = Harness(machines=2)
+    h.policy.threshold[1] = 85.0
+    events = [e for _ in range(2) for e in h.tick([COOL, COOL], [88.0, 88.0])]
+    assert [(e.machine_id, e.threshold_c) for e in events] == [("m-001", 85.0)]
+
+
+def test_ensure_capacity_keeps_state() -> None:
+    h = Harness(machines=2)
+    h.run(warned())
+    assert h.policy.state.shape[0] == 2
+    h.policy.ensure_capacity(5000)
+    assert h.policy.state.shape[0] == 5000
+    assert h.policy.state[:2].tolist() == [WARNING, WARNING]
+    assert h.policy.state[2:].max() == OK
+    assert h.policy.threshold[4999] == 95.0
+    h.policy.ensure_capacity(10)  # never shrinks
+    assert h.policy.state.shape[0] == 5000

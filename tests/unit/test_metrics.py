@@ -1,0 +1,132 @@
+"""The agent's Prometheus metrics, each test on its own registry."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from agent.alerts import SEVERITIES
+from agent.metrics import AgentMetrics
+from agent.reading import REJECT_REASONS
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def test_rejected_counter_preinitialised_for_every_reason(registry: CollectorRegistry) -> None:
+    metrics = AgentMetrics(registry)
+    assert len(REJECT_REASONS) == len(set(REJECT_REASONS)) == 11
+    for reason in REJECT_REASONS:
+        assert value(registry, "forewarn_readings_rejected_total", reason=reason) == 0.0
+    assert value(registry, "forewarn_readings_rejected_total", reason="nonsense") is None
+    metrics.rejected.labels(reason="bad_json").inc()
+    metrics.rejected.labels(reason="bad_json").inc()
+    assert value(registry, "forewarn_readings_rejected_total", reason="bad_json") == 2.0
+    assert value(registry, "forewarn_readings_rejected_total", reason="too_large") == 0.0
+
+
+def test_alert_counters_preinitialised_per_severity(registry: CollectorRegistry) -> None:
+    metrics = AgentMetrics(registry)
+    assert set(SEVERITIES) == {"warning", "critical"}
+    for severity in SEVERITIES:
+        assert value(registry, "forewarn_alerts_total", severity=severity) == 0.0
+        assert value(registry, "forewarn_alerts_resolved_total", severity=severity) == 0.0
+        assert value(registry, "forewarn_alerts_firing", severity=severity) == 0.0
+    metrics.alerts.labels(severity="critical").inc()
+    assert value(registry, "forewarn_alerts_total", severity="critical") == 1.0
+    assert value(registry, "forewarn_alerts_total", severity="warning") == 0.0
+
+
+def test_unlabelled_metrics_exist_with_base_units(registry: CollectorRegistry) -> None:
+    metrics = AgentMetrics(registry)
+    for name in (
+        "forewarn_readings_total",
+        "forewarn_forecasts_total",
+        "forewarn_ticks_total",
+        "forewarn_batch_size",
+        "forewarn_machines",
+        "forewarn_pending_readings",
+        "forewarn_mqtt_connected",
+        "forewarn_tick_duration_seconds_count",
+        "forewarn_forecast_duration_seconds_count",
+    ):
+        assert value(registry, name) == 0.0, name
+    metrics.tick_duration.observe(0.003)
+    assert value(registry, "forewarn_tick_duration_seconds_count") == 1.0
+    assert value(registry, "forewarn_tick_duration_seconds_bucket", le="0.005") == 1.0
+    assert value(registry, "forewarn_tick_duration_seconds_bucket", le="0.0025") == 0.0
+    exposition = generate_latest(registry).decode()
+    assert all(
+        line.startswith(("#", "forewarn_")) for line in exposition.splitlines() if line.strip()
+    )
+
+
+def test_instances_do_not_share_state() -> None:
+    first, second = CollectorRegistry(), CollectorRegistry()
+    AgentMetrics(first).readings.inc(5)
+    AgentMetrics(second)
+    assert value(first, "forewarn_readings_total") == 5.0
+    assert value(second, "forewarn_readings_total") == 0.0
+
+
+def test_model_info(registry: CollectorRegistry) -> None:
+    metrics = AgentMetrics(registry)
+    metrics.model_info.info({"kind": "lstm", "version": "lstm-h30-s2024"})
+    assert value(registry, "forewarn_model_info", kind="lstm", version="lstm-h30-s2024") == 1.0
+
+
+def machine_series(registry: CollectorRegistry, machine_id: str) -> list[str]:
+    """Every exported sample line labelled with ``machine_id``, whatever the gauge."""
+    label = f'machine_id="{machine_id}"'
+    return [line for line in generate_latest(registry).decode().splitlines() if label in line]
+
+
+def set_machine(metrics: AgentMetrics, machine_id: str, temperature: float, forecast: float):
+    metrics.set_machine(machine_id, temperature=temperature, forecast=forecast)
+
+
+def test_machine_series_capped_and_dropped(registry: CollectorRegistry) -> None:
+    metrics = AgentMetrics(registry, max_machine_series=3)
+    for i in range(5):
+        set_machine(metrics, f"m-{i}", 70.0 + i, 80.0 + i)
+    temperature = "forewarn_machine_temperature_celsius"
+    forecast = "forewarn_machine_forecast_celsius"
+    for i in range(3):
+        assert value(registry, temperature, machine_id=f"m-{i}") == 70.0 + i
+        assert value(registry, forecast, machine_id=f"m-{i}") == 80.0 + i
+    for i in (3, 4):
+        assert machine_series(registry, f"m-{i}") == []
+    # Machines already exported keep updating at the cap.
+    set_machine(metrics, "m-1", 90.0, 91.0)
+    assert value(registry, temperature, machine_id="m-1") == 90.0
+    # Dropping one removes every series of it and frees a place for another.
+    assert machine_series(registry, "m-0") != []
+    metrics.drop_machine("m-0")
+    assert machine_series(registry, "m-0") == []
+    set_machine(metrics, "m-4", 74.0, 84.0)
+    assert value(registry, temperature, machine_id="m-4") == 74.0
+    set_machine(metrics, "m-3", 73.0, 83.0)
+    assert machine_series(registry, "m-3") == []
+    exported = generate_latest(registry).decode().count(f"{temperature}{{")
+    assert exported == 3
+
+
+def test_drop_unknown_machine_is_harmless(registry: CollectorRegistry) -> None:
+    metrics = AgentMetrics(registry, max_machine_series=2)
+    metrics.drop_machine("never-seen")
+    set_machine(metrics, "m-9", 1.0, 2.0)
+    metrics.drop_machine("m-9")
+    metrics.drop_machine("m-9")
+    assert machine_series(registry, "m-9") == []
+
+
+def test_zero_machine_series(registry: CollectorRegistry) -> None:
+    metrics = AgentMetrics(registry, max_machine_series=0)
+    metrics.set_machine("m-1", 70.0, 80.0)
+    assert "forewarn_machine_temperature_celsius{" not in generate_latest(registry).decode()
