@@ -15,7 +15,7 @@ ARGS ?=
 
 help:
 	@echo "make demo      run simulator + agent on an embedded broker (ARGS=\"--duration 60\")"
-	@echo "make test      run the whole test suite (installs mosquitto and promtool if missing)"
+	@echo "make test      run the whole test suite (installs mosquitto, prometheus, amtool, docker-compose if missing)"
 	@echo "make lint      ruff (lint + format check) and mypy"
 	@echo "make train     retrain the shipped default checkpoint (models/default.pt)"
 

@@ -18,8 +18,9 @@ machines that change state cost Python work.
 
 from __future__ import annotations
 
+import fnmatch
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,7 +29,8 @@ from config.settings import AlertSettings
 
 OK, WARNING, CRITICAL = 0, 1, 2
 SEVERITY_NAMES = {WARNING: "warning", CRITICAL: "critical"}
-SEVERITIES: tuple[str, ...] = ("warning", "critical")
+SEVERITIES: tuple[str, ...] = ("warning", "critical", "stale")
+"""Alert severities; "stale" says a machine stopped reporting (its readings are too old)."""
 STATE_NAMES = {OK: "ok", WARNING: "warning", CRITICAL: "critical"}
 
 
@@ -40,8 +42,8 @@ class AlertEvent:
     severity: str
     status: str  # "firing" or "resolved"
     ts: float
-    temperature_c: float
-    forecast_c: float
+    temperature_c: float | None  # None: unknown (a machine evicted while alerting)
+    forecast_c: float | None
     threshold_c: float
     time_to_threshold_s: float | None
     alert_id: str
@@ -52,11 +54,13 @@ class AlertEvent:
     def line(self) -> str:
         """The demo's line, e.g. ``ALERT m-007 warning firing forecast 96.1 °C in 12 s``."""
         text = f"ALERT {self.machine_id} {self.severity} {self.status}"
-        if self.status == "firing" and self.severity == "warning":
+        if self.severity == "stale":
+            return text + (" (no readings)" if self.status == "firing" else " (reporting again)")
+        if self.status == "firing" and self.severity == "warning" and self.forecast_c is not None:
             text += f" forecast {self.forecast_c:.1f} °C"
             if self.time_to_threshold_s is not None:
                 text += f" in {self.time_to_threshold_s:.0f} s"
-        else:
+        elif self.temperature_c is not None:
             text += f" reading {self.temperature_c:.1f} °C"
         return text + f" (threshold {self.threshold_c:.1f} °C)"
 
@@ -71,6 +75,18 @@ def time_to_threshold(
     return np.where(hot.any(axis=1), seconds, np.nan)
 
 
+def threshold_for(machine_id: str, settings: AlertSettings) -> float:
+    """A machine's threshold: an exact-id override, else the first matching pattern, else the
+    default. Patterns use shell wildcards (``oven-*``, ``line-?/press``)."""
+    overrides = settings.overrides
+    if machine_id in overrides:
+        return overrides[machine_id]
+    for pattern, threshold in overrides.items():
+        if fnmatch.fnmatchcase(machine_id, pattern):
+            return threshold
+    return settings.threshold_c
+
+
 class AlertPolicy:
     """Turns each tick's forecasts and latest readings into alert events."""
 
@@ -82,6 +98,8 @@ class AlertPolicy:
         self._reading_clear_streak = np.zeros(0, dtype=np.int32)
         self.threshold = np.zeros(0, dtype=np.float64)
         self._alert_seq = np.zeros(0, dtype=np.int64)
+        self._threshold_known = np.zeros(0, dtype=np.bool_)
+        self.stale = np.zeros(0, dtype=np.bool_)
         self._episode: dict[int, str] = {}
         self.ensure_capacity(capacity)
 
@@ -101,6 +119,25 @@ class AlertPolicy:
         self._reading_clear_streak = grow(self._reading_clear_streak, 0)
         self.threshold = grow(self.threshold, self.settings.threshold_c)
         self._alert_seq = grow(self._alert_seq, 0)
+        self._threshold_known = grow(self._threshold_known, False)
+        self.stale = grow(self.stale, False)
+
+    def reset(self, slots: NDArray[np.int64]) -> None:
+        """Forget the state of ``slots``: their machines were evicted and the slots now hold
+        other machines, which must not inherit an alert, a streak or an episode. Every
+        per-slot array above is reset here to its ``ensure_capacity`` fill."""
+        if len(slots) == 0:
+            return
+        self.state[slots] = OK
+        self._warn_streak[slots] = 0
+        self._clear_streak[slots] = 0
+        self._reading_clear_streak[slots] = 0
+        self.threshold[slots] = self.settings.threshold_c
+        self._threshold_known[slots] = False
+        self.stale[slots] = False
+        self._alert_seq[slots] = 0
+        for slot in np.unique(slots).tolist():
+            self._episode.pop(slot, None)
 
     def update(
         self,
@@ -111,6 +148,7 @@ class AlertPolicy:
         interval_s: NDArray[np.float64],
         now: float,
         anomaly: NDArray[np.float64] | None = None,
+        spread: NDArray[np.float64] | None = None,
     ) -> list[AlertEvent]:
         """Advance the state of ``slots``; returns the events of machines that changed state.
 
@@ -120,13 +158,18 @@ class AlertPolicy:
         if len(slots) == 0:
             return []
         s = self.settings
+        self._learn_thresholds(slots, machine_ids)
         threshold = self.threshold[slots]
         clear_below = threshold - s.clear_margin_c
         latest = recent_temperatures[:, -1].astype(np.float64)
         confirm = recent_temperatures[:, -s.critical_confirm_readings :]
         reading_hot = (confirm >= threshold[:, np.newaxis]).all(axis=1)
         peak = forecasts.max(axis=1).astype(np.float64)
-        forecast_hot = peak >= threshold
+        # The warning looks at the forecast widened by the machine's own recent error, so a
+        # machine whose forecasts have been missing by a few degrees is warned that much earlier.
+        margin = np.zeros(len(slots)) if spread is None else spread * s.warning_sigma
+        margin = np.minimum(np.nan_to_num(margin), s.warning_margin_max_c)
+        forecast_hot = peak + margin >= threshold
 
         warn_streak = np.where(forecast_hot, self._warn_streak[slots] + 1, 0)
         reading_clear = latest < clear_below
@@ -160,7 +203,7 @@ class AlertPolicy:
             alert_id = self._episode.get(slot, f"{machine_id}-{int(now * 1000)}")
             if after == OK:
                 self._episode.pop(slot, None)
-            self._alert_seq[slot] += 1
+            self._next_seq(slot, now)
             eta = float(seconds[position])
             events.append(
                 AlertEvent(
@@ -180,10 +223,140 @@ class AlertPolicy:
             )
         return events
 
+    def mark_stale(
+        self,
+        slots: NDArray[np.int64],
+        machine_ids: list[str],
+        last_temperatures: NDArray[np.float32],
+        now: float,
+    ) -> list[AlertEvent]:
+        """Machines that stopped reporting: one "stale firing" each, replacing any alert.
+
+        Whatever the machine's alert was, nothing is known about it any more; its streaks start
+        afresh, and the window store restarts its window, so no forecast spans the gap.
+        """
+        events = []
+        for index, slot in enumerate(slots.tolist()):
+            if self.stale[slot]:
+                continue
+            before = int(self.state[slot])
+            self.stale[slot] = True
+            self.state[slot] = OK
+            self._warn_streak[slot] = self._clear_streak[slot] = 0
+            self._reading_clear_streak[slot] = 0
+            machine_id = machine_ids[slot]
+            self._episode[slot] = f"{machine_id}-{int(now * 1000)}"
+            events.append(
+                self._stale_event(slot, machine_id, before, last_temperatures[index], now)
+            )
+        return events
+
+    def mark_resumed(
+        self,
+        slots: NDArray[np.int64],
+        machine_ids: list[str],
+        last_temperatures: NDArray[np.float32],
+        now: float,
+    ) -> list[AlertEvent]:
+        """Stale machines that report again: one "stale resolved" each."""
+        events = []
+        for index, slot in enumerate(slots.tolist()):
+            if not self.stale[slot]:
+                continue
+            self.stale[slot] = False
+            event = self._stale_event(slot, machine_ids[slot], OK, last_temperatures[index], now)
+            events.append(replace(event, status="resolved", previous_state="stale"))
+            self._episode.pop(slot, None)
+        return events
+
+    def _stale_event(
+        self, slot: int, machine_id: str, before: int, temperature: float, now: float
+    ) -> AlertEvent:
+        self._next_seq(slot, now)
+        known = None if math.isnan(temperature) else round(float(temperature), 2)
+        return AlertEvent(
+            machine_id=machine_id,
+            severity="stale",
+            status="firing",
+            ts=now,
+            temperature_c=known,
+            forecast_c=known,
+            threshold_c=float(self.threshold[slot]),
+            time_to_threshold_s=None,
+            alert_id=self._episode.get(slot, f"{machine_id}-{int(now * 1000)}"),
+            seq=int(self._alert_seq[slot]),
+            previous_state=STATE_NAMES[before],
+        )
+
+    def _next_seq(self, slot: int, now: float) -> None:
+        """Advance the machine's message counter.
+
+        The counter restarts only when the agent forgets the machine entirely (an eviction),
+        and then every later message carries a new ``alert_id``: subscribers deduplicate on
+        the pair (``alert_id``, ``seq``).
+        """
+        self._alert_seq[slot] += 1
+
+    def retire(self, slot: int, machine_id: str, now: float) -> AlertEvent | None:
+        """A "stale" message for a machine leaving its slot (evicted) while alerting, else None."""
+        if self.state[slot] == OK or self.stale[slot]:
+            return None
+        return self._stale_event(slot, machine_id, int(self.state[slot]), math.nan, now)
+
+    def current_event(
+        self, slot: int, machine_id: str, temperature: float, now: float
+    ) -> AlertEvent | None:
+        """The machine's current alert as a "firing" message (None when it is ok)."""
+        state = int(self.state[slot])
+        if self.stale[slot]:
+            return self._stale_event(slot, machine_id, OK, temperature, now)
+        if state == OK:
+            return None
+        self._next_seq(slot, now)
+        return AlertEvent(
+            machine_id=machine_id,
+            severity=SEVERITY_NAMES[state],
+            status="firing",
+            ts=now,
+            temperature_c=round(float(temperature), 2),
+            forecast_c=round(float(temperature), 2),
+            threshold_c=float(self.threshold[slot]),
+            time_to_threshold_s=None,
+            alert_id=self._episode.get(slot, f"{machine_id}-{int(now * 1000)}"),
+            seq=int(self._alert_seq[slot]),
+            previous_state=STATE_NAMES[state],
+        )
+
+    def _learn_thresholds(self, slots: NDArray[np.int64], machine_ids: list[str]) -> None:
+        """Resolve the threshold of machines seen for the first time (overrides by id/pattern)."""
+        unknown = slots[~self._threshold_known[slots]]
+        for slot in unknown.tolist():
+            self.threshold[slot] = threshold_for(machine_ids[slot], self.settings)
+        self._threshold_known[unknown] = True
+
     def firing_counts(self, used: int) -> dict[str, int]:
         """Machines currently in each alerting state (for the firing gauge)."""
         states = self.state[:used]
         return {
             "warning": int((states == WARNING).sum()),
             "critical": int((states == CRITICAL).sum()),
+            "stale": int(self.stale[:used].sum()),
         }
+
+    # --- resuming after a restart (see agent.restore) -----------------------------------------
+
+    def restore(self, slot: int, state: int, alert_id: str | None, seq: int) -> None:
+        """Resume a machine's alert as the agent last published it, before any of its readings.
+
+        A restarted agent reads each machine's retained alert message back: without it, a
+        machine still critical would fire a second time and one that cooled down meanwhile
+        would never be resolved. ``seq`` continues, so subscribers that drop QoS 1 duplicates
+        by ``seq`` keep every later message; the streaks start afresh.
+        """
+        self.ensure_capacity(slot + 1)
+        self.state[slot] = state
+        self._alert_seq[slot] = max(int(self._alert_seq[slot]), seq)
+        if state == OK or alert_id is None:
+            self._episode.pop(slot, None)
+        else:
+            self._episode[slot] = alert_id

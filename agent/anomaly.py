@@ -45,6 +45,7 @@ class AnomalyScorer:
         self.forecast = np.zeros((0, horizon), dtype=np.float32)
         self.forecast_seq = np.zeros(0, dtype=np.int64)
         self.recent = np.zeros((0, 2))
+        self.raw_sq = np.zeros(0)
         self.ensure_capacity(capacity)
 
     def ensure_capacity(self, capacity: int) -> None:
@@ -65,6 +66,21 @@ class AnomalyScorer:
         self.forecast = grow(self.forecast, np.nan)
         self.forecast_seq = grow(self.forecast_seq, -1)
         self.recent = grow(self.recent, np.nan)
+        self.raw_sq = grow(self.raw_sq, 0.0)
+
+    def reset(self, slots: NDArray[np.int64]) -> None:
+        """Forget the statistics of ``slots``: their machines were evicted and the slots now
+        hold other machines, which must learn their own normal. Every per-slot array above is
+        reset here to its ``ensure_capacity`` fill."""
+        self.mean[slots] = 0.0
+        self.var[slots] = 0.0
+        self.count[slots] = 0
+        self.smoothed[slots] = 1.0
+        self.score[slots] = 0.0
+        self.forecast[slots] = np.nan
+        self.forecast_seq[slots] = -1
+        self.recent[slots] = np.nan
+        self.raw_sq[slots] = 0.0
 
     def update(
         self,
@@ -89,6 +105,11 @@ class AnomalyScorer:
         self.forecast_seq[slots] = latest_seq
         return self.score[slots]
 
+    def spread(self, slots: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Root-mean-square one-step forecast error per machine (°C); 0 until warmed up."""
+        warm = self.count[slots] >= WARM_UP_RESIDUALS
+        return np.where(warm, np.sqrt(self.raw_sq[slots]), 0.0)
+
     def _learn(self, rows: NDArray[np.int64], raw: NDArray[np.float64]) -> None:
         window = np.column_stack([self.recent[rows], raw])
         self.recent[rows] = window[:, 1:]
@@ -97,13 +118,20 @@ class AnomalyScorer:
         mean, var = self.mean[rows], self.var[rows]
         floor = MIN_SPREAD_FRACTION * (np.abs(mean) + 1.0)
         spread = np.sqrt(np.maximum(var, floor**2))
-        z = (residual - mean) / spread
+        z = np.clip((residual - mean) / spread, -MAX_Z, MAX_Z)
         warm = count >= WARM_UP_RESIDUALS
         smoothed = np.where(
             warm, self.smoothed[rows] + SCORE_RATE * (z**2 - self.smoothed[rows]), 1.0
         )
         self.smoothed[rows] = smoothed
-        self.score[rows] = np.where(warm, 1.0 - np.exp(-np.maximum(0.0, smoothed - 1.0) / 2.0), 0.0)
+        high = 1.0 - np.exp(-np.maximum(0.0, smoothed - 1.0) / 2.0)
+        low = 1.0 - np.exp(-np.maximum(0.0, QUIET_FRACTION / np.maximum(smoothed, 1e-9) - 1.0))
+        self.score[rows] = np.where(warm, np.maximum(high, low), 0.0)
+        # The raw (unfiltered) one-step error, which the alert policy widens forecasts by.
+        raw_rate = np.where(warm, STATS_RATE, 1.0 / (count + 1.0))
+        self.raw_sq[rows] += raw_rate * (
+            np.minimum(raw**2, (MAX_Z * spread) ** 2) - self.raw_sq[rows]
+        )
         # Learn fast while warming up (plain running averages), slowly and robustly after.
         rate = np.where(warm, STATS_RATE, 1.0 / (count + 1.0))
         clipped = np.where(

@@ -7,7 +7,10 @@ Threads, each with one job:
 * the tick thread drains the hand-off into the window store, runs one batched forecast over
   every machine with a full window and a new reading, advances the alert policy and publishes
   the changes;
-* the HTTP thread serves /metrics and /healthz.
+* the HTTP thread serves /metrics and /healthz;
+* a restore thread reads the retained alert states back once at start-up (ticks wait for it);
+* the watchdog thread ends the agent (``failure`` set, exit status 1) when the network thread
+  or the tick thread dies or stalls, so the agent is never a zombie that looks connected.
 
 One stop event ends them all; SIGINT/SIGTERM set it (see ``agent.cli``).
 """
@@ -26,18 +29,30 @@ import paho.mqtt.client as mqtt
 from numpy.typing import NDArray
 
 from agent import __version__
-from agent.alerts import STATE_NAMES, AlertEvent, AlertPolicy
+from agent.alerts import CRITICAL, STATE_NAMES, WARNING, AlertEvent, AlertPolicy
 from agent.anomaly import AnomalyScorer
 from agent.health import MetricsServer
+from agent.mapping import FieldMapping
 from agent.metrics import AgentMetrics
-from agent.mqtt import describe_connect_failure, make_client, status_topic, telemetry_filter
+from agent.mqtt import (
+    describe_connect_failure,
+    make_client,
+    network_thread,
+    status_topic,
+)
 from agent.publish import AlertPublisher, status_payload
 from agent.reading import Reading, ReadingDecoder, Rejected
+from agent.restore import RestoredAlert, read_retained_alerts
+from agent.silence import SilenceBook, silence_filter
+from agent.sparkplug import BIRTH_TYPES, DEATH_TYPES, DecodeError, SparkplugIngest
+from agent.sparkplug import NAMESPACE as SPARKPLUG_NAMESPACE
+from agent.sparkplug import parse_topic as parse_sparkplug_topic
 from agent.throttle import LogThrottle
+from agent.tls import check_broker
 from agent.window import WindowStore
 from config.settings import Settings
 from models.base import Forecaster
-from models.checkpoint import TorchForecaster
+from models.checkpoint import forecaster_from_settings
 
 logger = logging.getLogger(__name__)
 
@@ -69,20 +84,27 @@ class Agent:
         metrics: AgentMetrics | None = None,
     ) -> None:
         self.settings = settings
-        self.forecaster: Forecaster = forecaster or TorchForecaster.from_path(
-            settings.model.checkpoint,
-            device=settings.model.device,
-            threads=settings.model.threads,
-            chunk_size=settings.model.chunk_size,
-        )
+        self.forecaster: Forecaster = forecaster or forecaster_from_settings(settings.model)
         self.metrics = metrics or AgentMetrics(
             max_machine_series=settings.metrics.max_machine_series
         )
         features = len(self.forecaster.features)
-        self.store = WindowStore(self.forecaster.window, features, settings.agent.max_machines)
+        self.store = WindowStore(
+            self.forecaster.window,
+            features,
+            settings.agent.max_machines,
+            max_missing_readings=settings.agent.max_missing_readings,
+            stale_after_s=settings.agent.stale_after_s,
+            max_future_s=settings.agent.max_future_s,
+        )
         self.policy = AlertPolicy(settings.alerts, self.store.capacity)
         self.anomaly = AnomalyScorer(self.forecaster.horizon, self.store.capacity)
-        self.decoder = ReadingDecoder(settings.limits)
+        # A mapping naming a feature this model lacks raises ConfigError: start-up stops.
+        self.decoder = ReadingDecoder(
+            settings.limits,
+            self.forecaster.features,
+            FieldMapping(settings.mapping.field_maps(), self.forecaster.features),
+        )
         self.stop_event = threading.Event()
         self.alert_listeners: list[AlertListener] = []
         self.tick_listeners: list[TickListener] = []
@@ -91,24 +113,57 @@ class Agent:
         self._connected = threading.Event()
         self._last_tick = 0.0
         self._tick_thread: threading.Thread | None = None
+        # Fault handling: see start(), the watchdog and the restore.
+        self.failure: str | None = None
+        self._stall_s = settings.agent.stall_after_s + settings.agent.tick_interval_s
+        self._network: threading.Thread | None = None
+        self._callback_since = 0.0
+        self._restored = threading.Event()
+        self._restore_result: list[RestoredAlert] | None = None
+        self._has_connected = False
+        self._lost_at: float | None = None
+        self.session_resumed = False
+        """Whether the broker still had the agent's session at the last connect."""
+        self._callback_logged: dict[str, float] = {}
         self._throttle = LogThrottle(logger)
         self._prefix = settings.mqtt.topic_prefix
-        self._topic_head = len(self._prefix) + 1
+        self._telemetry = settings.mqtt.telemetry_template
         self._next_stale_check = 0.0
+        # Sparkplug B (mqtt.sparkplug_group): its own callback; DEATH certificates queue the
+        # machines they end for the tick thread, the alert policy's only writer.
+        self.sparkplug = SparkplugIngest()
+        self._deaths: deque[str] = deque()
+        group = settings.mqtt.sparkplug_group
+        self._sparkplug_filter = None if group is None else f"{SPARKPLUG_NAMESPACE}/{group}/#"
 
         mqtt_settings = settings.mqtt
-        self.client = make_client(mqtt_settings, mqtt_settings.client_id)
+        self.client = make_client(
+            mqtt_settings, mqtt_settings.client_id, persistent=mqtt_settings.persistent_session
+        )
         self.client.will_set(
             status_topic(self._prefix, mqtt_settings.client_id),
-            status_payload("offline", mqtt_settings.client_id, __version__),
+            status_payload("offline", mqtt_settings.client_id, __version__, "connection lost"),
             qos=1,
             retain=True,
         )
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        self.client.on_connect = self._guard("connect", self._on_connect)
+        self.client.on_disconnect = self._guard("disconnect", self._on_disconnect)
+        self.client.on_message = self._guard("message", self._on_message)
+        self.silences = SilenceBook(self._prefix)
+        self.client.message_callback_add(
+            silence_filter(self._prefix), self._guard("silence", self._on_silence)
+        )
+        if self._sparkplug_filter is not None:
+            self.client.message_callback_add(
+                self._sparkplug_filter, self._guard("sparkplug", self._on_sparkplug)
+            )
         self.publisher = AlertPublisher(
-            self.client, self._prefix, self.forecaster.version, self.metrics
+            self.client,
+            self._prefix,
+            self.forecaster.version,
+            self.metrics,
+            max_queued=mqtt_settings.max_queued_alerts,
+            alerts=mqtt_settings.alerts_template,
         )
         self.http = MetricsServer(
             settings.metrics.host, settings.metrics.port, self.metrics.registry, self.health
@@ -128,6 +183,7 @@ class Agent:
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
+        check_broker(self.settings.mqtt)  # a wrong CA or password stops start-up, loudly
         warm_up = getattr(self.forecaster, "warm_up", None)
         if callable(warm_up):
             warm_up()
@@ -142,90 +198,252 @@ class Agent:
             self.settings.metrics.host,
             self.http.port,
         )
+        if m.restore_timeout_s > 0:
+            threading.Thread(target=self._restore, name="forewarn-restore", daemon=True).start()
+        else:
+            self._restore_result = []
         self.client.connect_async(m.host, m.port, m.keepalive_s)
         self.client.loop_start()
+        self._network = network_thread(self.client)
         self._last_tick = time.monotonic()
-        self._tick_thread = threading.Thread(target=self._tick_loop, name="forewarn-tick")
+        # Daemon threads: a tick stuck in the forecaster must not keep a failed agent alive.
+        self._tick_thread = threading.Thread(
+            target=self._tick_loop, name="forewarn-tick", daemon=True
+        )
         self._tick_thread.start()
+        threading.Thread(target=self._watchdog, name="forewarn-watchdog", daemon=True).start()
 
-    def run(self) -> None:
-        """Start, block until the stop event is set, then stop cleanly."""
+    def run(self) -> int:
+        """Start, block until the stop event is set, then stop; returns the exit status.
+
+        1 when the watchdog stopped the agent (a service manager should restart it), else 0.
+        """
         self.start()
         try:
             self.stop_event.wait()
         finally:
             self.stop()
+        return 0 if self.failure is None else 1
 
-    def stop(self, flush_timeout_s: float = 5.0) -> None:
-        """Finish the running tick, say offline, flush QoS 1 publishes, disconnect."""
+    def stop(self, flush_timeout_s: float | None = None) -> None:
+        """Finish the running tick, flush QoS 1 alerts, say offline, disconnect.
+
+        The flush waits at most ``mqtt.flush_timeout_s`` (or ``flush_timeout_s``) for the
+        broker's acknowledgements; what it did not get is logged and counted as dropped.
+        """
+        m = self.settings.mqtt
+        timeout = m.flush_timeout_s if flush_timeout_s is None else flush_timeout_s
         self.stop_event.set()
         if self._tick_thread is not None:
-            self._tick_thread.join(timeout=30)
-        m = self.settings.mqtt
-        if self._connected.is_set():
-            info = self.publisher.publish_status(m.client_id, "offline", __version__)
-            try:
-                info.wait_for_publish(timeout=flush_timeout_s)
-            except (RuntimeError, ValueError):
-                logger.warning("could not confirm the offline status before disconnecting")
-        self.client.disconnect()
-        self.client.loop_stop()
+            self._tick_thread.join(timeout=30 if self.failure is None else 1)
+        deadline = time.monotonic() + timeout
+        if self._network_alive(time.monotonic()):
+            self.publisher.flush(timeout)
+            if self._connected.is_set():
+                info = self.publisher.publish_status(m.client_id, "offline", __version__, "stopped")
+                try:
+                    info.wait_for_publish(timeout=max(0.1, deadline - time.monotonic()))
+                    confirmed = info.is_published()
+                except (RuntimeError, ValueError):
+                    confirmed = False
+                if not confirmed:
+                    logger.warning("could not confirm the offline status before disconnecting")
+            self.client.disconnect()
+            self.client.loop_stop()
+        else:
+            # A dead or stuck network thread sends nothing more; joining it could hang.
+            self.publisher.flush(0)
         self.http.stop()
-        logger.info("agent stopped")
+        logger.info("agent stopped%s", "" if self.failure is None else f" ({self.failure})")
 
     # --- health ------------------------------------------------------------------------------
 
     def health(self) -> tuple[bool, dict[str, object]]:
-        """Healthy while connected to the broker and the tick loop keeps ticking."""
-        tick_age = time.monotonic() - self._last_tick
+        """Healthy while connected, both threads alive and not stalled, alert states restored."""
+        now = time.monotonic()
+        tick_age = now - self._last_tick
         tick_alive = (
             self._tick_thread is not None
             and self._tick_thread.is_alive()
-            and tick_age < max(5.0, 5 * self.settings.agent.tick_interval_s)
+            and tick_age < self._stall_s
         )
+        network_alive = self._network_alive(now)
         connected = self._connected.is_set()
-        return connected and tick_alive, {
+        restored = self._restored.is_set()
+        healthy = connected and tick_alive and network_alive and restored and not self.failure
+        return healthy, {
             "mqtt_connected": connected,
             "tick_alive": tick_alive,
+            "network_alive": network_alive,
+            "alerts_restored": restored,
             "last_tick_age_s": round(tick_age, 3),
             "machines": len(self.store),
+            "alerts_queued": self.publisher.pending(),
+            "failure": self.failure,
         }
 
+    def _network_alive(self, now: float) -> bool:
+        """paho's network thread runs and is not stuck in one of our callbacks."""
+        since = self._callback_since
+        return (
+            self._network is not None
+            and self._network.is_alive()
+            and (since == 0.0 or now - since < self._stall_s)
+        )
+
+    def _watchdog(self) -> None:
+        """Ends the agent when a thread it depends on died or stalled (see ``health``)."""
+        period = min(0.5, self._stall_s / 4)
+        while not self.stop_event.wait(period):
+            now = time.monotonic()
+            problem = None
+            if self._network is None or not self._network.is_alive():
+                problem = "the MQTT network thread died"
+            elif self._callback_since and now - self._callback_since >= self._stall_s:
+                problem = f"an MQTT callback has run for {now - self._callback_since:.0f} s"
+            elif self._tick_thread is None or not self._tick_thread.is_alive():
+                problem = "the tick thread died"
+            elif now - self._last_tick >= self._stall_s:
+                problem = f"no tick for {now - self._last_tick:.0f} s (stuck in a tick?)"
+            if problem is not None and not self.stop_event.is_set():
+                self.failure = problem
+                self._connected.clear()
+                self.metrics.mqtt_connected.set(0)
+                logger.critical(
+                    "watchdog: %s; stopping with exit status 1 (FOREWARN_AGENT__STALL_AFTER_S=%g)",
+                    problem,
+                    self.settings.agent.stall_after_s,
+                )
+                self.stop_event.set()
+                return
+
+    # --- restoring the alert states ----------------------------------------------------------
+
+    def _restore(self) -> None:
+        """Read the retained alert states, retrying until the broker answers or the agent stops."""
+        m = self.settings.mqtt
+        delay = m.reconnect_min_s
+        while not self.stop_event.is_set():
+            try:
+                result = read_retained_alerts(
+                    m, m.restore_timeout_s, self.settings.agent.max_machines
+                )
+            except ConnectionError as error:
+                self._throttle.warning(
+                    "restore", "cannot read the retained alert states yet (%s); retrying", error
+                )
+                self.stop_event.wait(delay)
+                delay = min(2 * delay, m.reconnect_max_s)
+                continue
+            except Exception:
+                logger.exception("cannot read the retained alert states; every machine starts ok")
+                result = []
+            self._restore_result = result
+            return
+
+    def _apply_restore(self, restored: list[RestoredAlert]) -> None:
+        """Resume each machine's alert (tick thread: the policy's only writer)."""
+        counts = {WARNING: 0, CRITICAL: 0}
+        stale = 0
+        for alert in restored:
+            slot = self.store.slot_for(alert.machine_id)
+            if slot is None:
+                continue
+            self.policy.ensure_capacity(self.store.capacity)
+            self.anomaly.ensure_capacity(self.store.capacity)
+            # A stale machine resumes as ok, its seq continuing: "stale" is decided afresh
+            # from the readings that arrive (or do not) after the restart.
+            alert_id = None if alert.stale else alert.alert_id
+            self.policy.restore(slot, alert.state, alert_id, alert.seq)
+            stale += alert.stale
+            if alert.state in counts:
+                counts[alert.state] += 1
+        logger.info(
+            "resumed the alert state of %d machine(s) from the retained alerts: %d warning, "
+            "%d critical, %d stale (resumed as ok)",
+            len(restored),
+            counts[WARNING],
+            counts[CRITICAL],
+            stale,
+        )
+        self._restored.set()
+
     # --- MQTT callbacks (network thread: keep them thin and never let them raise) ---------
+
+    def _guard(self, name: str, callback: Callable[..., None]) -> Callable[..., None]:
+        """``callback`` for paho: exceptions are logged and counted, never raised into paho.
+
+        paho ends its network thread when a callback raises, silently. The time a callback
+        started is kept for the watchdog, which catches one that never returns.
+        """
+
+        def guarded(*args: object) -> None:
+            self._callback_since = time.monotonic()
+            try:
+                callback(*args)
+            except Exception:
+                self.metrics.callback_errors.labels(callback=name).inc()
+                now = time.monotonic()
+                if now - self._callback_logged.get(name, -60.0) >= 10.0:
+                    self._callback_logged[name] = now
+                    logger.exception("error in the MQTT %s callback; the loop goes on", name)
+            finally:
+                self._callback_since = 0.0
+
+        return guarded
 
     def _on_connect(
         self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object
     ) -> None:
-        try:
-            if getattr(reason, "is_failure", False):
-                logger.error("broker refused the agent: %s", describe_connect_failure(reason))
-                return
-            topic = telemetry_filter(self._prefix)
-            client.subscribe(topic, qos=self.settings.mqtt.telemetry_qos)
-            self.publisher.publish_status(self.settings.mqtt.client_id, "online", __version__)
-            self._connected.set()
-            self.metrics.mqtt_connected.set(1)
-            logger.info(
-                "connected to %s:%d, subscribed to %s",
-                self.settings.mqtt.host,
-                self.settings.mqtt.port,
-                topic,
+        m = self.settings.mqtt
+        if getattr(reason, "is_failure", False):
+            logger.error("broker refused the agent: %s", describe_connect_failure(reason))
+            return
+        topic = self._telemetry.filter
+        client.subscribe(topic, qos=m.telemetry_qos)
+        client.subscribe(silence_filter(self._prefix), qos=1)
+        if self._sparkplug_filter is not None:
+            client.subscribe(self._sparkplug_filter, qos=m.telemetry_qos)
+        self.publisher.publish_status(m.client_id, "online", __version__, "connected")
+        self._connected.set()
+        self.metrics.mqtt_connected.set(1)
+        self.publisher.connected()
+        session = self.session_resumed = bool(getattr(flags, "session_present", False))
+        away = "" if self._lost_at is None else f" after {time.monotonic() - self._lost_at:.1f} s"
+        logger.info(
+            "connected to %s:%d%s, subscribed to %s (session %s)",
+            m.host,
+            m.port,
+            away,
+            topic,
+            "resumed" if session else "new",
+        )
+        if self._has_connected and m.persistent_session and not session:
+            self.metrics.mqtt_sessions_lost.inc()
+            logger.warning(
+                "the broker kept no session for %s (restarted without its persistence, or the "
+                "session expired): readings published while the agent was away are lost",
+                m.client_id,
             )
-        except Exception:
-            logger.exception("error in the connect callback")
+        self._has_connected = True
+        self._lost_at = None
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object
     ) -> None:
+        if self._connected.is_set():
+            self.metrics.mqtt_disconnects.inc()
+            self._lost_at = time.monotonic()
         self._connected.clear()
         self.metrics.mqtt_connected.set(0)
+        self.publisher.disconnected()
         if not self.stop_event.is_set():
             logger.warning("lost the broker (%s); reconnecting with back-off", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         try:
             topic = message.topic
-            machine_id = topic[self._topic_head : -len("/telemetry")] or None
+            machine_id = self._telemetry.machine_id(topic) or None
             reading = self.decoder.decode(message.payload, machine_id)
         except Rejected as rejected:
             self.reject(rejected.reason, rejected.detail)
@@ -233,6 +451,38 @@ class Agent:
         except Exception:
             logger.exception("unexpected error decoding a reading on %s", message.topic)
             self.reject("bad_json", "undecodable")
+            return
+        self.hand_off(reading)
+
+    def _on_sparkplug(
+        self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage
+    ) -> None:
+        """A Sparkplug B message: DATA becomes a reading, BIRTH teaches aliases, DEATH stales."""
+        topic = parse_sparkplug_topic(message.topic)
+        if topic is None:
+            return  # STATE, NCMD/DCMD: not about readings
+        if topic.kind in DEATH_TYPES:
+            machines = self.sparkplug.death(topic)
+            self._deaths.extend(machines)
+            logger.info("%s on %s: %s go stale", topic.kind, message.topic, ", ".join(machines))
+            return
+        try:
+            if len(message.payload) > self.decoder.max_bytes:
+                raise Rejected(
+                    "too_large", f"{len(message.payload)} bytes > {self.decoder.max_bytes}"
+                )
+            if topic.kind in BIRTH_TYPES:
+                self.sparkplug.birth(topic, message.payload)
+                return
+            data = self.sparkplug.reading(topic, message.payload)
+            if self.decoder.mapping is not None:
+                data = self.decoder.mapping.apply(data)
+            reading = self.decoder.decode_fields(data, topic.machine_id)
+        except Rejected as rejected:
+            self.reject(rejected.reason, rejected.detail)
+            return
+        except DecodeError:
+            self.reject("bad_json", f"not a Sparkplug B payload on {message.topic}")
             return
         self.hand_off(reading)
 
@@ -250,28 +500,55 @@ class Agent:
     # --- the tick ----------------------------------------------------------------------------
 
     def _tick_loop(self) -> None:
+        """Tick every ``tick_interval_s``; a tick that overruns makes the loop skip, not burst.
+
+        A model slower than the readings thus costs skipped ticks (counted, logged) and, once
+        the bounded hand-off is full, readings dropped as ``overload``; the network thread
+        keeps reading and the keepalive keeps going. Ticks wait for the restored alert states.
+        """
         interval = self.settings.agent.tick_interval_s
         next_at = time.monotonic()
         while not self.stop_event.is_set():
+            self._last_tick = time.monotonic()
             try:
-                self.tick()
+                if self._restored.is_set():
+                    self.tick()
+                elif self._restore_result is not None:
+                    self._apply_restore(self._restore_result)
+                self.publisher.pump()
             except Exception:
                 logger.exception("tick failed; the next tick starts afresh")
-            self._last_tick = time.monotonic()
+            now = self._last_tick = time.monotonic()
             next_at += interval
-            delay = next_at - time.monotonic()
+            delay = next_at - now
             if delay < 0:
-                next_at = time.monotonic()  # behind: skip the missed ticks instead of bursting
+                skipped = int(-delay // interval)
+                if skipped:
+                    self.metrics.ticks_skipped.inc(skipped)
+                    self._throttle.warning(
+                        "slow-tick",
+                        "a tick took %.2f s, over the %.2f s tick interval: skipped %d tick(s) "
+                        "(the model is slower than the readings; see forewarn_ticks_skipped_total)",
+                        interval - delay,
+                        interval,
+                        skipped,
+                    )
+                next_at = now  # behind: skip the missed ticks instead of bursting
                 delay = 0.0
             if self.stop_event.wait(delay):
                 break
-        self.tick()  # a last tick, so readings that arrived before the stop are forecast
+        if self._restored.is_set():
+            self.tick()  # a last tick, so readings that arrived before the stop are forecast
 
     def tick(self) -> list[AlertEvent]:
         """Drain, forecast every ready machine in one batch, alert; returns the events."""
         started = time.perf_counter()
         now = time.time()
         self._drain(now)
+        while self._deaths:  # a DEATH certificate: stale now, not after stale_after_s
+            slot = self.store.slot_of.get(self._deaths.popleft())
+            if slot is not None:
+                self.store.last_seen[slot] = 0.0
         self.policy.ensure_capacity(self.store.capacity)
         self.anomaly.ensure_capacity(self.store.capacity)
         batch = self.store.take_ready()
@@ -294,11 +571,9 @@ class Agent:
                 interval,
                 now,
                 scores,
+                self.anomaly.spread(batch.slots),
             )
-            for event in events:
-                self.publisher.publish(event)
-                for listener in self.alert_listeners:
-                    listener(event)
+            self._emit(events, now)
             self.metrics.forecasts.inc(len(batch))
             self._export_machines(batch.slots, latest, forecasts, scores)
         self.metrics.batch_size.set(len(batch))
@@ -306,6 +581,8 @@ class Agent:
         self.metrics.pending.set(len(self._pending))
         for severity, count in self.policy.firing_counts(len(self.store)).items():
             self.metrics.alerts_firing.labels(severity=severity).set(count)
+        events += self._track_staleness(now)
+        events += self._end_silences(now)
         self._drop_stale(now)
         self.metrics.ticks.inc()
         self.metrics.last_tick.set(now)
@@ -315,15 +592,48 @@ class Agent:
         return events
 
     def _drain(self, now: float) -> None:
+        """Move the hand-off into the window store, then clean up after evictions.
+
+        A slot reused for a new machine starts with the policy's and the scorer's state reset,
+        and the evicted machine's metric series go, so neither memory nor Prometheus
+        cardinality grows with the number of machine ids ever seen.
+        """
         accepted = 0
+        store = self.store
         for _ in range(len(self._pending)):
             reading = self._pending.popleft()
-            reason = self.store.append(reading, now)
+            reason = store.append(reading, now)
             if reason is None:
                 accepted += 1
             else:
-                self.reject(reason, f"{reading.machine_id} seq {reading.seq}")
+                self.reject(reason, f"{reading.machine_id} seq {reading.seq} ts {reading.ts}")
         self.metrics.readings.inc(accepted)
+        evicted_ids, evicted_slots = store.take_evicted()
+        if evicted_ids:
+            self.policy.ensure_capacity(store.capacity)
+            self.anomaly.ensure_capacity(store.capacity)
+            # An evicted machine that was alerting would otherwise stay "firing" in its
+            # retained alert forever: say it is stale before its slot is handed over.
+            self._emit(
+                [
+                    event
+                    for machine_id, slot in zip(evicted_ids, evicted_slots.tolist(), strict=True)
+                    if (event := self.policy.retire(slot, machine_id, now)) is not None
+                ],
+                now,
+            )
+            self.policy.reset(evicted_slots)
+            self.anomaly.reset(evicted_slots)
+            for machine_id in evicted_ids:
+                self.metrics.drop_machine(machine_id)
+            self.metrics.machines_evicted.inc(len(evicted_ids))
+            self._throttle.warning(
+                "evicted",
+                "evicted %d least recently seen machines (max_machines %d reached), e.g. %r",
+                len(evicted_ids),
+                store.max_machines,
+                evicted_ids[0],
+            )
 
     def _export_machines(
         self,
@@ -345,14 +655,69 @@ class Agent:
         ):
             self.metrics.set_machine(ids[slot], temperature, peak, score, state)
 
+    def _track_staleness(self, now: float) -> list[AlertEvent]:
+        """Publish "stale" for machines that stopped reporting, and its end when they resume."""
+        used = len(self.store)
+        silent = self.store.stale(now)
+        was_stale = self.policy.stale[:used]
+        newly = silent[~was_stale[silent]]
+        quiet = np.zeros(used, dtype=np.bool_)
+        quiet[silent] = True
+        # A slot that has not reported since it was restored as stale is still stale.
+        reported = self.store.last_seq[:used] >= 0
+        resumed = np.flatnonzero(was_stale & ~quiet & reported)
+        ids = self.store.machine_ids
+        events = self.policy.mark_stale(newly, ids, self.store.latest(newly)[:, 0], now)
+        events += self.policy.mark_resumed(resumed, ids, self.store.latest(resumed)[:, 0], now)
+        self._emit(events, now)
+        return events
+
+    def _emit(self, events: list[AlertEvent], now: float) -> None:
+        """Publish alert changes, except for silenced machines, whose changes are only counted."""
+        for event in events:
+            if self.silences.silenced(event.machine_id, now):
+                self.metrics.alerts_silenced.labels(severity=event.severity).inc()
+                logger.info("silenced: %s", event.line())
+            else:
+                self.publisher.publish(event)
+            for listener in self.alert_listeners:
+                listener(event)
+
+    def _end_silences(self, now: float) -> list[AlertEvent]:
+        """When a silence ends on an alerting machine, publish where the machine stands now."""
+        events = []
+        for machine_id in self.silences.ended(now):
+            slot = self.store.slot_of.get(machine_id)
+            if slot is not None:
+                temperature = float(self.store.latest(np.array([slot]))[0, 0])
+                event = self.policy.current_event(slot, machine_id, temperature, now)
+                if event is not None:
+                    events.append(event)
+        self._emit(events, now)
+        self.metrics.machines_silenced.set(self.silences.active_count(now))
+        return events
+
+    def _on_silence(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        try:
+            self.silences.handle(message.topic, message.payload)
+        except Exception:
+            logger.exception("error handling a silence message on %s", message.topic)
+
     def _drop_stale(self, now: float) -> None:
+        """Drop the series of machines that went stale (the window store's stale rule).
+
+        Only machines that have series are looked at (at most ``max_machine_series``), so the
+        check costs the same with a hundred thousand silent machines in the store.
+        """
         if now < self._next_stale_check:
             return
-        self._next_stale_check = now + 5.0
-        used = len(self.store)
-        cutoff = now - self.settings.agent.stale_after_s
-        for slot in np.flatnonzero(self.store.last_seen[:used] < cutoff).tolist():
-            self.metrics.drop_machine(self.store.machine_ids[slot])
+        self._next_stale_check = now + min(5.0, self.settings.agent.stale_after_s / 2)
+        store = self.store
+        cutoff = now - store.stale_after_s
+        for machine_id in self.metrics.series_machines():
+            slot = store.slot_of.get(machine_id)
+            if slot is None or store.last_seen[slot] < cutoff:
+                self.metrics.drop_machine(machine_id)
 
     def _notify_tick(
         self, slots: NDArray[np.int64], latest: NDArray[np.float32], forecasts: NDArray[np.float32]
@@ -376,4 +741,8 @@ class Agent:
         return self._connected.is_set()
 
     def wait_connected(self, timeout_s: float) -> bool:
-        return self._connected.wait(timeout_s)
+        """Wait until the agent is connected and has resumed its alert states (ready)."""
+        deadline = time.monotonic() + timeout_s
+        return self._restored.wait(timeout_s) and self._connected.wait(
+            max(0.0, deadline - time.monotonic())
+        )

@@ -1,4 +1,4 @@
-"""The `forewarn` command: agent, simulate, train, demo, config check.
+"""The `forewarn` command: agent, simulate, train, evaluate, demo, config check.
 
 Flags override settings from the environment and ``.env``; a bad value from any source stops
 the command with exit status 2 and a message naming the setting, the value and what is allowed.
@@ -72,18 +72,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulation(simulate)
     _add_broker(simulate)
     simulate.add_argument("--qos", type=int, choices=[0, 1], help="QoS of readings (default 0)")
-
-    train = commands.add_parser("train", help="train the forecaster and write a checkpoint")
-    train.add_argument(
-        "--output", type=Path, default=Path("checkpoints/forewarn.pt"), help="checkpoint path"
+    simulate.add_argument(
+        "--faults",
+        type=_fault_mix,
+        metavar="KIND=N,...",
+        help="fault scenarios, e.g. overheat=3,cooling_failure=2,dropout=2 (kinds: "
+        "overheat, cooling_failure, dropout, stuck_sensor, spikes, noisy_sensor, bad_payload)",
     )
-    train.add_argument("--epochs", type=int, default=12, help="most epochs (early stopping)")
-    train.add_argument("--horizon", type=int, default=30, help="steps forecast ahead")
-    train.add_argument("--episodes", type=int, default=12, help="simulated fleets to train on")
-    train.add_argument("--machines", type=int, default=32, help="machines per fleet")
-    train.add_argument("--ticks", type=int, default=600, help="readings per machine per fleet")
-    train.add_argument("--seed", type=int, default=2024, help="seed of data and training")
-    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    simulate.add_argument(
+        "--ground-truth", type=Path, metavar="PATH", help="write the faults' ground truth (JSONL)"
+    )
+    simulate.add_argument(
+        "--replay", type=Path, metavar="PATH.csv", help="publish a historical CSV as a live stream"
+    )
+    simulate.add_argument("--machine-column", metavar="C", help="replay: column of machine ids")
+    simulate.add_argument("--speed", type=float, metavar="X", help="replay: speed-up factor")
+    simulate.add_argument(
+        "--topic-template",
+        metavar="T",
+        help="publish on this telemetry topic template, e.g. plant/{line}/{machine_id}/sensors "
+        "(FOREWARN_MQTT__TELEMETRY_TOPIC)",
+    )
+    simulate.add_argument(
+        "--format",
+        choices=["json", "sparkplug"],
+        help="payloads: json (default) or Sparkplug B (group FOREWARN_MQTT__SPARKPLUG_GROUP)",
+    )
+    simulate.add_argument(
+        "--mapped",
+        action="store_true",
+        help="publish in the plant's field names and units of FOREWARN_MAPPING__FIELDS "
+        "(the inverse of the agent's mapping)",
+    )
+
+    _add_train(commands)
+    _add_evaluate(commands)
+    _add_detect(commands)
+    _add_silence(commands)
 
     demo = commands.add_parser(
         "demo", help="broker, simulated fleet and agent in one process, shown live"
@@ -102,6 +127,93 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="validate the configuration and print it, secrets masked"
     )
     return parser
+
+
+def _add_train(commands: Any) -> None:
+    from models.train import TRAINABLE_KINDS, TrainConfig
+
+    defaults = TrainConfig()
+    train = commands.add_parser(
+        "train",
+        help="train a forecaster and write a checkpoint",
+        description="Train on simulated fleets (default) or on your own history (--csv), split "
+        "in time into train / validation (early stopping) / test, and write a checkpoint with "
+        "a short report. The defaults reproduce the shipped checkpoint.",
+    )
+    train.add_argument(
+        "--output", type=Path, default=Path("checkpoints/forewarn.pt"), help="checkpoint path"
+    )
+    train.add_argument("--kind", choices=TRAINABLE_KINDS, default=defaults.kind, help="model kind")
+    train.add_argument(
+        "--normalisation",
+        choices=["window", "global"],
+        default=defaults.normalisation,
+        help="window: each window scaled by its own statistics (serves machines at any level "
+        "and range); global: one min-max scaler fitted on the training data (the seed's)",
+    )
+    train.add_argument(
+        "--epochs", type=int, default=defaults.epochs, help="most epochs (early stopping)"
+    )
+    train.add_argument(
+        "--horizon", type=int, default=defaults.horizon, help="steps forecast ahead (1: the seed)"
+    )
+    train.add_argument(
+        "--episodes", type=int, default=defaults.episodes, help="simulated fleets to train on"
+    )
+    train.add_argument(
+        "--machines", type=int, default=defaults.machines, help="machines per simulated fleet"
+    )
+    train.add_argument(
+        "--ticks", type=int, default=defaults.ticks, help="readings per machine per fleet"
+    )
+    train.add_argument(
+        "--seed", type=int, default=defaults.seed, help="seed of data and training (not 42)"
+    )
+    train.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults.device)
+    train.add_argument(
+        "--threads",
+        type=int,
+        default=defaults.threads,
+        help="CPU threads (0: one per core, at most 2); the default 1 gives bit-identical "
+        "weights on any CPU",
+    )
+    train.add_argument(
+        "--csv",
+        type=Path,
+        metavar="PATH",
+        help="train on this history instead of simulated fleets (header row, rows in time order)",
+    )
+    train.add_argument(
+        "--features",
+        help="with --csv: comma-separated input columns, in order "
+        "(default: temperature_c,vibration_hz,pressure_psi,rpm)",
+    )
+    train.add_argument(
+        "--target", help="with --csv: the column to forecast, one of --features (default: first)"
+    )
+    train.add_argument(
+        "--group", metavar="COLUMN", help="with --csv: the column naming each row's machine"
+    )
+
+
+def _add_evaluate(commands: Any) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="measure a checkpoint against baselines on the seed split and simulated fleets",
+        description="RMSE and MAE (°C) on the seed's own test split next to persistence, Ridge, "
+        "linear extrapolation and the noise floor; per horizon step on a held-out simulated "
+        "fleet and on the same fleet shifted to other levels and ranges; the warning lead on "
+        "its overheats.",
+    )
+    evaluate.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="checkpoint to evaluate (default: FOREWARN_MODEL__CHECKPOINT, else the shipped one)",
+    )
+    evaluate.add_argument(
+        "--json", action="store_true", help="print one JSON object on stdout (logs on stderr)"
+    )
+    evaluate.add_argument("--plot", type=Path, metavar="PATH.png", help="write a PNG plot")
 
 
 def _add_simulation(
@@ -169,6 +281,15 @@ def _broker_overrides(broker: tuple[str, int] | None) -> dict[str, Any]:
     return {"mqtt.host": broker[0], "mqtt.port": broker[1]}
 
 
+def _fault_mix(text: str) -> dict[str, int]:
+    from simulator.faults import parse_mix
+
+    try:
+        return parse_mix(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _simulation_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "simulator.machines": args.machines,
@@ -206,12 +327,13 @@ def _cmd_agent(args: argparse.Namespace, settings: Settings) -> int:
         )
         return EXIT_CONFIG
     _stop_on_signals(agent.stop_event)
-    agent.run()
-    return 0
+    return agent.run()  # 1 when the watchdog stopped it: let the service manager restart it
 
 
 def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.mapping import FieldMapping
     from simulator.publish import SimulatorPublisher
+    from simulator.signal import FEATURES
 
     apply_overrides(
         settings,
@@ -219,13 +341,25 @@ def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
             **_broker_overrides(args.broker),
             **_simulation_overrides(args),
             "simulator.qos": args.qos,
+            "simulator.faults": args.faults,
+            "simulator.ground_truth": args.ground_truth,
+            "simulator.replay": args.replay,
+            "simulator.machine_column": args.machine_column,
+            "simulator.speed": args.speed,
+            "mqtt.telemetry_topic": args.topic_template,
+            "simulator.format": args.format,
         },
     )
     stop = threading.Event()
     _stop_on_signals(stop)
     try:
+        mapping = FieldMapping(settings.mapping.field_maps(), FEATURES) if args.mapped else None
         publisher = SimulatorPublisher(
-            settings.mqtt, settings.simulator, settings.alerts.threshold_c, stop=stop
+            settings.mqtt,
+            settings.simulator,
+            settings.alerts.threshold_c,
+            stop=stop,
+            mapping=mapping,
         )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -239,10 +373,18 @@ def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    from models.train import TrainConfig, train
+    from models.checkpoint import CheckpointError, servable_features
+    from models.data import DataError, read_csv
+    from models.train import Split, TrainConfig, split_history, train
+    from simulator.signal import FEATURES
 
+    features = FEATURES
+    target_index = 0
+    split: Split | None = None
     try:
         config = TrainConfig(
+            kind=args.kind,
+            normalisation=args.normalisation,
             epochs=args.epochs,
             horizon=args.horizon,
             episodes=args.episodes,
@@ -250,27 +392,106 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
             ticks=args.ticks,
             seed=args.seed,
             device=args.device,
+            threads=args.threads,
             threshold_c=settings.alerts.threshold_c,
         )
-    except ValueError as error:
+        if args.csv is None:
+            if args.features or args.target or args.group:
+                raise ValueError("--features, --target and --group go with --csv")
+        else:
+            if args.features:
+                features = tuple(f.strip() for f in args.features.split(",") if f.strip())
+            target = args.target or features[0]
+            if target not in features:
+                raise ValueError(
+                    f"--target {target!r} must also be one of --features {list(features)}: the "
+                    "forecaster reads the target's own past"
+                )
+            target_index = features.index(target)
+            split = split_history(read_csv(args.csv, features, args.group), config)
+    except (ValueError, DataError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CONFIG
-    checkpoint = train(config)
+    try:
+        checkpoint = train(config, split=split, features=features, target_index=target_index)
+    except CheckpointError as error:  # e.g. --device cuda without a CUDA device
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
     checkpoint.save(args.output)
     report = checkpoint.report
     print(
         json.dumps(
-            {k: report[k] for k in report if k != "config"} | {"checkpoint": str(args.output)},
+            {k: report[k] for k in report if k not in ("config", "history")}
+            | {"checkpoint": str(args.output)},
             indent=2,
         )
     )
     model, baseline = report["test_next_step"], report["persistence_next_step"]
     print(
-        f"test RMSE next step {model['rmse_c']:.2f} °C (persistence {baseline['rmse_c']:.2f} °C), "
-        f"MAE {model['mae_c']:.2f} °C (persistence {baseline['mae_c']:.2f} °C); "
-        f"wrote {args.output}",
+        f"test RMSE next step {model['rmse_c']:.2f} (persistence {baseline['rmse_c']:.2f}), "
+        f"all {config.horizon} steps {report['test_all_steps']['rmse_c']:.2f} (persistence "
+        f"{report['persistence_all_steps']['rmse_c']:.2f}); wrote {args.output}",
         file=sys.stderr,
     )
+    if not servable_features(features) or target_index != 0:
+        print(
+            f"note: the agent serves windows of some of {', '.join(FEATURES)} (temperature_c "
+            "first, the forecast target); this checkpoint can be evaluated on its own data but "
+            "cannot be served",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from models.checkpoint import CheckpointError, load_forecaster
+    from models.evaluate import FleetSpec, evaluate, plot
+
+    path = args.checkpoint or getattr(settings.model, "checkpoint", None)
+    try:
+        forecaster = load_forecaster(path, device="cpu", threads=settings.model.threads)
+    except CheckpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    logger.info("evaluating %s (%s)", forecaster.version, path or "shipped default checkpoint")
+    alerts = settings.alerts
+    spec = FleetSpec(
+        threshold_c=alerts.threshold_c,
+        warning_confirm_ticks=alerts.warning_confirm_ticks,
+        critical_confirm_readings=alerts.critical_confirm_readings,
+    )
+    report = evaluate(forecaster, spec)
+    if args.plot is not None:
+        plot(forecaster, report, args.plot)
+        logger.info("wrote %s", args.plot)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    seed = report["seed_split"]
+    print(f"{forecaster.kind} {forecaster.version}, horizon {forecaster.horizon}")
+    print("seed split, next step (targets t = 804..999):")
+    for name, errors in seed.items():
+        print(f"  {name:<22} RMSE {errors['rmse_c']:.3f} °C   MAE {errors['mae_c']:.3f} °C")
+    for part in ("fleet", "shifted_fleet"):
+        block = report[part]
+        print(f"{part.replace('_', ' ')} ({block['machines']} machines), all steps:")
+        for name in ("checkpoint", "linear_extrapolation", "persistence"):
+            errors = block[name]
+            print(
+                f"  {name:<22} RMSE {errors['rmse_c']:.3f} °C   MAE {errors['mae_c']:.3f} °C   "
+                f"RMSE / machine range {errors['relative_rmse']:.4f}"
+            )
+    for key, rule in (
+        ("warning_lead", "first forecast peak"),
+        ("alert_warning_lead", "alert rules"),
+    ):
+        lead = report["fleet"][key]
+        print(
+            f"warning lead ({rule}) on {lead['overheats']} overheats: median "
+            f"{lead['lead_ticks_median']} ticks, {lead['warned_before_crossing']} warned before "
+            f"the crossing; {lead['false_alarm_machines']} of {lead['healthy_machines']} healthy "
+            "machines warned about"
+        )
     return 0
 
 
@@ -294,11 +515,118 @@ def _cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _add_detect(commands: Any) -> None:
+    detect = commands.add_parser(
+        "detect",
+        help="backtest: run forecast, anomaly score and alert policy causally over a CSV",
+        description="Fits on the first rows of a CSV only, then streams the rest one row at a "
+        "time through the agent's own window, forecast, anomaly score and alert policy, and "
+        "writes one output row per input row.",
+    )
+    detect.add_argument("--input", type=Path, required=True, metavar="PATH.csv")
+    detect.add_argument("--output", type=Path, required=True, metavar="OUT.csv")
+    detect.add_argument("--timestamp-column", metavar="T", help="copied verbatim to the output")
+    detect.add_argument(
+        "--columns",
+        metavar="a,b,c",
+        help="numeric columns to use, the first is the one forecast and scored "
+        "(default: every numeric column)",
+    )
+    detect.add_argument(
+        "--fit-rows", type=int, metavar="N", help="rows to fit on (default: the first 10 %%)"
+    )
+    detect.add_argument("--horizon", type=int, default=30, help="steps forecast ahead")
+    detect.add_argument(
+        "--threshold", type=float, help="alert when the first column reaches this value"
+    )
+    detect.add_argument(
+        "--anomaly-threshold",
+        type=float,
+        default=0.9,
+        help="anomaly alert when the score stays at or above this for 3 rows",
+    )
+
+
+def _add_silence(commands: Any) -> None:
+    silence = commands.add_parser(
+        "silence",
+        help="silence a machine's alerts for maintenance (still computed and counted)",
+    )
+    silence.add_argument("machine", metavar="MACHINE", help="machine id")
+    group = silence.add_mutually_exclusive_group(required=True)
+    group.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 90s, 30m, 2h, 1d")
+    group.add_argument("--clear", action="store_true", help="lift the machine's silence")
+    silence.add_argument("--reason", default="maintenance", help="shown in the agent's log")
+    _add_broker(silence)
+
+
+def _cmd_silence(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from agent.mqtt import make_client
+    from agent.silence import parse_duration, silence_payload, silence_topic
+
+    apply_overrides(settings, _broker_overrides(args.broker))
+    payload = b""
+    if not args.clear:
+        try:
+            seconds = parse_duration(args.duration)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_CONFIG
+        payload = silence_payload(time.time() + seconds, args.reason)
+    m = settings.mqtt
+    client = make_client(m, f"{m.client_id}-silence-{int(time.time())}")
+    try:
+        client.connect(m.host, m.port, m.keepalive_s)
+    except OSError as error:
+        print(f"error: cannot reach the broker at {m.host}:{m.port}: {error}", file=sys.stderr)
+        return 1
+    client.loop_start()
+    info = client.publish(silence_topic(m.topic_prefix, args.machine), payload, qos=1, retain=True)
+    try:
+        info.wait_for_publish(timeout=10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if not info.is_published():
+        print("error: the broker did not confirm the silence", file=sys.stderr)
+        return 1
+    what = "lifted" if args.clear else f"set for {args.duration}"
+    print(f"silence of {args.machine} {what}")
+    return 0
+
+
+def _cmd_detect(args: argparse.Namespace, settings: Settings) -> int:
+    from agent.detect import DetectError, run_detect
+
+    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    try:
+        summary = run_detect(
+            args.input,
+            args.output,
+            timestamp_column=args.timestamp_column,
+            columns=columns,
+            fit_rows=args.fit_rows,
+            horizon=args.horizon,
+            threshold=args.threshold,
+            anomaly_threshold=args.anomaly_threshold,
+        )
+    except DetectError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"forewarn detect: {summary.line()}; wrote {args.output}")
+    return 0
+
+
 COMMANDS = {
     "agent": _cmd_agent,
     "simulate": _cmd_simulate,
     "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
     "demo": _cmd_demo,
+    "detect": _cmd_detect,
+    "silence": _cmd_silence,
     "config": _cmd_config,
 }
 

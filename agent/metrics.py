@@ -2,7 +2,7 @@
 
 Every labelled counter is pre-initialised over its fixed label set, so a dashboard shows zeros
 instead of gaps. Per-machine series exist only for a few gauges and only for at most
-``max_machine_series`` machines, and are removed when a machine goes stale.
+``max_machine_series`` machines, and are removed when a machine goes stale or is evicted.
 """
 
 from __future__ import annotations
@@ -53,6 +53,12 @@ class AgentMetrics:
             "forewarn_batch_size", "Machines forecast in the last tick's batch.", registry=r
         )
         self.machines = Gauge("forewarn_machines", "Machines tracked.", registry=r)
+        self.machines_evicted = Counter(
+            "forewarn_machines_evicted",
+            "Machines evicted, least recently seen first, to make room for new ones "
+            "(agent.max_machines reached).",
+            registry=r,
+        )
         self.alerts = Counter(
             "forewarn_alerts",
             "Alerts raised (firing), by severity.",
@@ -62,12 +68,22 @@ class AgentMetrics:
         self.alerts_resolved = Counter(
             "forewarn_alerts_resolved", "Alerts resolved, by severity.", ["severity"], registry=r
         )
+        self.alerts_silenced = Counter(
+            "forewarn_alerts_silenced",
+            "Alert changes computed but not published: the machine was silenced.",
+            ["severity"],
+            registry=r,
+        )
+        self.machines_silenced = Gauge(
+            "forewarn_machines_silenced", "Machines under a maintenance silence now.", registry=r
+        )
         self.alerts_firing = Gauge(
             "forewarn_alerts_firing", "Machines in each alert state now.", ["severity"], registry=r
         )
         for severity in SEVERITIES:
             self.alerts.labels(severity=severity)
             self.alerts_resolved.labels(severity=severity)
+            self.alerts_silenced.labels(severity=severity)
             self.alerts_firing.labels(severity=severity)
         self.alerts_publish_failed = Counter(
             "forewarn_alert_publish_failures",
@@ -82,6 +98,41 @@ class AgentMetrics:
         self.mqtt_connected = Gauge(
             "forewarn_mqtt_connected", "1 while connected to the broker, else 0.", registry=r
         )
+        # Faults: what the agent rode out, and what it could not deliver.
+        self.mqtt_disconnects = Counter(
+            "forewarn_mqtt_disconnects", "Times the connection to the broker was lost.", registry=r
+        )
+        self.mqtt_sessions_lost = Counter(
+            "forewarn_mqtt_sessions_lost",
+            "Reconnections to a broker that had kept no session for the agent: readings "
+            "published while it was away were not queued for it.",
+            registry=r,
+        )
+        self.alerts_queued = Gauge(
+            "forewarn_alerts_queued",
+            "Alert messages not yet acknowledged by the broker (held while it is unreachable, "
+            "or in flight).",
+            registry=r,
+        )
+        self.alerts_dropped = Counter(
+            "forewarn_alerts_dropped",
+            "Alert messages given up: the queue was full, or the agent stopped before the "
+            "broker acknowledged them.",
+            registry=r,
+        )
+        self.ticks_skipped = Counter(
+            "forewarn_ticks_skipped",
+            "Ticks skipped because the previous tick overran the tick interval.",
+            registry=r,
+        )
+        self.callback_errors = Counter(
+            "forewarn_callback_errors",
+            "Exceptions caught in MQTT callbacks, by callback.",
+            ["callback"],
+            registry=r,
+        )
+        for callback in ("connect", "disconnect", "message", "silence", "sparkplug"):
+            self.callback_errors.labels(callback=callback)
         self.last_tick = Gauge(
             "forewarn_last_tick_timestamp_seconds",
             "Unix time of the last finished tick.",
@@ -144,8 +195,12 @@ class AgentMetrics:
         self.machine_anomaly.labels(machine_id=machine_id).set(anomaly_score)
         self.machine_alert_state.labels(machine_id=machine_id).set(alert_state)
 
+    def series_machines(self) -> list[str]:
+        """Machines that have per-machine series now (at most ``max_machine_series``)."""
+        return list(self._machine_series)
+
     def drop_machine(self, machine_id: str) -> None:
-        """Remove a machine's series (it went stale), freeing room under the cap."""
+        """Remove a machine's series (it went stale or was evicted), freeing room under the cap."""
         if machine_id in self._machine_series:
             self._machine_series.discard(machine_id)
             for gauge in self._per_machine:

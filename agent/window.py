@@ -4,6 +4,17 @@ One slot per machine, addressed by a dict from machine id to slot. Each slot is 
 ``window`` rows; gathering the ready machines' windows is one fancy-indexing operation over all
 of them, so a tick does no per-machine Python work to build its batch.
 
+The number of slots is capped (``agent.max_machines``): a new machine beyond the cap takes the
+slot of the least recently seen machine, which is evicted. Memory therefore stays bounded
+whatever machine ids arrive, and a flood of made-up ids cannot lock real machines out. Other
+per-slot state (alert policy, anomaly scorer, metrics) must be reset for evicted slots; the
+agent collects them with :meth:`WindowStore.take_evicted` after each drain.
+
+The ordering rule — the one rule for duplicate, out-of-order, late and future readings and
+for gaps — is :meth:`WindowStore.append`'s. In short: a machine's window only moves forward;
+what cannot move it forward is rejected; a jump too large to bridge restarts it; a machine
+silent for ``stale_after_s`` starts afresh, so no accepted reading can block it for longer.
+
 The store has a single writer (the tick thread, which drains the ingest hand-off), so it needs
 no lock.
 """
@@ -11,6 +22,7 @@ no lock.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +32,10 @@ from agent.reading import Reading
 
 _INITIAL_CAPACITY = 1024
 _INTERVAL_SMOOTHING = 0.2
+
+DEFAULT_MAX_MISSING_READINGS = 5
+DEFAULT_STALE_AFTER_S = 30.0
+DEFAULT_MAX_FUTURE_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -36,7 +52,16 @@ class Batch:
 class WindowStore:
     """Rolling windows of readings per machine, plus the facts the tick needs about each."""
 
-    def __init__(self, window: int, features: int, max_machines: int) -> None:
+    def __init__(
+        self,
+        window: int,
+        features: int,
+        max_machines: int,
+        *,
+        max_missing_readings: int = DEFAULT_MAX_MISSING_READINGS,
+        stale_after_s: float = DEFAULT_STALE_AFTER_S,
+        max_future_s: float = DEFAULT_MAX_FUTURE_S,
+    ) -> None:
         if window < 1:
             raise ValueError("window must be at least 1")
         if max_machines < 1:
@@ -44,8 +69,15 @@ class WindowStore:
         self.window = window
         self.features = features
         self.max_machines = max_machines
-        self.slot_of: dict[str, int] = {}
+        self.max_missing_readings = max_missing_readings
+        self.stale_after_s = stale_after_s
+        self.max_future_s = max_future_s
+        # Ordered from least to most recently seen: eviction pops the front in O(1).
+        self.slot_of: OrderedDict[str, int] = OrderedDict()
         self.machine_ids: list[str] = []
+        self.evictions = 0
+        self._evicted_ids: list[str] = []
+        self._evicted_slots: list[int] = []
         self._allocate(min(_INITIAL_CAPACITY, max_machines))
 
     def _allocate(self, capacity: int) -> None:
@@ -65,46 +97,111 @@ class WindowStore:
         self.interval_s = grow(getattr(self, "interval_s", None), (capacity,), np.float64, math.nan)
         self.last_seen = grow(getattr(self, "last_seen", None), (capacity,), np.float64, 0.0)
         self.fresh = grow(getattr(self, "fresh", None), (capacity,), np.bool_, False)
+        self.restarts = grow(getattr(self, "restarts", None), (capacity,), np.int64, 0)
         self.capacity = capacity
 
     def __len__(self) -> int:
         return len(self.machine_ids)
 
-    def slot_for(self, machine_id: str) -> int | None:
-        """The machine's slot, creating one; None when the store is full."""
+    # --- slots and eviction ------------------------------------------------------------------
+
+    def slot_for(self, machine_id: str) -> int:
+        """The machine's slot, marking it the most recently seen; a new machine gets one.
+
+        At the cap, a new machine takes the slot of the least recently seen one, whose state is
+        cleared and which is recorded for :meth:`take_evicted`.
+        """
         slot = self.slot_of.get(machine_id)
         if slot is not None:
+            self.slot_of.move_to_end(machine_id)
             return slot
         if len(self.machine_ids) >= self.max_machines:
-            return None
-        slot = len(self.machine_ids)
-        if slot >= self.capacity:
-            self._allocate(min(self.capacity * 2, self.max_machines))
+            victim, slot = self.slot_of.popitem(last=False)
+            self._evicted_ids.append(victim)
+            self._evicted_slots.append(slot)
+            self.evictions += 1
+            self._clear(slot)
+            self.machine_ids[slot] = machine_id
+        else:
+            slot = len(self.machine_ids)
+            if slot >= self.capacity:
+                self._allocate(min(self.capacity * 2, self.max_machines))
+            self.machine_ids.append(machine_id)
         self.slot_of[machine_id] = slot
-        self.machine_ids.append(machine_id)
         return slot
+
+    def take_evicted(self) -> tuple[list[str], NDArray[np.int64]]:
+        """Machines evicted since the last call and the slots they held (a slot may repeat).
+
+        The owner resets its own per-slot state for these slots before using them, and drops
+        the machines' metric series.
+        """
+        ids, slots = self._evicted_ids, np.array(self._evicted_slots, dtype=np.int64)
+        self._evicted_ids, self._evicted_slots = [], []
+        return ids, slots
+
+    def _clear(self, slot: int) -> None:
+        """Forget everything about the slot's machine (it was evicted); scalar, as it runs
+        once per eviction and a flood of new ids evicts on every reading."""
+        self.head[slot] = 0
+        self.count[slot] = 0
+        self.fresh[slot] = False
+        self.last_seq[slot] = -1
+        self.last_ts[slot] = math.nan
+        self.interval_s[slot] = math.nan
+        self.last_seen[slot] = 0.0
+        self.restarts[slot] = 0
+
+    # --- the ordering and gap rule -------------------------------------------------------------
 
     def append(self, reading: Reading, now: float) -> str | None:
         """Store one reading; returns a rejection reason instead when it must be dropped.
 
-        A reading whose sequence number is not above the machine's last is a duplicate (equal)
-        or out of order (lower): QoS 1 redelivers, and a window must never go back in time.
+        The rule, checked in this order (``now`` is the agent's clock, Unix seconds):
+
+        1. ``ts`` more than ``max_future_s`` ahead of ``now``: ``future``. A clock that far
+           ahead is wrong, and accepting it would hold back the machine's later readings.
+        2. A known machine with no accepted reading for more than ``stale_after_s`` (by
+           ``now``) is stale: its window and its last ``seq`` and ``ts`` are forgotten, and this
+           reading starts it afresh. So a sender that restarted its count or stepped its clock
+           back, or one bad reading that slipped in, holds a machine back for at most
+           ``stale_after_s``.
+        3. ``seq`` equal to the machine's last: ``duplicate`` (QoS 1 redelivers).
+        4. ``seq`` below the last, or ``ts`` before the last: ``out_of_order`` (a late reading:
+           a newer one was already accepted; a window never goes back in time).
+        5. Otherwise accepted. If more than ``max_missing_readings`` readings are missing
+           before it (a jump in ``seq``) or its ``ts`` is more than ``stale_after_s`` after the
+           last (a jump in time), that is a gap: the window restarts with this reading, so no
+           forecast spans the gap.
+
+        A rejected reading changes nothing but the machine's place in the eviction order.
         """
+        if reading.ts > now + self.max_future_s:
+            return "future"
         slot = self.slot_for(reading.machine_id)
-        if slot is None:
-            return "too_many_machines"
-        last = self.last_seq[slot]
+        last = int(self.last_seq[slot])
+        if last >= 0 and now - self.last_seen[slot] > self.stale_after_s:
+            self.restart(np.array([slot]), forget_order=True)
+            last = -1
         if reading.seq == last:
             return "duplicate"
-        if reading.seq < last:
+        previous_ts = float(self.last_ts[slot])
+        if reading.seq < last or reading.ts < previous_ts:
             return "out_of_order"
-        previous_ts = self.last_ts[slot]
-        if not math.isnan(previous_ts) and reading.ts > previous_ts:
-            step = (reading.ts - previous_ts) / max(1, reading.seq - last)
-            current = self.interval_s[slot]
-            self.interval_s[slot] = (
-                step if math.isnan(current) else current + _INTERVAL_SMOOTHING * (step - current)
-            )
+        if last >= 0:
+            if (
+                reading.seq - last > self.max_missing_readings + 1
+                or reading.ts - previous_ts > self.stale_after_s
+            ):
+                self.restart(np.array([slot]))
+            elif reading.ts > previous_ts:
+                step = (reading.ts - previous_ts) / (reading.seq - last)
+                current = self.interval_s[slot]
+                self.interval_s[slot] = (
+                    step
+                    if math.isnan(current)
+                    else current + _INTERVAL_SMOOTHING * (step - current)
+                )
         head = self.head[slot]
         self.ring[slot, head] = reading.values
         self.head[slot] = (head + 1) % self.window
@@ -114,6 +211,33 @@ class WindowStore:
         self.last_seen[slot] = now
         self.fresh[slot] = True
         return None
+
+    def restart(self, slots: NDArray[np.int64], forget_order: bool = False) -> None:
+        """Empty the windows of ``slots``: no forecast until they are full again.
+
+        With ``forget_order`` the last ``seq`` and ``ts`` are forgotten too, so any next
+        reading is accepted (a stale machine). The machines keep their slots, their interval
+        estimate and their alert state.
+        """
+        self.head[slots] = 0
+        self.count[slots] = 0
+        self.fresh[slots] = False
+        self.restarts[slots] += 1
+        if forget_order:
+            self.last_seq[slots] = -1
+            self.last_ts[slots] = math.nan
+
+    def stale(self, now: float) -> NDArray[np.int64]:
+        """Slots of machines with no accepted reading for more than ``stale_after_s``.
+
+        The same limit as rule 2 of :meth:`append`: such a machine's next reading restarts its
+        window, so its alert state and metric series should not outlive that either.
+        """
+        used = len(self.machine_ids)
+        seen = self.last_seq[:used] >= 0
+        return np.flatnonzero(seen & (self.last_seen[:used] < now - self.stale_after_s))
+
+    # --- gathering --------------------------------------------------------------------------
 
     def take_ready(self) -> Batch:
         """Machines with a full window and a reading since their last forecast, and windows."""

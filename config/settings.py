@@ -11,14 +11,17 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     SecretStr,
+    Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -27,6 +30,9 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+if TYPE_CHECKING:
+    from agent.topics import TopicTemplate
 
 ENV_PREFIX = "FOREWARN_"
 ENV_NESTED_DELIMITER = "__"
@@ -47,6 +53,11 @@ class MqttSettings(_Section):
     password: SecretStr | None = Field(
         None, description="Broker password (never logged; masked by `forewarn config check`)."
     )
+    password_file: Path | None = Field(
+        None,
+        description="File holding the broker password (a Docker or Kubernetes secret, say), "
+        "read at start-up instead of FOREWARN_MQTT__PASSWORD; one trailing newline is ignored.",
+    )
     client_id: str = Field(
         "forewarn-agent",
         min_length=1,
@@ -58,13 +69,91 @@ class MqttSettings(_Section):
         description="First topic level(s): readings on <prefix>/<machine_id>/telemetry, "
         "alerts on <prefix>/<machine_id>/alerts.",
     )
-    keepalive_s: int = Field(
-        30, ge=5, le=3600, description="MQTT keepalive; a dead link is noticed within ~1.5x."
+    telemetry_topic: str | None = Field(
+        None,
+        description="Template of the topics readings arrive on, e.g. "
+        "plant/{line}/{machine_id}/sensors: each {placeholder} fills one whole level and "
+        "becomes + in the subscription; the machine id is the {machine_id} level, or the "
+        "payload's machine_id field when the template has none. Unset: "
+        "<prefix>/{machine_id}/telemetry.",
     )
-    reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect back-off delay.")
-    reconnect_max_s: float = Field(30.0, gt=0, description="Longest reconnect back-off delay.")
+    alerts_topic: str | None = Field(
+        None,
+        description="Template of the topic a machine's alerts go to: fixed levels and exactly "
+        "one {machine_id}, e.g. plant/{machine_id}/forewarn/alerts. Unset: "
+        "<prefix>/{machine_id}/alerts.",
+    )
+    sparkplug_group: str | None = Field(
+        None,
+        description="Also ingest Sparkplug B: DDATA/NDATA (protobuf) of this group id on "
+        "spBv1.0/<group>/..., each device (or edge node) a machine, metrics mapped by name "
+        "through mapping.fields; a DDEATH/NDEATH marks it stale. + : every group. Unset: off.",
+    )
+    keepalive_s: int = Field(
+        30,
+        ge=1,
+        le=3600,
+        description="MQTT keepalive; a cut or black-holed link is noticed within "
+        "2 x keepalive + 1 s, the broker notices a dead agent (and sends its will) after 1.5x.",
+    )
+    reconnect_min_s: float = Field(
+        1.0, gt=0, description="First reconnect back-off delay (whole seconds, at least 1)."
+    )
+    reconnect_max_s: float = Field(
+        4.0,
+        gt=0,
+        description="Longest reconnect back-off delay (whole seconds); the agent is back within "
+        "about this long of the broker's return.",
+    )
+    persistent_session: bool = Field(
+        True,
+        description="The agent keeps its MQTT session (clean session off, stable client id): "
+        "the broker queues QoS 1 readings while the agent is away and delivers them when it "
+        "returns. The simulator always uses a clean session.",
+    )
+    max_queued_alerts: int = Field(
+        10_000,
+        ge=1,
+        description="Alert messages held while the broker is unreachable; beyond it the oldest "
+        "superseded (else oldest) one is dropped, logged and counted in "
+        "forewarn_alerts_dropped_total.",
+    )
+    flush_timeout_s: float = Field(
+        5.0,
+        ge=0,
+        description="On stop, the longest wait for the broker to acknowledge queued QoS 1 "
+        "alerts and the offline status.",
+    )
+    restore_timeout_s: float = Field(
+        5.0,
+        ge=0,
+        description="At start-up, the longest wait for the retained alert states on "
+        "<prefix>/+/alerts, from which the agent resumes each machine's alert; ticks start "
+        "after them. 0: do not restore (every machine starts ok).",
+    )
     telemetry_qos: Literal[0, 1] = Field(
         1, description="QoS of the agent's telemetry subscription (the simulator's is separate)."
+    )
+    tls_enabled: bool = Field(
+        False, description="Connect with TLS (a broker's TLS listener is usually port 8883)."
+    )
+    tls_ca_file: Path | None = Field(
+        None,
+        description="CA certificate(s), PEM, that signed the broker's certificate; unset: the "
+        "system's trusted CAs.",
+    )
+    tls_cert_file: Path | None = Field(
+        None,
+        description="Client certificate, PEM, for a broker that requires one "
+        "(mosquitto: require_certificate true).",
+    )
+    tls_key_file: Path | None = Field(
+        None, description="Unencrypted private key of tls_cert_file, PEM; unset: in that file."
+    )
+    tls_insecure: bool = Field(
+        False,
+        description="Accept a broker certificate that does not name mqtt.host (the CA is still "
+        "checked); for tests only, it allows a man in the middle with any certificate of the CA.",
     )
 
     @field_validator("topic_prefix")
@@ -78,12 +167,98 @@ class MqttSettings(_Section):
             )
         return value
 
+    @field_validator("sparkplug_group")
+    @classmethod
+    def _group(cls, value: str | None) -> str | None:
+        if value is not None and value != "+" and not re.fullmatch(r"[^#+/\s\x00]+", value):
+            raise ValueError(
+                f"sparkplug_group {value!r} must be one topic level without wildcards, or +"
+            )
+        return value
+
+    @field_validator("telemetry_topic", "alerts_topic")
+    @classmethod
+    def _template(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Parsed here, so that a bad template stops start-up naming its variable.
+        from agent.topics import TopicTemplate, alerts_template
+
+        if value is not None:
+            if info.field_name == "alerts_topic":
+                alerts_template(value)
+            else:
+                TopicTemplate.parse(value)
+        return value
+
+    @property
+    def telemetry_template(self) -> TopicTemplate:
+        """The telemetry template in force (``telemetry_topic`` or the prefix's default)."""
+        from agent.topics import TopicTemplate, default_telemetry_topic
+
+        return TopicTemplate.parse(
+            self.telemetry_topic or default_telemetry_topic(self.topic_prefix)
+        )
+
+    @property
+    def alerts_template(self) -> TopicTemplate:
+        """The alerts template in force (``alerts_topic`` or the prefix's default)."""
+        from agent.topics import alerts_template, default_alerts_topic
+
+        return alerts_template(self.alerts_topic or default_alerts_topic(self.topic_prefix))
+
+    @field_validator("password_file", "tls_ca_file", "tls_cert_file", "tls_key_file")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        # Checked here, so that a wrong path stops start-up with the variable's name instead
+        # of surfacing later as a connection that never comes up.
+        if value is not None:
+            try:
+                with value.open("rb") as file:
+                    file.read(1)
+            except OSError as error:
+                raise ValueError(f"cannot read {value}: {error.strerror or error}") from None
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> MqttSettings:
+        if self.password_file is not None:
+            secret = self.password_file.read_text(encoding="utf-8").removesuffix("\n")
+            secret = secret.removesuffix("\r")
+            if not secret:
+                raise ValueError(f"FOREWARN_MQTT__PASSWORD_FILE {self.password_file} is empty")
+            if self.password is not None and self.password.get_secret_value() != secret:
+                raise ValueError(
+                    "set FOREWARN_MQTT__PASSWORD or FOREWARN_MQTT__PASSWORD_FILE, not both"
+                )
+            # Resolved once, so that every client reads settings.password alike; set without
+            # validate_assignment, which would run this validator again.
+            self.__dict__["password"] = SecretStr(secret)
+        tls_files = {
+            "TLS_CA_FILE": self.tls_ca_file,
+            "TLS_CERT_FILE": self.tls_cert_file,
+            "TLS_KEY_FILE": self.tls_key_file,
+        }
+        if not self.tls_enabled:
+            for name, path in tls_files.items():
+                if path is not None:
+                    raise ValueError(
+                        f"FOREWARN_MQTT__{name} is set but TLS is off: "
+                        "set FOREWARN_MQTT__TLS_ENABLED=true"
+                    )
+        if self.tls_key_file is not None and self.tls_cert_file is None:
+            raise ValueError(
+                "FOREWARN_MQTT__TLS_KEY_FILE is set without FOREWARN_MQTT__TLS_CERT_FILE"
+            )
         if self.password is not None and self.username is None:
             raise ValueError("a password is set without a username: set FOREWARN_MQTT__USERNAME")
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must be at least reconnect_min_s")
+        if self.telemetry_template.match(self.alerts_template.render("x")) is not None:
+            # The agent would read its own alerts back as readings.
+            raise ValueError(
+                f"alerts topic {self.alerts_template.text!r} matches the telemetry topic "
+                f"{self.telemetry_template.text!r}: set FOREWARN_MQTT__ALERTS_TOPIC or "
+                "FOREWARN_MQTT__TELEMETRY_TOPIC so that they differ"
+            )
         return self
 
 
@@ -100,12 +275,9 @@ class MetricsSettings(_Section):
     )
 
 
-class ModelSettings(_Section):
-    """Which forecaster to serve and how to run it."""
+class _ModelCommon(_Section):
+    """How any forecaster runs, whatever its kind."""
 
-    checkpoint: Path | None = Field(
-        None, description="Checkpoint file to serve; unset: the default shipped with forewarn."
-    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA when available, else CPU."
     )
@@ -121,10 +293,89 @@ class ModelSettings(_Section):
     )
 
 
+MODEL_KINDS = ("lstm", "gru", "bilstm", "ridge", "persistence", "linear_extrapolation")
+
+
+class CheckpointModelSettings(_ModelCommon):
+    """A trained forecaster read from a checkpoint: a recurrent network or Ridge regression."""
+
+    kind: Literal["lstm", "gru", "bilstm", "ridge"] = Field(
+        "lstm",
+        description="Forecaster: lstm, gru, bilstm or ridge (served from a checkpoint of that "
+        "kind, see `forewarn train --kind`); persistence or linear_extrapolation (baselines, "
+        "no checkpoint).",
+    )
+    checkpoint: Path | None = Field(
+        None,
+        description="Checkpoint file to serve; unset: the default shipped with forewarn (an "
+        "lstm). Not for the baselines.",
+    )
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _known_kind(cls, value: Any) -> Any:
+        # Unknown kinds land here; name every kind, not only this member's.
+        if value not in MODEL_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(MODEL_KINDS)}, not {value!r}")
+        return value
+
+
+class PersistenceModelSettings(_ModelCommon):
+    """The last reading, repeated over the horizon: the simplest baseline."""
+
+    kind: Literal["persistence"]
+    horizon: int = Field(
+        15,
+        ge=1,
+        le=10_000,
+        description="Steps forecast ahead; baselines only (a checkpoint carries its own).",
+    )
+
+
+class LinearExtrapolationModelSettings(_ModelCommon):
+    """A straight line through the window, carried on over the horizon."""
+
+    kind: Literal["linear_extrapolation"]
+    horizon: int = Field(
+        15,
+        ge=1,
+        le=10_000,
+        description="Steps forecast ahead; baselines only (a checkpoint carries its own).",
+    )
+
+
+MODEL_TAG_PREFIX = "kind:"
+"""Tags of the model union: they appear in validation error locations, never in env vars."""
+
+
+def _model_tag(value: Any) -> str:
+    """The union member for a raw or built model section; without a kind, the default lstm."""
+    kind = value.get("kind", "lstm") if isinstance(value, dict) else getattr(value, "kind", "lstm")
+    if kind in ("persistence", "linear_extrapolation"):
+        return MODEL_TAG_PREFIX + str(kind)
+    return MODEL_TAG_PREFIX + "checkpoint"
+
+
+ModelSettings = Annotated[
+    Annotated[CheckpointModelSettings, Tag(MODEL_TAG_PREFIX + "checkpoint")]
+    | Annotated[PersistenceModelSettings, Tag(MODEL_TAG_PREFIX + "persistence")]
+    | Annotated[LinearExtrapolationModelSettings, Tag(MODEL_TAG_PREFIX + "linear_extrapolation")],
+    Discriminator(_model_tag),
+]
+"""Which forecaster to serve and how to run it: one of the kinds above, chosen by ``kind``."""
+
+
 class AgentSettings(_Section):
     """The agent's tick loop and hand-off."""
 
     tick_interval_s: float = Field(0.5, gt=0, le=60, description="Seconds between forecast ticks.")
+    stall_after_s: float = Field(
+        30.0,
+        gt=0,
+        description="Watchdog: /healthz turns 503 and the agent exits with status 1 when the "
+        "MQTT network thread or the tick thread dies, or a tick or an MQTT callback runs "
+        "longer than this.",
+    )
     max_pending_readings: int = Field(
         200_000,
         ge=1,
@@ -134,11 +385,27 @@ class AgentSettings(_Section):
     max_machines: int = Field(
         100_000,
         ge=1,
-        description="Most machines tracked; readings of further machines are "
-        "rejected as reason=too_many_machines.",
+        description="Most machines tracked (bounds memory); a new machine beyond it evicts "
+        "the least recently seen one (counted in forewarn_machines_evicted_total).",
     )
     stale_after_s: float = Field(
-        30.0, gt=0, description="A machine silent this long is dropped from the per-machine gauges."
+        30.0,
+        gt=0,
+        description="A machine without an accepted reading this long is stale: its per-machine "
+        "gauges are dropped and its next reading restarts its window; a jump of ts this large "
+        "is a gap that restarts the window too.",
+    )
+    max_missing_readings: int = Field(
+        5,
+        ge=0,
+        description="Readings a machine may lose (a jump in seq) without a window restart; "
+        "more is a gap and the window restarts, so no forecast spans it.",
+    )
+    max_future_s: float = Field(
+        60.0,
+        ge=0,
+        description="Readings whose ts is further ahead of the agent's clock are rejected as "
+        "reason=future (raise it for senders with badly set clocks).",
     )
 
 
@@ -161,6 +428,20 @@ class AlertSettings(_Section):
     clear_confirm_ticks: int = Field(
         4, ge=1, description="Consecutive clear ticks before an alert resolves."
     )
+    overrides: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-machine thresholds in °C by machine id or shell pattern, e.g. "
+        '{"oven-*": 190, "bearing-7": 60}; an exact id wins over patterns.',
+    )
+    warning_sigma: float = Field(
+        1.0,
+        ge=0,
+        description="A warning fires when forecast + this many standard deviations of the "
+        "machine's own recent forecast error reaches the threshold.",
+    )
+    warning_margin_max_c: float = Field(
+        5.0, ge=0, description="Cap on that widening, so a noisy sensor cannot warn on its own."
+    )
 
 
 class ReadingLimits(_Section):
@@ -181,6 +462,79 @@ class ReadingLimits(_Section):
         return self
 
 
+class FieldMap(_Section):
+    """One plant payload field: the forewarn field it becomes, its unit, a scale for raw counts.
+
+    The value becomes ``(raw * scale + offset)`` converted from ``unit`` into the feature's own
+    unit (°C, psi, Hz, rpm), before the limits check it.
+    """
+
+    feature: str = Field(
+        description="The forewarn field: a feature (temperature_c, vibration_hz, pressure_psi, "
+        "rpm), or machine_id, ts or seq."
+    )
+    unit: str | None = Field(
+        None, description="The field's unit, e.g. degF, K, bar, kPa, MPa, Pa, Hz, cpm."
+    )
+    scale: float = Field(1.0, description="Raw counts to engineering units: raw * scale + offset.")
+    offset: float = Field(0.0, description="Added after scale.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        # {"temp": "temperature_c"}: a rename without conversion.
+        return {"feature": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _known(self) -> FieldMap:
+        from agent.mapping import ENVELOPE, units_for
+        from simulator.signal import FEATURES
+
+        if self.feature not in (*FEATURES, *ENVELOPE):
+            raise ValueError(
+                f"{self.feature!r} is not a forewarn field; use one of "
+                f"{', '.join((*FEATURES, *ENVELOPE))}"
+            )
+        if self.unit is not None and self.unit.lower() not in units_for(self.feature):
+            raise ValueError(
+                f"unit {self.unit!r} does not fit {self.feature!r}; use one of "
+                f"{', '.join(units_for(self.feature)) or 'none'}"
+            )
+        return self
+
+
+class MappingSettings(_Section):
+    """How a plant's payload fields become forewarn's (see README, "Connecting your plant")."""
+
+    fields: dict[str, str | dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Plant field name -> forewarn field, as JSON, e.g. "
+        '{"temp": {"feature": "temperature_c", "unit": "degF"}, "asset": "machine_id"}; a '
+        "feature the served model lacks stops start-up. Unset: the payload uses forewarn's names.",
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _each(cls, value: dict[str, str | dict[str, Any]]) -> dict[str, str | dict[str, Any]]:
+        # Kept as plain data (one settings-table row), checked here field by field, so that the
+        # error names the plant's field.
+        for source, spec in value.items():
+            try:
+                FieldMap.model_validate(spec)
+            except ValidationError as error:
+                problems = "; ".join(
+                    f"{'.'.join(map(str, p['loc'])) or 'value'}: "
+                    + p["msg"].removeprefix("Value error, ")
+                    for p in error.errors()
+                )
+                raise ValueError(f"field {source!r}: {problems}") from None
+        return value
+
+    def field_maps(self) -> dict[str, FieldMap]:
+        """``fields`` as checked :class:`FieldMap` objects."""
+        return {source: FieldMap.model_validate(spec) for source, spec in self.fields.items()}
+
+
 class SimulatorSettings(_Section):
     """The synthetic fleet published by `forewarn simulate`."""
 
@@ -194,13 +548,50 @@ class SimulatorSettings(_Section):
     client_id: str = Field("forewarn-simulator", min_length=1, description="MQTT client id.")
     qos: Literal[0, 1] = Field(0, description="QoS of published readings.")
     machine_prefix: str = Field("m-", description="Machine ids are <prefix><number>.")
+    faults: dict[str, int] = Field(
+        default_factory=dict,
+        description="Fault scenarios by kind and machine count, e.g. "
+        '{"overheat": 3, "dropout": 2}; kinds: overheat, cooling_failure, dropout, '
+        "stuck_sensor, spikes, noisy_sensor, bad_payload.",
+    )
+    ground_truth: Path | None = Field(
+        None, description="Write the faults' ground truth here (JSON lines)."
+    )
+    replay: Path | None = Field(
+        None, description="Publish this CSV's rows as a live stream instead of simulating."
+    )
+    machine_column: str | None = Field(
+        None, description="Replay: the CSV column holding machine ids (default: one machine)."
+    )
+    speed: float = Field(1.0, gt=0, description="Replay: speed-up of the original pacing.")
+    format: Literal["json", "sparkplug"] = Field(
+        "json",
+        description="Payloads: json (forewarn's, on mqtt.telemetry_topic) or sparkplug "
+        "(Sparkplug B DDATA of group mqtt.sparkplug_group, default forewarn, with edge node "
+        "<client_id>: BIRTH first, NDEATH at the end).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SimulatorSettings:
+        from simulator.faults import FAULT_KINDS  # the simulator owns the fault names
+
+        unknown = sorted(set(self.faults) - set(FAULT_KINDS))
+        if unknown:
+            raise ValueError(
+                f"unknown fault kind(s) {unknown}; choose from {', '.join(FAULT_KINDS)}"
+            )
+        if any(count < 0 for count in self.faults.values()):
+            raise ValueError("fault counts must not be negative")
         if self.overheat > self.machines:
             raise ValueError(
                 f"overheat ({self.overheat}) cannot exceed machines ({self.machines}): lower "
                 "FOREWARN_SIMULATOR__OVERHEAT or raise FOREWARN_SIMULATOR__MACHINES"
+            )
+        if self.overheat + sum(self.faults.values()) > self.machines:
+            raise ValueError(
+                f"{self.overheat + sum(self.faults.values())} faulty machines asked for, "
+                f"but the fleet has {self.machines}: lower FOREWARN_SIMULATOR__FAULTS or raise "
+                "FOREWARN_SIMULATOR__MACHINES"
             )
         return self
 
@@ -245,10 +636,13 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(
         default_factory=MetricsSettings, description="Metrics and health listener."
     )
-    model: ModelSettings = Field(default_factory=ModelSettings, description="Forecaster.")
+    model: ModelSettings = Field(default_factory=CheckpointModelSettings, description="Forecaster.")
     agent: AgentSettings = Field(default_factory=AgentSettings, description="Tick loop.")
     alerts: AlertSettings = Field(default_factory=AlertSettings, description="Alert policy.")
     limits: ReadingLimits = Field(default_factory=ReadingLimits, description="Valid readings.")
+    mapping: MappingSettings = Field(
+        default_factory=MappingSettings, description="Plant field and unit mapping."
+    )
     simulator: SimulatorSettings = Field(
         default_factory=SimulatorSettings, description="Simulated fleet."
     )
@@ -272,7 +666,11 @@ class ConfigError(Exception):
 
 def env_name(location: tuple[str | int, ...]) -> str:
     """The environment variable that sets the setting at ``location``."""
-    parts = [str(p).upper() for p in location if not isinstance(p, int)]
+    parts = [
+        str(p).upper()
+        for p in location
+        if not isinstance(p, int) and not str(p).startswith(MODEL_TAG_PREFIX)
+    ]
     if parts and parts[0].startswith(ENV_PREFIX):  # an unknown key read verbatim from .env
         return ENV_NESTED_DELIMITER.join(parts)
     return ENV_PREFIX + ENV_NESTED_DELIMITER.join(parts)

@@ -1,7 +1,8 @@
-"""Checkpoints that carry everything needed to serve, and the batched serving wrapper.
+"""Checkpoints that carry everything needed to serve, and the batched serving wrappers.
 
 A checkpoint is a plain dict of tensors, numbers, strings and lists, so it loads with
-``torch.load(weights_only=True)``: loading a model never runs code from the file.
+``torch.load(weights_only=True)``: loading a model never runs code from the file. Every kind of
+forecaster, network or baseline, saves to and loads from the same format.
 """
 
 from __future__ import annotations
@@ -17,13 +18,18 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from models.base import NETWORK_KINDS, TrainableForecaster
+from models.fitting import FitOptions, FitResult, ProgressFn, fit_network
+from models.normalise import NORMALISATIONS
 from models.scaling import FeatureScaler
 from models.zoo import RecurrentForecaster
 from simulator.signal import FEATURES
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
+"""Format 1 (global scaling only) predates per-window normalisation; it still loads."""
 DEFAULT_CHECKPOINT_NAME = "default.pt"
 
 
@@ -33,22 +39,29 @@ class CheckpointError(Exception):
 
 @dataclass
 class Checkpoint:
-    """A trained model and the facts needed to serve it."""
+    """A trained model and the facts needed to serve it.
+
+    ``hidden``, ``layers`` and ``dropout`` describe networks and are 0 for baselines;
+    ``scaler`` is set when the model reads globally scaled inputs.
+    """
 
     kind: str
     version: str
     features: tuple[str, ...]
     window: int
     horizon: int
-    hidden: int
-    layers: int
-    dropout: float
-    scaler: FeatureScaler
-    state_dict: dict[str, torch.Tensor]
+    hidden: int = 0
+    layers: int = 0
+    dropout: float = 0.0
+    scaler: FeatureScaler | None = None
+    state_dict: dict[str, torch.Tensor] = field(default_factory=dict)
     target_index: int = 0
+    normalisation: str = "window"
     report: dict[str, Any] = field(default_factory=dict)
 
     def build_module(self) -> RecurrentForecaster:
+        if self.kind not in NETWORK_KINDS:
+            raise ValueError(f"a {self.kind} checkpoint holds no network")
         module = RecurrentForecaster(
             n_features=len(self.features),
             hidden=self.hidden,
@@ -57,6 +70,10 @@ class Checkpoint:
             horizon=self.horizon,
             cell=self.kind,
             target_index=self.target_index,
+            normalisation=self.normalisation,
+            window=self.window,
+            minimum=None if self.scaler is None else self.scaler.minimum,
+            span=None if self.scaler is None else self.scaler.span,
         )
         module.load_state_dict(self.state_dict)
         return module.eval()
@@ -74,7 +91,8 @@ class Checkpoint:
             "layers": self.layers,
             "dropout": self.dropout,
             "target_index": self.target_index,
-            "scaler": self.scaler.to_lists(),
+            "normalisation": self.normalisation,
+            "scaler": None if self.scaler is None else self.scaler.to_lists(),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict.items()},
             "report": self.report,
         }
@@ -83,18 +101,21 @@ class Checkpoint:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: Path) -> Checkpoint:
+    def load(cls, path: Path, servable: bool = True) -> Checkpoint:
+        """Read a checkpoint; with ``servable`` also check that the agent can serve it."""
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError as error:
             raise CheckpointError(f"checkpoint {path} does not exist") from error
         except Exception as error:
             raise CheckpointError(f"checkpoint {path} cannot be read: {error}") from error
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+        if not isinstance(payload, dict) or payload.get("format") not in READABLE_FORMATS:
             raise CheckpointError(
-                f"checkpoint {path} is not a forewarn checkpoint of format {FORMAT_VERSION}"
+                f"checkpoint {path} is not a forewarn checkpoint of format "
+                f"{' or '.join(map(str, READABLE_FORMATS))}"
             )
         try:
+            scaler = payload.get("scaler")
             checkpoint = cls(
                 kind=str(payload["kind"]),
                 version=str(payload["version"]),
@@ -105,48 +126,86 @@ class Checkpoint:
                 layers=int(payload["layers"]),
                 dropout=float(payload["dropout"]),
                 target_index=int(payload["target_index"]),
-                scaler=FeatureScaler.from_lists(payload["scaler"]),
+                normalisation=str(payload.get("normalisation", "global")),
+                scaler=None if scaler is None else FeatureScaler.from_lists(scaler),
                 state_dict=payload["state_dict"],
                 report=dict(payload.get("report", {})),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"checkpoint {path} is missing {error}") from error
-        checkpoint.check_servable(path)
+        checkpoint.check_valid(path, servable)
         return checkpoint
 
-    def check_servable(self, path: Path) -> None:
-        """Raise :class:`CheckpointError` unless the agent can serve this checkpoint as is."""
-        if self.features != FEATURES:
+    def check_valid(self, path: Path, servable: bool = True) -> None:
+        """Raise :class:`CheckpointError` unless this describes a model that can forecast; with
+        ``servable``, also unless it reads the agent's readings and forecasts temperature."""
+        from models.baselines import BASELINE_KINDS, baseline_from_checkpoint
+
+        if self.kind not in (*NETWORK_KINDS, *BASELINE_KINDS):
+            raise CheckpointError(f"checkpoint {path} has an unknown model kind {self.kind!r}")
+        if self.normalisation not in NORMALISATIONS:
             raise CheckpointError(
-                f"checkpoint {path} expects features {list(self.features)}, but readings carry "
-                f"{list(FEATURES)} in that order"
+                f"checkpoint {path} has an unknown normalisation {self.normalisation!r}"
             )
-        if self.target_index != FEATURES.index("temperature_c"):
+        if not 0 <= self.target_index < len(self.features):
             raise CheckpointError(
-                f"checkpoint {path} forecasts {self.features[self.target_index]!r}, "
-                "not the temperature"
-                if 0 <= self.target_index < len(self.features)
-                else f"checkpoint {path} has target_index {self.target_index} out of range"
+                f"checkpoint {path} has target_index {self.target_index} out of range"
             )
         if self.window < 1 or self.horizon < 1:
             raise CheckpointError(
                 f"checkpoint {path} has window {self.window} and horizon {self.horizon}; "
                 "both must be at least 1"
             )
-        shape = (len(self.features),)
-        if (
-            self.scaler.minimum.shape != shape
-            or self.scaler.span.shape != shape
-            or not np.all(np.isfinite(self.scaler.minimum))
-            or not np.all(np.isfinite(self.scaler.span) & (self.scaler.span > 0))
-        ):
-            raise CheckpointError(f"checkpoint {path} has an invalid scaler")
+        if servable:
+            self.check_servable(path)
+        if self.normalisation == "global":
+            shape = (len(self.features),)
+            if (
+                self.scaler is None
+                or self.scaler.minimum.shape != shape
+                or self.scaler.span.shape != shape
+                or not np.all(np.isfinite(self.scaler.minimum))
+                or not np.all(np.isfinite(self.scaler.span) & (self.scaler.span > 0))
+            ):
+                raise CheckpointError(f"checkpoint {path} has an invalid scaler")
         try:
-            self.build_module()
-        except (RuntimeError, ValueError, TypeError, AttributeError) as error:
+            if self.kind in NETWORK_KINDS:
+                self.build_module()
+            else:
+                baseline_from_checkpoint(self)
+        except (RuntimeError, ValueError, TypeError, AttributeError, KeyError) as error:
             raise CheckpointError(
                 f"checkpoint {path} does not describe a servable model: {error}"
             ) from error
+
+    def check_servable(self, path: Path) -> None:
+        """Raise :class:`CheckpointError` unless the agent's readings fit this checkpoint.
+
+        A model of fewer features (a machine that reports only some) is servable when they are
+        forewarn's names, each once, temperature first: the agent reads the temperature from
+        the first column, and the decoder reads exactly the model's features.
+        """
+        if not servable_features(self.features):
+            raise CheckpointError(
+                f"checkpoint {path} expects features {list(self.features)}, but readings carry "
+                f"some of {list(FEATURES)}, each once, temperature_c first (map your fields to "
+                "these names with FOREWARN_MAPPING__FIELDS)"
+            )
+        if self.target_index != FEATURES.index("temperature_c"):
+            raise CheckpointError(
+                f"checkpoint {path} forecasts {self.features[self.target_index]!r}, "
+                "not the temperature"
+            )
+
+
+def servable_features(features: tuple[str, ...]) -> bool:
+    """Whether the agent can serve a model of these input features (see ``check_servable``)."""
+    return (
+        bool(features)
+        and features[0] == "temperature_c"
+        and len(set(features)) == len(features)
+        and set(features) <= set(FEATURES)
+    )
 
 
 def default_checkpoint_path() -> Path:
@@ -170,8 +229,15 @@ def default_threads() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
+def check_windows(windows: NDArray[np.floating], window: int, features: int) -> None:
+    if windows.ndim != 3 or windows.shape[1:] != (window, features):
+        raise ValueError(
+            f"windows must have shape (batch, {window}, {features}), got {windows.shape}"
+        )
+
+
 class TorchForecaster:
-    """Serves a checkpoint: one batched, chunked forward per call, on CPU or CUDA."""
+    """Serves (and fits) a network: one batched, chunked forward per call, on CPU or CUDA."""
 
     def __init__(
         self,
@@ -192,8 +258,8 @@ class TorchForecaster:
         if self.device.type == "cpu":
             torch.set_num_threads(self.threads)
         self.module = checkpoint.build_module().to(self.device)
-        self._scaler = checkpoint.scaler
         self._pin = self.device.type == "cuda"
+        self._fit_scaler = False
 
     @classmethod
     def from_path(
@@ -206,22 +272,164 @@ class TorchForecaster:
             chunk_size=chunk_size,
         )
 
+    @classmethod
+    def new(
+        cls,
+        kind: str = "lstm",
+        horizon: int = 30,
+        window: int = 20,
+        features: tuple[str, ...] = FEATURES,
+        target_index: int = 0,
+        hidden: int = 64,
+        layers: int = 2,
+        dropout: float = 0.2,
+        normalisation: str = "window",
+        scaler: FeatureScaler | None = None,
+        seed: int = 0,
+        version: str | None = None,
+        device: str = "auto",
+        threads: int = 0,
+        chunk_size: int = 1000,
+    ) -> TorchForecaster:
+        """An untrained network (weights initialised from ``seed``), ready for :meth:`fit`.
+
+        A globally normalised network needs ``scaler``; :meth:`fit` fits one when it is unset.
+        """
+        if kind not in NETWORK_KINDS:
+            raise ValueError(f"kind must be one of {NETWORK_KINDS}, not {kind!r}")
+        torch.manual_seed(seed)
+        module = RecurrentForecaster(
+            n_features=len(features),
+            hidden=hidden,
+            layers=layers,
+            dropout=dropout,
+            horizon=horizon,
+            cell=kind,
+            target_index=target_index,
+            normalisation=normalisation,
+            window=window,
+        )
+        checkpoint = Checkpoint(
+            kind=kind,
+            version=version or f"{kind}-h{horizon}-s{seed}",
+            features=features,
+            window=window,
+            horizon=horizon,
+            hidden=hidden,
+            layers=layers,
+            dropout=dropout,
+            scaler=scaler,
+            state_dict={k: v.detach().clone() for k, v in module.state_dict().items()},
+            target_index=target_index,
+            normalisation=normalisation,
+        )
+        fit_scaler = normalisation == "global" and scaler is None
+        if fit_scaler:  # an identity placeholder until fit() fits the real one
+            checkpoint.scaler = FeatureScaler(
+                minimum=np.zeros(len(features), dtype=np.float32),
+                span=np.ones(len(features), dtype=np.float32),
+            )
+        forecaster = cls(checkpoint, device=device, threads=threads, chunk_size=chunk_size)
+        forecaster._fit_scaler = fit_scaler
+        return forecaster
+
+    def fit(
+        self,
+        windows: NDArray[np.float32],
+        targets: NDArray[np.float32],
+        validation: tuple[NDArray[np.float32], NDArray[np.float32]] | None = None,
+        options: FitOptions | None = None,
+        progress: ProgressFn | None = None,
+    ) -> TorchForecaster:
+        """Train on (windows, next ``horizon`` targets); keep the best validation epoch.
+
+        A globally normalised network whose scaler was not given fits it here, on ``windows``
+        only: validation and test data never shape the scaling.
+        """
+        check_windows(windows, self.window, len(self.features))
+        if targets.shape != (len(windows), self.horizon):
+            raise ValueError(f"targets must have shape ({len(windows)}, {self.horizon})")
+        checkpoint = self.checkpoint
+        if self._fit_scaler:
+            checkpoint.scaler = FeatureScaler.fit(windows)
+            self._fit_scaler = False
+            self.module = checkpoint.build_module()
+        result: FitResult = fit_network(
+            self.module,
+            windows,
+            targets,
+            validation,
+            options or FitOptions(),
+            self.device,
+            progress or (lambda message: None),
+        )
+        checkpoint.state_dict = result.state_dict
+        checkpoint.report["best_epoch"] = result.best_epoch
+        checkpoint.report["history"] = result.history
+        self.module = checkpoint.build_module().to(self.device)
+        return self
+
+    def save(self, path: Path) -> None:
+        self.checkpoint.save(path)
+
     def warm_up(self) -> None:
         """One forecast before serving, so the first real tick pays no one-time costs."""
         self.forecast(np.zeros((2, self.window, len(self.features)), dtype=np.float32))
 
     @torch.inference_mode()
     def forecast(self, windows: NDArray[np.float32]) -> NDArray[np.float32]:
-        if windows.ndim != 3 or windows.shape[1:] != (self.window, len(self.features)):
-            raise ValueError(
-                f"windows must have shape (batch, {self.window}, {len(self.features)}), "
-                f"got {windows.shape}"
-            )
-        scaled = self._scaler.transform(windows)
+        check_windows(windows, self.window, len(self.features))
         out = np.empty((windows.shape[0], self.horizon), dtype=np.float32)
-        for start in range(0, scaled.shape[0], self.chunk_size):
-            chunk = torch.from_numpy(np.ascontiguousarray(scaled[start : start + self.chunk_size]))
+        for start in range(0, windows.shape[0], self.chunk_size):
+            chunk = torch.from_numpy(
+                np.ascontiguousarray(windows[start : start + self.chunk_size], dtype=np.float32)
+            )
             if self._pin:
                 chunk = chunk.pin_memory().to(self.device, non_blocking=True)
             out[start : start + chunk.shape[0]] = self.module(chunk).float().cpu().numpy()
-        return self._scaler.inverse_column(out, self.checkpoint.target_index)
+        return out
+
+
+def forecaster_from_checkpoint(
+    checkpoint: Checkpoint, device: str = "auto", threads: int = 0, chunk_size: int = 1000
+) -> TrainableForecaster:
+    """The forecaster a checkpoint describes, whatever its kind."""
+    from models.baselines import baseline_from_checkpoint
+
+    if checkpoint.kind in NETWORK_KINDS:
+        return TorchForecaster(checkpoint, device=device, threads=threads, chunk_size=chunk_size)
+    return baseline_from_checkpoint(checkpoint, chunk_size=chunk_size)
+
+
+def load_forecaster(
+    path: Path | None,
+    device: str = "auto",
+    threads: int = 0,
+    chunk_size: int = 1000,
+    servable: bool = True,
+) -> TrainableForecaster:
+    """Load any kind's checkpoint (unset: the shipped default) as a ready forecaster."""
+    checkpoint = Checkpoint.load(path or default_checkpoint_path(), servable=servable)
+    return forecaster_from_checkpoint(checkpoint, device, threads, chunk_size)
+
+
+def forecaster_from_settings(model: Any) -> TrainableForecaster:
+    """The forecaster that ``settings.model`` (any kind of ``config.settings.ModelSettings``)
+    asks for. A checkpoint kind must match the checkpoint's, so that a configuration never
+    silently serves another model than it names."""
+    from models.baselines import LinearExtrapolationForecaster, PersistenceForecaster
+
+    if model.kind == "persistence":
+        return PersistenceForecaster(horizon=model.horizon, chunk_size=model.chunk_size)
+    if model.kind == "linear_extrapolation":
+        return LinearExtrapolationForecaster(horizon=model.horizon, chunk_size=model.chunk_size)
+    path = model.checkpoint or default_checkpoint_path()
+    checkpoint = Checkpoint.load(path)
+    if checkpoint.kind != model.kind:
+        where = "the shipped checkpoint" if model.checkpoint is None else f"checkpoint {path}"
+        raise CheckpointError(
+            f"FOREWARN_MODEL__KIND={model.kind} but {where} holds a {checkpoint.kind}; train one "
+            f"with `forewarn train --kind {model.kind} --output PATH` and set "
+            "FOREWARN_MODEL__CHECKPOINT=PATH"
+        )
+    return forecaster_from_checkpoint(checkpoint, model.device, model.threads, model.chunk_size)

@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Makes sure the system tools the tests use are installed: mosquitto (the broker the
-# integration tests start) and promtool (Prometheus's checker, from Debian's prometheus).
+# integration tests start), promtool and prometheus (Prometheus's checker and server, from
+# Debian's prometheus), amtool (Alertmanager's checker, from prometheus-alertmanager) and
+# docker-compose (validates the compose files; no Docker engine needed) and openssl (makes the
+# security tests' CA and certificates).
 # Installs them with apt when it can (root or passwordless sudo); otherwise stops and prints
 # the one command to run.
 set -euo pipefail
 
-declare -A package_of=([mosquitto]=mosquitto [promtool]=prometheus)
+declare -A package_of=([mosquitto]=mosquitto [promtool]=prometheus [prometheus]=prometheus
+    [amtool]=prometheus-alertmanager [docker-compose]=docker-compose [openssl]=openssl)
 missing=()
 for tool in "${!package_of[@]}"; do
     if ! command -v "$tool" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$tool" ]; then
-        missing+=("${package_of[$tool]}")
+        case " ${missing[*]} " in
+            *" ${package_of[$tool]} "*) ;;
+            *) missing+=("${package_of[$tool]}") ;;
+        esac
     fi
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import BaseModel
 
 from config.settings import ENV_NESTED_DELIMITER, ENV_PREFIX, Settings
+
+
+def union_members(annotation: Any) -> list[type[BaseModel]]:
+    """The section classes of a union of sections (``model``: one per kind), else []."""
+    members = []
+    for arg in get_args(annotation):
+        while get_origin(arg) is Annotated:
+            arg = get_args(arg)[0]
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            members.append(arg)
+        else:
+            members += union_members(arg)
+    return members
 
 
 def rows(model: type[BaseModel], path: tuple[str, ...] = ()) -> list[tuple[str, str, str, str]]:
@@ -15,6 +28,17 @@ def rows(model: type[BaseModel], path: tuple[str, ...] = ()) -> list[tuple[str, 
         annotation: Any = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             out += rows(annotation, (*path, name))
+            continue
+        members = union_members(annotation)
+        if members:
+            # One row per setting of any member, first occurrence wins: a member's own
+            # settings (``horizon`` of the baselines) say in their description where they apply.
+            merged: dict[str, tuple[str, str, str, str]] = {}
+            for member in members:
+                for row in rows(member, (*path, name)):
+                    merged.setdefault(row[0], row)
+            kind = ".".join((*path, name, "kind"))  # the discriminator leads
+            out += sorted(merged.values(), key=lambda row: row[0] != kind)
             continue
         key = ".".join((*path, name))
         env = ENV_PREFIX + ENV_NESTED_DELIMITER.join(p.upper() for p in (*path, name))

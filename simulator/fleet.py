@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simulator.faults import NOISE_FACTOR, RampPlan, WindowFault, plan_faults
 from simulator.signal import FloatArray, MachineParams, readings_from_temperature, spikes
 
 
@@ -25,6 +26,7 @@ class OverheatPlan:
     peak_excess_c: float
     hold_ticks: int
     recover_ticks: int
+    kind: str = "overheat"
 
     def excess(self, t: FloatArray) -> FloatArray:
         """Extra temperature at ticks t (vectorised)."""
@@ -88,6 +90,8 @@ class Fleet:
         overheat_within_ticks: int = 120,
         threshold_c: float = 95.0,
         machine_prefix: str = "m-",
+        faults: dict[str, int] | None = None,
+        run_ticks: int | None = None,
     ) -> None:
         if machines < 1:
             raise ValueError("a fleet needs at least one machine")
@@ -98,9 +102,41 @@ class Fleet:
         self.overheats = plan_overheats(
             self.params, overheat, overheat_within_ticks, threshold_c, self._rng
         )
+        # Fault scenarios draw after everything above, so a fleet without them is unchanged.
+        self.ramps: list[RampPlan] = []
+        self.window_faults: list[WindowFault] = []
+        if faults:
+            if run_ticks is None:
+                raise ValueError("fault scenarios need the run's length in ticks")
+            self.ramps, self.window_faults = plan_faults(
+                self.params,
+                faults,
+                run_ticks,
+                threshold_c,
+                self._rng,
+                exclude=frozenset(p.machine_index for p in self.overheats),
+            )
+        self.crossing_plans: list[OverheatPlan | RampPlan] = [*self.overheats, *self.ramps]
+        self._noisy = [f for f in self.window_faults if f.kind == "noisy_sensor"]
+        self._stuck = [f for f in self.window_faults if f.kind == "stuck_sensor"]
+        self._last: FloatArray | None = None
         width = max(3, len(str(machines - 1)))
         self.machine_ids = [f"{machine_prefix}{i:0{width}d}" for i in range(machines)]
         self.threshold_c = threshold_c
+
+    def silent(self, tick: int) -> list[int]:
+        """Machines that publish nothing at ``tick`` (dropout)."""
+        return [
+            f.machine_index for f in self.window_faults if f.kind == "dropout" and f.active(tick)
+        ]
+
+    def bad_payload_machines(self, tick: int) -> list[int]:
+        """Machines whose gateway is sending broken payloads at ``tick``."""
+        return [
+            f.machine_index
+            for f in self.window_faults
+            if f.kind == "bad_payload" and f.active(tick)
+        ]
 
     @property
     def size(self) -> int:
@@ -110,7 +146,7 @@ class Fleet:
         """Noise-free temperatures, shape (machines, len(ticks)), overheats included."""
         t = np.asarray(ticks, dtype=np.float64)[np.newaxis, :]
         temperature = self.params.clean_temperature(t.T).T  # (machines, ticks)
-        for plan in self.overheats:
+        for plan in self.crossing_plans:
             temperature[plan.machine_index] += plan.excess(t[0])
         return temperature
 
@@ -123,6 +159,29 @@ class Fleet:
         t = np.arange(start_tick, start_tick + ticks, dtype=np.float64)
         temperature = self.clean_temperature(t)
         shape = temperature.shape
-        temperature = temperature + self._rng.normal(0.0, 1.0, shape) * self.params.noise_c[:, None]
-        temperature = temperature + spikes(shape, self._rng)
-        return readings_from_temperature(temperature, self._rng)
+        noise = self._rng.normal(0.0, 1.0, shape) * self.params.noise_c[:, None]
+        for fault in self._noisy:
+            active = (t >= fault.start_tick) & (t < fault.end_tick)
+            noise[fault.machine_index, active] *= NOISE_FACTOR
+        temperature = temperature + noise + spikes(shape, self._rng)
+        readings = readings_from_temperature(temperature, self._rng)
+        for fault in self._stuck:
+            self._hold_stuck(readings, fault, start_tick)
+        self._last = readings[:, -1].copy()
+        return readings
+
+    def _hold_stuck(self, readings: FloatArray, fault: WindowFault, start_tick: int) -> None:
+        """Repeat the reading from just before the fault over the fault's ticks."""
+        ticks = readings.shape[1]
+        first = max(fault.start_tick, start_tick) - start_tick
+        last = min(fault.end_tick, start_tick + ticks) - start_tick
+        if first >= last:
+            return
+        before = fault.start_tick - 1 - start_tick
+        if before >= 0:
+            held = readings[fault.machine_index, before]
+        elif self._last is not None:
+            held = self._last[fault.machine_index]
+        else:
+            return  # the fault starts at tick 0: nothing to repeat yet
+        readings[fault.machine_index, first:last] = held

@@ -11,25 +11,23 @@ import numpy as np
 import orjson
 import paho.mqtt.client as mqtt
 
-from agent.mqtt import describe_connect_failure, make_client, telemetry_topic
+from agent.mapping import FieldMapping
+from agent.mqtt import describe_connect_failure, make_client
+from agent.tls import check_broker
+from agent.topics import MACHINE_ID
 from config.settings import MqttSettings, SimulatorSettings
+from simulator.badpayload import bad_payloads
+from simulator.faults import BAD_PAYLOAD_PROBABILITY
 from simulator.fleet import Fleet
-from simulator.signal import FEATURES
+from simulator.groundtruth import GroundTruthLog
+from simulator.payload import encode_reading
+from simulator.replay import ReplayRow, load_replay, replay
+from simulator.sparkplug import SparkplugEdge
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 DEFAULT_OVERHEAT_WITHIN_S = 50.0
 """Without a duration, overheats cross within this many seconds (the demo's first minute)."""
-
-
-def encode_reading(machine_id: str, ts: float, seq: int, values: np.ndarray) -> bytes:
-    """One reading as the documented single-line JSON payload."""
-    reading: dict[str, object] = {"machine_id": machine_id, "ts": round(ts, 3), "seq": seq}
-    for name, value in zip(FEATURES, values.tolist(), strict=True):
-        reading[name] = round(value, 3)
-    reading["schema"] = SCHEMA_VERSION
-    return orjson.dumps(reading)
 
 
 def overheat_within_ticks(settings: SimulatorSettings) -> int:
@@ -42,7 +40,16 @@ def overheat_within_ticks(settings: SimulatorSettings) -> int:
     return max(40, int(seconds * settings.rate_hz))
 
 
+DEFAULT_SCENARIO_TICKS = 2000
+"""Run length that fault scenarios are planned over when no duration is given."""
+
+
 def build_fleet(settings: SimulatorSettings, threshold_c: float) -> Fleet:
+    run_ticks = (
+        round(settings.duration_s * settings.rate_hz)
+        if settings.duration_s is not None
+        else DEFAULT_SCENARIO_TICKS
+    )
     return Fleet(
         machines=settings.machines,
         seed=settings.seed,
@@ -50,7 +57,21 @@ def build_fleet(settings: SimulatorSettings, threshold_c: float) -> Fleet:
         overheat_within_ticks=overheat_within_ticks(settings),
         threshold_c=threshold_c,
         machine_prefix=settings.machine_prefix,
+        faults=dict(settings.faults),
+        run_ticks=run_ticks,
     )
+
+
+def simulated_topic(settings: MqttSettings, machine_id: str, index: int) -> str:
+    """Machine ``index``'s topic under mqtt.telemetry_topic.
+
+    Placeholders other than {machine_id} get a value like ``line-2`` (three of each), so a
+    plant-shaped template yields a small tree of branches.
+    """
+    template = settings.telemetry_template
+    values = {name: f"{name}-{index % 3 + 1}" for name in template.names}
+    values[MACHINE_ID] = machine_id
+    return template.fill(values)
 
 
 @dataclass
@@ -69,19 +90,35 @@ class SimulatorPublisher:
         settings: SimulatorSettings,
         threshold_c: float,
         stop: threading.Event | None = None,
+        mapping: FieldMapping | None = None,
     ) -> None:
         self.mqtt_settings = mqtt_settings
+        # Publishes in a plant's field names and units (the inverse of the agent's mapping).
+        self.mapping = mapping if mapping else None
         self.settings = settings
         self.fleet = build_fleet(settings, threshold_c)
         self.stop = stop or threading.Event()
         self.stats = PublishStats()
         self._connected = threading.Event()
-        self._crossed: set[int] = set()
+        self.ground_truth = GroundTruthLog(self.fleet, settings.ground_truth)
+        self._replay_rows = (
+            load_replay(settings.replay, settings.machine_column, settings.machine_prefix + "0")
+            if settings.replay is not None
+            else None
+        )
+        self._bad_rng = np.random.default_rng(settings.seed + 1)
         self._finished = False
         self._client = make_client(mqtt_settings, settings.client_id)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.max_queued_messages_set(100_000)
+        self.edge = (
+            SparkplugEdge(mqtt_settings.sparkplug_group, settings.client_id, self.mapping)
+            if settings.format == "sparkplug"
+            else None
+        )
+        if self.edge is not None:  # a crashed edge node's NDEATH, sent by the broker
+            self._client.will_set(*self.edge.death(time.time()), qos=1)
 
     def _on_connect(
         self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object
@@ -103,6 +140,7 @@ class SimulatorPublisher:
 
     def run(self, connect_timeout_s: float = 30.0) -> PublishStats:
         """Publish until done; raises ConnectionError if the broker never accepts us."""
+        check_broker(self.mqtt_settings)  # a wrong CA or password stops here, loudly
         self._client.connect_async(
             self.mqtt_settings.host, self.mqtt_settings.port, self.mqtt_settings.keepalive_s
         )
@@ -114,12 +152,35 @@ class SimulatorPublisher:
                     f"{self.mqtt_settings.port} within {connect_timeout_s:.0f} s "
                     "(check FOREWARN_MQTT__HOST / FOREWARN_MQTT__PORT)"
                 )
-            self._publish_loop()
+            if self._replay_rows is not None:
+                self._replay_loop(self._replay_rows)
+            else:
+                self._publish_loop()
         finally:
             self._finished = True
             self._client.disconnect()
             self._client.loop_stop()
         return self.stats
+
+    def _replay_loop(self, rows: list[ReplayRow]) -> None:
+        ids = sorted({row.machine_id for row in rows})
+        topics = {m: simulated_topic(self.mqtt_settings, m, i) for i, m in enumerate(ids)}
+        logger.info(
+            "replaying %d rows of %d machine(s) from %s at speed %g",
+            len(rows),
+            len(topics),
+            self.settings.replay,
+            self.settings.speed,
+        )
+        self.stats.readings = replay(
+            self._client,
+            rows,
+            topics,
+            self.settings.speed,
+            self.settings.rate_hz,
+            self.settings.qos,
+            self.stop,
+        )
 
     def _publish_loop(self) -> None:
         interval = 1.0 / self.settings.rate_hz
@@ -129,47 +190,62 @@ class SimulatorPublisher:
             else max(1, round(self.settings.duration_s * self.settings.rate_hz))
         )
         start = time.monotonic()
-        prefix = self.mqtt_settings.topic_prefix
-        topics = [telemetry_topic(prefix, m) for m in self.fleet.machine_ids]
+        # Sequence numbers continue across restarts of the simulator: they count ticks since the
+        # Unix epoch at this rate, so a restarted simulator is never taken for a replay.
+        seq_base = int(time.time() * self.settings.rate_hz)
+        topics = [
+            simulated_topic(self.mqtt_settings, m, i) for i, m in enumerate(self.fleet.machine_ids)
+        ]
         tick = 0
         last: mqtt.MQTTMessageInfo | None = None
+        edge = self.edge
+        if edge is not None:
+            for topic, payload in edge.births(
+                self.fleet.machine_ids, self.fleet.readings(0), time.time()
+            ):
+                self._client.publish(topic, payload, qos=1)
         while not self.stop.is_set() and (ticks_total is None or tick < ticks_total):
             readings = self.fleet.readings(tick)
             now = time.time()
+            silent = set(self.fleet.silent(tick))
+            broken = set(self.fleet.bad_payload_machines(tick))
             for index, machine_id in enumerate(self.fleet.machine_ids):
-                payload = encode_reading(machine_id, now, tick, readings[index])
-                last = self._client.publish(topics[index], payload, qos=self.settings.qos)
-            self._note_crossings(tick, readings[:, 0])
+                if index in silent:
+                    continue
+                seq = seq_base + tick
+                if edge is not None:
+                    topic, payload = edge.data(machine_id, readings[index], now)
+                    last = self._client.publish(topic, payload, qos=self.settings.qos)
+                    self.stats.readings += 1
+                    continue
+                if index in broken and self._bad_rng.random() < BAD_PAYLOAD_PROBABILITY:
+                    payloads = bad_payloads(machine_id, now, seq, readings[index], self._bad_rng)
+                else:
+                    payloads = [encode_reading(machine_id, now, seq, readings[index])]
+                    if self.mapping is not None:
+                        payloads = [orjson.dumps(self.mapping.unapply(orjson.loads(payloads[0])))]
+                for payload in payloads:
+                    last = self._client.publish(topics[index], payload, qos=self.settings.qos)
+                self.stats.readings += 1
+            self.ground_truth.observe(tick, readings[:, 0])
             self.stats.ticks += 1
-            self.stats.readings += len(topics)
             tick += 1
             delay = start + tick * interval - time.monotonic()
             if delay < 0:
                 self.stats.late_ticks += 1
             elif self.stop.wait(delay):
                 break
+        if edge is not None:  # a clean shutdown: the node and its devices go stale now
+            last = self._client.publish(*edge.death(time.time()), qos=1)
         if last is not None:
             try:  # flush what paho still holds before the caller disconnects
                 last.wait_for_publish(timeout=5.0)
             except (RuntimeError, ValueError) as error:
                 logger.warning("last readings may not have reached the broker: %s", error)
+        self.ground_truth.close(tick - 1)
         logger.info(
             "simulator published %d readings in %d ticks (%d late)",
             self.stats.readings,
             self.stats.ticks,
             self.stats.late_ticks,
         )
-
-    def _note_crossings(self, tick: int, temperatures: np.ndarray) -> None:
-        """Log the ground truth: the tick where an overheating machine first crosses."""
-        for plan in self.fleet.overheats:
-            index = plan.machine_index
-            if index not in self._crossed and temperatures[index] >= self.fleet.threshold_c:
-                self._crossed.add(index)
-                logger.info(
-                    "ground truth: %s crossed %.1f °C at tick %d (%.1f °C)",
-                    self.fleet.machine_ids[index],
-                    self.fleet.threshold_c,
-                    tick,
-                    temperatures[index],
-                )

@@ -23,7 +23,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 REPO = Path(__file__).resolve().parents[1]
-INSTALL_HINT = "sudo apt-get install -y mosquitto prometheus  (or run `make test`)"
+INSTALL_HINT = (
+    "sudo apt-get install -y mosquitto prometheus prometheus-alertmanager docker-compose "
+    "openssl  (or run `make test`)"
+)
 
 
 def find_tool(name: str) -> str:
@@ -168,3 +171,21 @@ def forewarn_env(mosquitto: Mosquitto | None = None, **extra: str) -> dict[str, 
 
 def forewarn_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "agent.cli", *args]
+
+
+@pytest.fixture
+def prometheus_binary() -> str:
+    """Debian's Prometheus server (package prometheus, like promtool)."""
+    return find_tool("prometheus")
+
+
+@pytest.fixture
+def amtool() -> str:
+    """Alertmanager's checker (Debian package prometheus-alertmanager)."""
+    return find_tool("amtool")
+
+
+@pytest.fixture
+def docker_compose() -> str:
+    """Debian's docker-compose: validates compose files without a Docker engine."""
+    return find_tool("docker-compose")

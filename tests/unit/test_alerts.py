@@ -358,14 +358,14 @@ def test_many_machines_only_changed_ones_produce_events() -> None:
     assert {f"{e.severity} {e.status}" for e in events} == {"warning firing"}
     # Staying in state yields nothing.
     assert h.tick(warm_up, forecasts) == []
-    assert h.policy.firing_counts(machines) == {"warning": 37, "critical": 0}
+    assert h.policy.firing_counts(machines) == {"warning": 37, "critical": 0, "stale": 0}
     # Three of them overheat for real; only those three change.
     escalate = np.flatnonzero(hot)[:3]
     readings = warm_up.copy()
     readings[escalate] = 99.0
     events = [e for _ in range(3) for e in h.tick(readings, forecasts)]
     assert sorted(e.machine_id for e in events) == sorted(h.ids[i] for i in escalate)
-    assert h.policy.firing_counts(machines) == {"warning": 34, "critical": 3}
+    assert h.policy.firing_counts(machines) == {"warning": 34, "critical": 3, "stale": 0}
 
 
 def test_update_of_a_subset_of_slots_leaves_others_alone() -> None:
@@ -379,10 +379,63 @@ def test_update_of_a_subset_of_slots_leaves_others_alone() -> None:
 
 
 def test_per_machine_thresholds() -> None:
-    h = Harness(machines=2)
-    h.policy.threshold[1] = 85.0
+    h = Harness(machines=2, overrides={"m-001": 85.0})
     events = [e for _ in range(2) for e in h.tick([COOL, COOL], [88.0, 88.0])]
     assert [(e.machine_id, e.threshold_c) for e in events] == [("m-001", 85.0)]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, [95.0, 95.0, 95.0]),
+        ({"oven-*": 190.0}, [190.0, 190.0, 95.0]),
+        ({"oven-*": 190.0, "oven-2": 200.0}, [190.0, 200.0, 95.0]),  # an exact id wins
+        ({"*": 50.0, "press": 60.0}, [50.0, 50.0, 60.0]),
+    ],
+)
+def test_threshold_overrides_by_id_and_pattern(
+    overrides: dict[str, float], expected: list[float]
+) -> None:
+    policy = AlertPolicy(AlertSettings(overrides=overrides), capacity=3)
+    ids = ["oven-1", "oven-2", "press"]
+    slots = np.arange(3)
+    policy.update(
+        slots,
+        ids,
+        np.full((3, 20), 20.0, np.float32),
+        np.full((3, 5), 20.0, np.float32),
+        np.ones(3),
+        0.0,
+    )
+    assert policy.threshold[:3].tolist() == expected
+
+
+def test_warning_is_widened_by_the_machines_own_error_up_to_the_cap() -> None:
+    """A forecast peak 3 °C under the threshold warns when the machine's error is 3 °C."""
+
+    def warnings(spread: float, **settings: Any) -> int:
+        policy = AlertPolicy(AlertSettings(**settings), capacity=1)
+        recent = np.full((1, 20), 80.0, np.float32)
+        forecast = np.full((1, 5), 92.0, np.float32)
+        events = []
+        for now in range(3):
+            events += policy.update(
+                np.arange(1),
+                ["m"],
+                recent,
+                forecast,
+                np.ones(1),
+                float(now),
+                None,
+                np.array([spread]),
+            )
+        return sum(e.severity == "warning" for e in events)
+
+    assert warnings(0.0) == 0
+    assert warnings(2.0) == 0  # 92 + 2 < 95
+    assert warnings(3.0) == 1  # 92 + 3 reaches 95
+    assert warnings(3.0, warning_sigma=0.5) == 0
+    assert warnings(30.0, warning_margin_max_c=2.0) == 0  # a noisy sensor is capped
 
 
 def test_ensure_capacity_keeps_state() -> None:

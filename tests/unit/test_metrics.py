@@ -33,7 +33,7 @@ def test_rejected_counter_preinitialised_for_every_reason(registry: CollectorReg
 
 def test_alert_counters_preinitialised_per_severity(registry: CollectorRegistry) -> None:
     metrics = AgentMetrics(registry)
-    assert set(SEVERITIES) == {"warning", "critical"}
+    assert set(SEVERITIES) == {"warning", "critical", "stale"}
     for severity in SEVERITIES:
         assert value(registry, "forewarn_alerts_total", severity=severity) == 0.0
         assert value(registry, "forewarn_alerts_resolved_total", severity=severity) == 0.0

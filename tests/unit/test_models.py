@@ -11,17 +11,26 @@ import numpy as np
 import pytest
 import torch
 
+from config.settings import (
+    CheckpointModelSettings,
+    ConfigError,
+    LinearExtrapolationModelSettings,
+    load_settings,
+)
 from models.base import Forecaster
+from models.baselines import RidgeForecaster
 from models.checkpoint import (
     Checkpoint,
     CheckpointError,
     TorchForecaster,
     default_checkpoint_path,
+    forecaster_from_settings,
     resolve_device,
 )
 from models.data import make_windows
+from models.normalise import window_stats_np, window_stats_torch
 from models.scaling import FeatureScaler
-from models.train import TrainConfig, errors_c, generate_episodes, train
+from models.train import TrainConfig, errors_c, generate_episodes, train, windows_of
 from models.zoo import RecurrentForecaster
 from simulator.fleet import Fleet
 from simulator.signal import FEATURES, seed_series
@@ -245,8 +254,8 @@ def test_checkpoint_rejects_foreign_and_incomplete_files(
     garbage.write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="cannot be read"):
         Checkpoint.load(garbage)
-    other_format = tmp_path / "v2.pt"
-    torch.save({"format": 2}, other_format)
+    other_format = tmp_path / "v99.pt"
+    torch.save({"format": 99}, other_format)
     with pytest.raises(CheckpointError, match="format"):
         Checkpoint.load(other_format)
     incomplete = tmp_path / "incomplete.pt"
@@ -263,14 +272,22 @@ def test_checkpoint_rejects_foreign_and_incomplete_files(
     [
         ({"hidden": 32}, "servable model"),  # the state dict is for 64 hidden units
         ({"layers": 3}, "servable model"),
-        ({"kind": "rnn"}, "servable model"),
-        ({"features": ["temperature_c", "vibration_hz"]}, "features"),
+        ({"kind": "rnn"}, "kind"),
+        ({"normalisation": "minmax"}, "normalisation"),
+        ({"features": ["temperature_c", "vibration_hz", "pressure_psi", "torque"]}, "features"),
         ({"features": ["vibration_hz", "temperature_c", "pressure_psi", "rpm"]}, "features"),
         ({"target_index": 1}, "not the temperature"),
         ({"target_index": 9}, "target_index"),
         ({"window": 0}, "window"),
-        ({"scaler": {"minimum": [0.0, 0.0, 0.0, 0.0], "span": [1.0, 0.0, 1.0, 1.0]}}, "scaler"),
-        ({"scaler": {"minimum": [0.0], "span": [1.0]}}, "scaler"),
+        (
+            {
+                "normalisation": "global",
+                "scaler": {"minimum": [0.0, 0.0, 0.0, 0.0], "span": [1.0, 0.0, 1.0, 1.0]},
+            },
+            "scaler",
+        ),
+        ({"normalisation": "global", "scaler": {"minimum": [0.0], "span": [1.0]}}, "scaler"),
+        ({"normalisation": "global", "scaler": None}, "scaler"),
         ({"state_dict": {}}, "servable model"),
         ({"state_dict": [1, 2]}, "servable model"),
     ],
@@ -411,10 +428,24 @@ def test_train_persistence_baseline_matches_an_independent_computation(
     assert tiny_checkpoint.report["test_windows"] == len(actual) * TINY.machines
 
 
-def test_train_scaler_is_fitted_on_training_episodes_only(tiny_checkpoint: Checkpoint) -> None:
-    split = generate_episodes(TINY)
-    train_readings = np.concatenate([e.reshape(-1, 4) for e in split.train])
-    np.testing.assert_allclose(tiny_checkpoint.scaler.minimum, train_readings.min(axis=0))
+def test_train_scaler_is_fitted_on_training_episodes_only() -> None:
+    config = dataclasses.replace(TINY, normalisation="global")
+    checkpoint = train(config, progress=quiet)
+    assert checkpoint.scaler is not None
+    split = generate_episodes(config)
+    x_train, _ = windows_of(split.train, config, config.stride)
+    train_readings = x_train.reshape(-1, 4)
+    np.testing.assert_allclose(checkpoint.scaler.minimum, train_readings.min(axis=0))
+    span = train_readings.max(axis=0) - train_readings.min(axis=0)
+    np.testing.assert_allclose(checkpoint.scaler.span, span, rtol=1e-5)
+    # The held-out episodes reach beyond the training range: they did not shape the scaler.
+    held_out = np.concatenate([e.reshape(-1, 4) for e in (*split.validation, *split.test)])
+    assert np.any(held_out.max(axis=0) > checkpoint.scaler.minimum + checkpoint.scaler.span)
+
+
+def test_window_normalised_training_has_no_global_scaler(tiny_checkpoint: Checkpoint) -> None:
+    assert tiny_checkpoint.normalisation == "window"
+    assert tiny_checkpoint.scaler is None
 
 
 def test_different_seeds_train_different_models(tiny_checkpoint: Checkpoint) -> None:
@@ -448,7 +479,11 @@ def test_generate_episodes_at_the_shortest_allowed_ticks(seed: int) -> None:
         {"machines": 0},
         {"batch_size": 0},
         {"stride": 0},
-        {"cell": "rnn"},
+        {"kind": "rnn"},
+        {"kind": "persistence"},  # nothing to train
+        {"normalisation": "minmax"},
+        {"seed": 42},  # the seed series' own seed
+        {"learning_rate": 0.0},
     ],
 )
 def test_train_config_validation(changes: dict[str, object]) -> None:
@@ -471,3 +506,137 @@ def test_resolve_device_cuda_without_cuda(monkeypatch: pytest.MonkeyPatch) -> No
         resolve_device("cuda")
     assert resolve_device("auto") == torch.device("cpu")
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_checkpoint_loads_onto_the_cpu_whatever_device_saved_it(
+    tiny_checkpoint: Checkpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tensors saved from a GPU are mapped to the CPU on load (no CUDA device is needed)."""
+    path = tmp_path / "gpu.pt"
+    tiny_checkpoint.save(path)
+    calls: list[dict[str, object]] = []
+    real_load = torch.load
+
+    def spying_load(*args: object, **kwargs: object) -> object:
+        calls.append(kwargs)
+        return real_load(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(torch, "load", spying_load)
+    loaded = Checkpoint.load(path)
+    assert calls and calls[0]["map_location"] == "cpu"
+    assert calls[0]["weights_only"] is True
+    assert all(t.device.type == "cpu" for t in loaded.state_dict.values())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_checkpoint_trained_on_cuda_serves_on_cpu(tmp_path: Path) -> None:
+    config = dataclasses.replace(TINY, device="cuda")
+    path = tmp_path / "cuda.pt"
+    train(config, progress=quiet).save(path)
+    forecaster = TorchForecaster.from_path(path, device="cpu", threads=1)
+    assert forecaster.forecast(sample_windows(3)).shape == (3, TINY.horizon)
+
+
+# ---------------------------------------------------------------- model settings
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("FOREWARN_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_model_settings_default_to_the_shipped_lstm(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FOREWARN_MODEL__DEVICE", "cpu")  # no kind given: still the lstm
+    model = load_settings().model
+    assert isinstance(model, CheckpointModelSettings)
+    assert (model.kind, model.device, model.checkpoint) == ("lstm", "cpu", None)
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_model_settings_pick_the_kinds_own_section(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FOREWARN_MODEL__KIND", "linear_extrapolation")
+    monkeypatch.setenv("FOREWARN_MODEL__HORIZON", "12")
+    monkeypatch.setenv("FOREWARN_MODEL__CHUNK_SIZE", "50")
+    model = load_settings().model
+    assert isinstance(model, LinearExtrapolationModelSettings)
+    forecaster = forecaster_from_settings(model)
+    assert (forecaster.kind, forecaster.horizon) == ("linear_extrapolation", 12)
+
+
+@pytest.mark.usefixtures("clean_env")
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"FOREWARN_MODEL__KIND": "prophet"}, "persistence, linear_extrapolation, not 'prophet'"),
+        (
+            {"FOREWARN_MODEL__KIND": "persistence", "FOREWARN_MODEL__CHECKPOINT": "x.pt"},
+            "FOREWARN_MODEL__CHECKPOINT=x.pt",
+        ),
+        ({"FOREWARN_MODEL__HORIZON": "5"}, "FOREWARN_MODEL__HORIZON=5"),  # lstm: in its file
+        ({"FOREWARN_MODEL__KIND": "persistence", "FOREWARN_MODEL__HORIZON": "0"}, "HORIZON=0"),
+    ],
+)
+def test_model_settings_errors_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert message in str(caught.value)
+    assert "kind:" not in str(caught.value)  # the union's tags never leak into messages
+
+
+def test_a_kind_without_its_checkpoint_says_how_to_make_one() -> None:
+    with pytest.raises(CheckpointError, match="forewarn train --kind gru") as caught:
+        forecaster_from_settings(CheckpointModelSettings(kind="gru", device="cpu", threads=1))
+    assert "FOREWARN_MODEL__KIND=gru" in str(caught.value)
+
+
+def test_a_checkpoint_of_another_kind_is_refused(tmp_path: Path) -> None:
+    x, y = make_windows(Fleet(3, seed=2).history(0, 80), 20, 30)
+    path = tmp_path / "ridge.pt"
+    RidgeForecaster(horizon=30).fit(x, y).save(path)
+    with pytest.raises(CheckpointError, match="holds a ridge"):
+        forecaster_from_settings(CheckpointModelSettings(kind="lstm", checkpoint=path))
+    served = forecaster_from_settings(CheckpointModelSettings(kind="ridge", checkpoint=path))
+    assert served.kind == "ridge"
+
+
+# ---------------------------------------------------------------- per-window normalisation
+
+
+def test_window_stats_agree_between_numpy_and_torch() -> None:
+    windows = sample_windows(16, seed=4).astype(np.float64)
+    centre, scale = window_stats_np(windows)
+    t_centre, t_scale = window_stats_torch(torch.from_numpy(windows))
+    np.testing.assert_allclose(t_centre.numpy(), centre, rtol=1e-12)
+    np.testing.assert_allclose(t_scale.numpy(), scale, rtol=1e-12)
+    assert centre.shape == scale.shape == (16, 1, 4)
+
+
+def test_window_scale_estimates_the_noise_and_shrugs_off_a_spike() -> None:
+    rng = np.random.default_rng(0)
+    ticks = np.arange(20)
+    noisy = 70 + 0.5 * ticks + rng.normal(0, 2.0, (2000, 20))  # a ramp plus noise of 2 °C
+    _, scale = window_stats_np(noisy[:, :, None])
+    assert np.median(scale) == pytest.approx(2.0, rel=0.1)
+    spiked = noisy.copy()
+    spiked[:, 10] += 15.0
+    _, spiked_scale = window_stats_np(spiked[:, :, None])
+    assert np.median(spiked_scale / scale) < 1.2  # the standard deviation would grow ~1.5x
+
+
+def test_a_flat_window_normalises_to_zeros() -> None:
+    stuck = np.full((1, 20, 4), [81.5, 40.0, 124.0, 1663.0])
+    centre, scale = window_stats_np(stuck)
+    assert np.all(scale > 0)
+    np.testing.assert_array_equal((stuck - centre) / scale, 0.0)
+    module = RecurrentForecaster(hidden=4, layers=1, horizon=3, normalisation="window").eval()
+    with torch.no_grad():
+        out = module(torch.from_numpy(stuck.astype(np.float32)))
+    assert torch.isfinite(out).all()

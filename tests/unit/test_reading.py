@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from agent.reading import MAX_SEQ, REJECT_REASONS, Reading, ReadingDecoder, Rejected
 from config.settings import ReadingLimits
-from simulator.publish import encode_reading
+from simulator.payload import encode_reading
 from simulator.signal import FEATURES
 
 LIMITS = ReadingLimits()
@@ -150,11 +151,17 @@ def test_bad_type(changes: dict[str, Any]) -> None:
     assert reason_of(payload(**changes)) == "bad_type"
 
 
-@pytest.mark.parametrize("machine_id", ["a/b", "m-#", "m+1", "#", "m\x00"])
+UNSAFE_ID_CHARS = {"/", "+", "#", *map(chr, range(0x20)), "\x7f"}
+
+
+@pytest.mark.parametrize(
+    "machine_id", ["a/b", "m-#", "m+1", "#", "m\x00", "m\n1", "m\r", "\x1b[31mred", "m\x7f"]
+)
 def test_machine_id_that_cannot_be_a_topic_level_is_bad_type(machine_id: str) -> None:
     # The id becomes a level of <prefix>/<id>/alerts; paho refuses to publish to a topic with
     # wildcards, and '/' would put the alert under another topic. Such an id can only arrive
-    # in the payload of a message on an empty topic level ("factory//telemetry").
+    # in the payload of a message on an empty topic level ("factory//telemetry"). Control
+    # characters (a newline, an escape sequence) would forge log lines and dashboard rows.
     assert reason_of(payload(machine_id=machine_id)) == "bad_type"
     assert reason_of(payload(machine_id=machine_id), topic_machine_id=None) == "bad_type"
 
@@ -211,6 +218,44 @@ def test_machine_mismatch() -> None:
     assert reason_of(payload(machine_id="m-007"), topic_machine_id="m-008") == "machine_mismatch"
 
 
+def test_values_beyond_float32_are_out_of_range_even_within_wider_limits() -> None:
+    # Readings are stored as float32; 1e300 there is inf, which must never reach the model.
+    wide = ReadingDecoder(ReadingLimits(temperature_c=(-1e308, 1e308)))
+    with pytest.raises(Rejected) as caught:
+        wide.decode(payload(temperature_c=1e300))
+    assert caught.value.reason == "out_of_range"
+    assert wide.decode(payload(temperature_c=3e38)).values[0] == np.float32(3e38)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 2000 + b"]" * 2000,  # deeper than the parser's limit, within the size cap
+        b"[" * 4000,
+        b"\xef\xbb\xbf" + b'{"machine_id": "m-1"}',  # a byte order mark
+        b'{"machine_id": "\\ud800", "ts": 1, "seq": 1}',  # a lone surrogate
+        b'{"machine_id": "m-\xff"}',  # not UTF-8
+        b"\x00" * 100,
+    ],
+)
+def test_hostile_json_is_bad_json(raw: bytes) -> None:
+    assert len(raw) <= LIMITS.max_payload_bytes
+    assert reason_of(raw) == "bad_json"
+
+
+def test_big_integers_are_floats_and_so_bad_seqs() -> None:
+    # orjson turns integers beyond 64 bits into floats: never an overflow inside the decoder.
+    assert reason_of(payload(seq=...).replace(b"}", b',"seq":18446744073709551616}')) == "bad_type"
+    raw = payload(temperature_c=...).replace(b"}", b',"temperature_c":' + b"9" * 30 + b"}")
+    assert reason_of(raw) == "out_of_range"
+
+
+def test_reasons_are_a_small_fixed_set() -> None:
+    assert len(REJECT_REASONS) == len(set(REJECT_REASONS)) <= 12
+    assert {"overload", "duplicate", "out_of_order", "future", "too_large"} <= set(REJECT_REASONS)
+    assert all(reason.isidentifier() for reason in REJECT_REASONS)
+
+
 # ---------------------------------------------------------------- fuzzing
 
 
@@ -223,7 +268,7 @@ def check_outcome(raw: bytes, topic: str | None = None) -> None:
         return
     assert isinstance(reading.machine_id, str)
     assert 1 <= len(reading.machine_id) <= 128
-    assert not set(reading.machine_id) & {"/", "+", "#", "\x00"}
+    assert not set(reading.machine_id) & UNSAFE_ID_CHARS
     if topic is not None:
         assert reading.machine_id == topic
     assert isinstance(reading.seq, int)
@@ -243,6 +288,8 @@ FUZZ = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+FUZZ_MORE = settings(FUZZ, max_examples=1000)
 
 json_scalars = st.one_of(
     st.none(),
@@ -288,6 +335,75 @@ def test_fuzz_nearly_valid_objects(data: dict[str, Any], topic: str | None) -> N
     check_outcome(orjson.dumps(data), topic)
 
 
+VALID = payload()
+
+
+@FUZZ_MORE
+@given(
+    cuts=st.lists(st.integers(0, len(VALID)), max_size=4),
+    flips=st.lists(st.tuples(st.integers(0, len(VALID) - 1), st.integers(0, 255)), max_size=6),
+    insert=st.binary(max_size=40),
+    at=st.integers(0, len(VALID)),
+    topic=st.none() | st.just("m-007"),
+)
+def test_fuzz_mutated_valid_payloads(
+    cuts: list[int],
+    flips: list[tuple[int, int]],
+    insert: bytes,
+    at: int,
+    topic: str | None,
+) -> None:
+    """A valid payload with bytes overwritten, a chunk inserted and pieces cut out: what a
+    flaky serial link or a buggy gateway makes of a reading."""
+    raw = bytearray(VALID)
+    for position, byte in flips:
+        raw[position] = byte
+    raw[at:at] = insert
+    for cut in sorted(cuts, reverse=True):
+        del raw[cut : cut + 3]
+    check_outcome(bytes(raw), topic)
+
+
+numbers = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from([0, -0.0, 1e308, -1e308, 3.5e38, -3.5e38, 5e-324, 2**62, 2**63, 2**64]),
+)
+
+
+@FUZZ_MORE
+@given(
+    ts=numbers,
+    seq=numbers,
+    values=st.lists(numbers, min_size=len(FEATURES), max_size=len(FEATURES)),
+    wide=st.booleans(),
+)
+def test_fuzz_extreme_numbers(ts: float, seq: float, values: list[float], wide: bool) -> None:
+    """Extreme numbers in every numeric field, against the default and the widest limits:
+    no overflow escapes, nothing non-finite is returned."""
+    data = {"machine_id": "m-1", "ts": ts, "seq": seq, **dict(zip(FEATURES, values, strict=True))}
+    decoder = WIDE_DECODER if wide else DECODER
+    try:
+        # The standard library writes integers of any size; orjson refuses beyond 64 bits.
+        reading = decoder.decode(json.dumps(data).encode())
+    except Rejected as rejected:
+        assert rejected.reason in REJECT_REASONS
+        return
+    assert np.all(np.isfinite(reading.values))
+    assert math.isfinite(reading.ts)
+    assert 0 <= reading.seq <= MAX_SEQ
+
+
+WIDE_DECODER = ReadingDecoder(
+    ReadingLimits(
+        temperature_c=(-1e308, 1e308),
+        vibration_hz=(-1e308, 1e308),
+        pressure_psi=(-1e308, 1e308),
+        rpm=(-1e308, 1e308),
+    )
+)
+
+
 @FUZZ
 @given(
     machine_id=st.text(min_size=1, max_size=128),
@@ -312,7 +428,7 @@ def test_fuzz_valid_readings_round_trip(
     if len(raw) > LIMITS.max_payload_bytes:  # a long multi-byte machine id
         assert reason_of(raw) == "too_large"
         return
-    if set(machine_id) & {"/", "+", "#", "\x00"}:
+    if set(machine_id) & UNSAFE_ID_CHARS:
         assert reason_of(raw) == "bad_type"
         return
     reading = DECODER.decode(raw, machine_id)

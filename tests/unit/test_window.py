@@ -1,4 +1,5 @@
-"""The window store: ring buffers per machine, readiness, ordering checks, growth."""
+"""The window store: ring buffers per machine, readiness, the ordering and gap rule, growth and
+eviction."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.reading import Reading
 from agent.window import WindowStore
@@ -96,9 +99,15 @@ def test_duplicate_and_out_of_order_are_rejected_without_changing_the_window() -
     assert store.last_seq[0] == 12
     # Rejections do not make the machine ready again...
     assert len(store.take_ready()) == 0
-    # ...and gaps in the sequence are fine.
-    assert store.append(reading("a", 20), now=1.0) is None
-    np.testing.assert_allclose(store.take_ready().windows[0, :, 0], [11, 12, 20])
+    # ...and a few lost readings are bridged (at most max_missing_readings)...
+    assert store.append(reading("a", 18), now=1.0) is None
+    np.testing.assert_allclose(store.take_ready().windows[0, :, 0], [11, 12, 18])
+    # ...but more is a gap: the window restarts, so no forecast spans it.
+    assert store.append(reading("a", 25), now=1.0) is None
+    assert store.count[0] == 1
+    assert len(store.take_ready()) == 0
+    fill(store, "a", [26, 27], now=1.0)
+    np.testing.assert_allclose(store.take_ready().windows[0, :, 0], [25, 26, 27])
 
 
 def test_first_reading_may_have_seq_zero() -> None:
@@ -148,39 +157,87 @@ def test_capacity_never_exceeds_max_machines() -> None:
     assert small.capacity == 10
 
 
-def test_too_many_machines() -> None:
-    store = WindowStore(window=2, features=F, max_machines=2)
-    fill(store, "a", [1])
-    fill(store, "b", [1])
-    assert store.append(reading("c", 1), now=0.0) == "too_many_machines"
+def test_a_new_machine_beyond_the_cap_evicts_the_least_recently_seen() -> None:
+    store = WindowStore(window=2, features=F, max_machines=3)
+    fill(store, "a", [1, 2])
+    fill(store, "b", [1, 2])
+    fill(store, "c", [1, 2])
+    assert store.append(reading("a", 3), now=0.0) is None  # a is now the most recent
+    # Rejected readings count as seen too: b just sent something.
+    assert store.append(reading("b", 2), now=0.0) == "duplicate"
+    assert store.take_evicted()[0] == []
+    slot_c = store.slot_of["c"]
+    assert store.append(reading("d", 7, value=70.0), now=0.0) is None
     assert "c" not in store.slot_of
-    assert len(store) == 2
-    # Known machines still get in.
-    assert store.append(reading("a", 2), now=0.0) is None
+    assert store.slot_of["d"] == slot_c, "the evicted machine's slot is reused"
+    assert store.machine_ids[slot_c] == "d"
+    assert len(store) == 3
+    assert store.capacity == 3
+    assert store.evictions == 1
+    ids, slots = store.take_evicted()
+    assert ids == ["c"]
+    assert slots.tolist() == [slot_c]
+    assert store.take_evicted()[0] == [], "taken once"
+    # d starts from nothing: none of c's readings, sequence or timing.
+    assert store.count[slot_c] == 1
+    assert store.last_seq[slot_c] == 7
+    assert math.isnan(store.interval_s[slot_c])
+    assert store.append(reading("d", 8, value=80.0), now=0.0) is None
+    batch = store.take_ready()
+    windows = {
+        store.machine_ids[s]: w[:, 0].tolist()
+        for s, w in zip(batch.slots.tolist(), batch.windows, strict=True)
+    }
+    assert windows["d"] == [70.0, 80.0]
+    # An evicted machine that comes back is a new machine; a low seq is fine for it.
+    # Order of last sight is now a, b, d: a goes.
+    assert store.append(reading("c", 0), now=0.0) is None
+    assert store.take_evicted()[0] == ["a"]
+
+
+def test_eviction_keeps_memory_flat_over_many_ids() -> None:
+    store = WindowStore(window=3, features=F, max_machines=100)
+    for m in range(20_000):
+        assert store.append(reading(f"flood-{m}", 0), now=0.0) is None
+    assert len(store) == len(store.slot_of) == 100
+    assert store.capacity == 100
+    assert store.evictions == 20_000 - 100
+    ids, slots = store.take_evicted()
+    assert len(ids) == 20_000 - 100
+    assert set(slots.tolist()) == set(range(100))
+    assert set(store.slot_of) == {f"flood-{m}" for m in range(19_900, 20_000)}
 
 
 def test_interval_estimated_from_timestamps() -> None:
     store = WindowStore(window=2, features=F, max_machines=10)
-    store.append(reading("a", 0, ts=100.0), now=0.0)
+    now = 1000.0
+    store.append(reading("a", 0, ts=100.0), now=now)
     assert math.isnan(store.interval_s[0])
-    store.append(reading("a", 1, ts=100.5), now=0.0)
+    store.append(reading("a", 1, ts=100.5), now=now)
     assert store.interval_s[0] == pytest.approx(0.5)
-    # A gap of 4 seqs over 2 s still means 0.5 s per reading.
-    store.append(reading("a", 5, ts=102.5), now=0.0)
+    # A jump of 4 seqs over 2 s (3 readings lost) still means 0.5 s per reading.
+    store.append(reading("a", 5, ts=102.5), now=now)
     assert store.interval_s[0] == pytest.approx(0.5)
     # A change of rate is followed gradually (smoothed), not jumped to.
     for seq in range(6, 60):
-        store.append(reading("a", seq, ts=102.5 + (seq - 5) * 1.0), now=0.0)
+        store.append(reading("a", seq, ts=102.5 + (seq - 5) * 1.0), now=now)
     assert store.interval_s[0] == pytest.approx(1.0, abs=1e-3)
-    store.append(reading("a", 60, ts=102.5 + 55 + 2.0), now=0.0)
+    store.append(reading("a", 60, ts=102.5 + 55 + 2.0), now=now)
     assert 1.0 < store.interval_s[0] < 2.0
+    # A gap says nothing about the rate: the estimate is kept as it was.
+    before = store.interval_s[0]
+    assert store.append(reading("a", 61, ts=102.5 + 55 + 2.0 + 31.0), now=now) is None
+    assert store.interval_s[0] == before
 
 
-def test_interval_ignores_timestamps_going_back() -> None:
+def test_timestamps_going_back_are_out_of_order() -> None:
     store = WindowStore(window=2, features=F, max_machines=10)
-    store.append(reading("a", 0, ts=100.0), now=0.0)
-    store.append(reading("a", 1, ts=99.0), now=0.0)
+    assert store.append(reading("a", 0, ts=100.0), now=200.0) is None
+    assert store.append(reading("a", 1, ts=99.0), now=200.0) == "out_of_order"
     assert math.isnan(store.interval_s[0])
+    assert store.last_seq[0] == 0
+    # An equal timestamp is fine (a coarse clock), and does not move the interval.
+    assert store.append(reading("a", 1, ts=100.0), now=200.0) is None
 
 
 def test_latest_and_last_seen() -> None:
@@ -199,3 +256,140 @@ def test_rejects_bad_sizes() -> None:
         WindowStore(window=0, features=F, max_machines=1)
     with pytest.raises(ValueError):
         WindowStore(window=2, features=F, max_machines=0)
+
+
+# ---------------------------------------------------------------- the ordering and gap rule
+
+
+def test_future_timestamps_are_rejected_before_taking_a_slot() -> None:
+    store = WindowStore(window=2, features=F, max_machines=1, max_future_s=60.0)
+    now = 1_000_000.0
+    assert store.append(reading("a", 1, ts=now + 60.0), now=now) is None  # the limit itself
+    assert store.append(reading("a", 2, ts=now + 61.0), now=now) == "future"
+    assert store.last_seq[0] == 1
+    # A future reading of a new machine evicts nobody.
+    assert store.append(reading("b", 1, ts=now + 1e9), now=now) == "future"
+    assert list(store.slot_of) == ["a"]
+    assert store.evictions == 0
+
+
+def test_a_jump_in_time_is_a_gap() -> None:
+    store = WindowStore(window=3, features=F, max_machines=10, stale_after_s=30.0)
+    now = 1000.0
+    for seq in range(3):
+        assert store.append(reading("a", seq, ts=100.0 + seq), now=now) is None
+    assert len(store.take_ready()) == 1
+    # Consecutive seq, but 31 s of silence by the sender's clock: the window restarts.
+    assert store.append(reading("a", 3, ts=102.0 + 31.0), now=now) is None
+    assert store.count[0] == 1
+    assert store.restarts[0] == 1
+    assert len(store.take_ready()) == 0
+    # 30 s exactly is still bridged.
+    fill_ts = [(4, 133.0 + 30.0), (5, 164.0)]
+    for seq, ts in fill_ts:
+        assert store.append(reading("a", seq, ts=ts), now=now) is None
+    assert store.restarts[0] == 1
+    np.testing.assert_allclose(store.take_ready().windows[0, :, 0], [3, 4, 5])
+
+
+def test_a_stale_machine_starts_afresh_so_nothing_blocks_it_for_long() -> None:
+    store = WindowStore(window=2, features=F, max_machines=10, stale_after_s=30.0)
+    # One bad reading with a huge seq slips in (it is valid on its own)...
+    assert store.append(reading("a", 1, ts=10.0), now=100.0) is None
+    assert store.append(reading("a", 2**60, ts=11.0), now=101.0) is None
+    # ...so the sender's real readings are out of order, for now:
+    assert store.append(reading("a", 2, ts=12.0), now=102.0) == "out_of_order"
+    assert store.append(reading("a", 3, ts=13.0), now=131.0) == "out_of_order"
+    assert store.stale(131.0).tolist() == []
+    # Once the machine has had no accepted reading for stale_after_s it is stale...
+    assert store.stale(131.5).tolist() == [0]
+    # ...and its next reading, whatever its seq and ts, starts it afresh.
+    assert store.append(reading("a", 4, ts=14.0), now=131.5) is None
+    assert store.last_seq[0] == 4
+    assert store.count[0] == 1
+    assert store.stale(131.5).tolist() == []
+    assert store.append(reading("a", 5, ts=15.0), now=132.0) is None
+    np.testing.assert_allclose(store.take_ready().windows[0, :, 0], [4, 5])
+    # A sender that restarted its count (seq back to 0) recovers the same way.
+    assert store.append(reading("a", 0, ts=16.0), now=133.0) == "out_of_order"
+    assert store.append(reading("a", 1, ts=17.0), now=163.5) is None
+
+
+def test_restart_keeps_the_machine_and_its_order() -> None:
+    store = WindowStore(window=2, features=F, max_machines=10)
+    fill(store, "a", [1, 2])
+    store.restart(np.array([0]))
+    assert len(store.take_ready()) == 0
+    assert store.slot_of["a"] == 0
+    assert store.append(reading("a", 2), now=0.0) == "duplicate"
+    fill(store, "a", [3, 4])
+    np.testing.assert_allclose(store.take_ready().windows[0, :, 0], [3, 4])
+
+
+class Reference:
+    """The ordering and gap rule as the README states it, written plainly, one machine."""
+
+    def __init__(self, window: int, max_missing: int, stale_after_s: float, max_future_s: float):
+        self.window, self.max_missing = window, max_missing
+        self.stale_after_s, self.max_future_s = stale_after_s, max_future_s
+        self.last_seq: int | None = None
+        self.last_ts = 0.0
+        self.last_seen = 0.0
+        self.rows: list[float] = []
+
+    def append(self, seq: int, ts: float, now: float) -> str | None:
+        if ts > now + self.max_future_s:
+            return "future"
+        if self.last_seq is not None and now - self.last_seen > self.stale_after_s:
+            self.last_seq, self.rows = None, []
+        if self.last_seq is not None:
+            if seq == self.last_seq:
+                return "duplicate"
+            if seq < self.last_seq or ts < self.last_ts:
+                return "out_of_order"
+            if seq - self.last_seq - 1 > self.max_missing or ts - self.last_ts > self.stale_after_s:
+                self.rows = []
+        self.rows.append(float(seq))
+        self.last_seq, self.last_ts, self.last_seen = seq, ts, now
+        return None
+
+    def window_now(self) -> list[float] | None:
+        return self.rows[-self.window :] if len(self.rows) >= self.window else None
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.integers(-3, 9),  # seq step
+            st.sampled_from([-5.0, 0.0, 0.5, 1.0, 2.0, 29.0, 30.0, 31.0, 100.0]),  # ts step
+            st.sampled_from([0.0, 0.5, 1.0, 10.0, 30.0, 31.0]),  # agent clock step
+        ),
+        min_size=1,
+        max_size=60,
+    )
+)
+def test_rule_matches_its_plain_statement(steps: list[tuple[int, float, float]]) -> None:
+    """Random streams of one machine — duplicates, late, future, gaps, stalls — give the same
+    verdicts and the same windows as the rule written out plainly."""
+    store = WindowStore(
+        window=3,
+        features=F,
+        max_machines=1,
+        max_missing_readings=2,
+        stale_after_s=30.0,
+        max_future_s=50.0,
+    )
+    reference = Reference(window=3, max_missing=2, stale_after_s=30.0, max_future_s=50.0)
+    seq, ts, now = 100, 1000.0, 1000.0
+    for seq_step, ts_step, now_step in steps:
+        seq, ts, now = max(0, seq + seq_step), ts + ts_step, now + now_step
+        expected = reference.append(seq, ts, now)
+        assert store.append(reading("a", seq, ts=ts), now=now) == expected
+        window = reference.window_now()
+        batch = store.take_ready()
+        if expected is None and window is not None:
+            assert batch.windows[0, :, 0].tolist() == window
+        else:  # rejected, or the window is not full (again) yet: nothing to forecast
+            assert len(batch) == 0
+        assert np.all(np.isfinite(store.ring))

@@ -1,0 +1,226 @@
+"""`forewarn detect`: the agent's own path, run causally over a CSV of history.
+
+A plant engineer checks forewarn against their own past failures before trusting it. The
+model (Ridge on per-window normalised windows, so it suits any numeric series: a temperature, a
+pressure, a load) and its normalisation are fitted on the first ``fit_rows`` rows only; every
+later row is then streamed one at a time through the same window store, anomaly scorer and
+alert policy the agent uses. A row's output depends only on that row and earlier ones:
+changing a future row never changes an earlier score.
+
+Rows are steps: timestamps are copied verbatim and may be irregular or repeated. A row with a
+missing or non-numeric value in a used column is a gap: its output is empty and the window
+starts again after it, so no forecast spans it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agent.alerts import STATE_NAMES, AlertPolicy
+from agent.anomaly import AnomalyScorer
+from agent.reading import Reading
+from agent.window import WindowStore
+from config.settings import AlertSettings
+from models.baselines import RidgeForecaster
+from models.data import make_windows
+
+WINDOW = 20
+OUTPUT_COLUMNS = ("forecast", "residual", "anomaly_score", "alert_state")
+
+
+class DetectError(ValueError):
+    """Input that cannot be backtested; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class DetectSummary:
+    rows: int
+    scored_rows: int
+    gaps: int
+    alerts: int
+    anomaly_alerts: int
+    seconds: float
+
+    def line(self) -> str:
+        return (
+            f"{self.rows} rows ({self.scored_rows} scored, {self.gaps} gaps), "
+            f"{self.alerts} threshold alert(s), {self.anomaly_alerts} anomaly alert(s), "
+            f"{self.seconds:.2f} s"
+        )
+
+
+def _read(
+    path: Path, timestamp_column: str | None, columns: Sequence[str] | None
+) -> tuple[list[str], list[str], NDArray[np.float64]]:
+    """Header-checked columns: (used column names, timestamps verbatim, values (rows, cols))."""
+    try:
+        handle = path.open(newline="", encoding="utf-8")
+    except OSError as error:
+        raise DetectError(f"cannot read {path}: {error.strerror}") from error
+    with handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if not header:
+            raise DetectError(f"{path} is empty: a header row naming the columns is required")
+        rows = list(reader)
+    header = [name.strip() for name in header]
+    if timestamp_column is not None and timestamp_column not in header:
+        raise DetectError(f"no timestamp column {timestamp_column!r} in {path}: {header}")
+    if columns:
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise DetectError(f"columns {missing} are not in {path}; it has {header}")
+        used = list(columns)
+    else:
+        used = [c for c in header if c != timestamp_column and _numeric(rows, header.index(c))]
+        if not used:
+            raise DetectError(f"{path} has no numeric column; name one with --columns")
+    indices = [header.index(c) for c in used]
+    values = np.full((len(rows), len(used)), np.nan)
+    for r, row in enumerate(rows):
+        for c, index in enumerate(indices):
+            values[r, c] = _to_float(row[index] if index < len(row) else "")
+    stamp = header.index(timestamp_column) if timestamp_column is not None else None
+    stamps = [row[stamp] if stamp is not None and stamp < len(row) else "" for row in rows]
+    return used, stamps, values
+
+
+def _to_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        return math.nan
+    return value if math.isfinite(value) else math.nan
+
+
+def _numeric(rows: list[list[str]], index: int) -> bool:
+    sample = [row[index] for row in rows[:200] if index < len(row) and row[index].strip()]
+    return bool(sample) and sum(not math.isnan(_to_float(v)) for v in sample) >= 0.9 * len(sample)
+
+
+def run_detect(
+    input_path: Path,
+    output_path: Path,
+    timestamp_column: str | None = None,
+    columns: Sequence[str] | None = None,
+    fit_rows: int | None = None,
+    horizon: int = 30,
+    threshold: float | None = None,
+    anomaly_threshold: float = 0.9,
+) -> DetectSummary:
+    """Backtest ``input_path`` into ``output_path``; the first used column is the target."""
+    started = time.monotonic()
+    used, stamps, values = _read(input_path, timestamp_column, columns)
+    n_rows = len(values)
+    fit_rows = fit_rows if fit_rows is not None else max(n_rows // 10, 0)
+    needed = WINDOW + horizon + 10
+    if fit_rows < needed:
+        raise DetectError(
+            f"--fit-rows {fit_rows} is too few: fitting needs at least {needed} rows "
+            f"(window {WINDOW} + horizon {horizon} + 10); the file has {n_rows}"
+        )
+    if fit_rows >= n_rows:
+        raise DetectError(f"--fit-rows {fit_rows} leaves none of the {n_rows} rows to score")
+    model = _fit(values[:fit_rows], used, horizon)
+
+    store = WindowStore(WINDOW, len(used), max_machines=1, stale_after_s=math.inf)
+    scorer = AnomalyScorer(horizon, capacity=1)
+    policy = AlertPolicy(
+        AlertSettings(threshold_c=threshold if threshold is not None else math.inf), capacity=1
+    )
+    slot = np.zeros(1, dtype=np.int64)
+    ids = ["series"]
+    previous_forecast: float | None = None
+    anomaly_streak, anomaly_state = 0, "ok"
+    alerts = anomaly_alerts = gaps = scored = 0
+    with output_path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([timestamp_column or "row", *used, *OUTPUT_COLUMNS])
+        for i in range(n_rows):
+            row = values[i]
+            out: list[object] = ["", "", 0.0, "ok"]
+            if i < fit_rows:
+                writer.writerow([stamps[i] if timestamp_column else i, *_cells(row), *out])
+                continue
+            if np.isnan(row).any():
+                gaps += 1
+                store.restart(slot, forget_order=True)
+                previous_forecast = None
+                writer.writerow([stamps[i] if timestamp_column else i, *_cells(row), *out])
+                continue
+            store.append(Reading("series", float(i), i, row.astype(np.float32)), float(i))
+            batch = store.take_ready()
+            state = "ok"
+            if len(batch):
+                forecasts = model.forecast(batch.windows).astype(np.float32)
+                score = float(
+                    scorer.update(batch.slots, batch.windows[:, -1, 0], np.array([i]), forecasts)[0]
+                )
+                events = policy.update(
+                    batch.slots,
+                    ids,
+                    batch.windows[:, :, 0],
+                    forecasts,
+                    np.ones(1),
+                    float(i),
+                    None,
+                    scorer.spread(batch.slots),
+                )
+                alerts += sum(e.status == "firing" and e.previous_state == "ok" for e in events)
+                state = STATE_NAMES[int(policy.state[0])]
+                anomaly_streak = anomaly_streak + 1 if score >= anomaly_threshold else 0
+                if anomaly_streak >= 3 and anomaly_state == "ok":
+                    anomaly_state, anomaly_alerts = "anomaly", anomaly_alerts + 1
+                elif anomaly_streak == 0:
+                    anomaly_state = "ok"
+                if state == "ok" and anomaly_state == "anomaly":
+                    state = "anomaly"
+                if previous_forecast is not None:
+                    residual = float(row[0]) - previous_forecast
+                    out = [round(previous_forecast, 4), round(residual, 4), round(score, 4), state]
+                    scored += 1
+                else:
+                    out = ["", "", 0.0, state]
+                previous_forecast = float(forecasts[0, 0])
+            writer.writerow([stamps[i] if timestamp_column else i, *_cells(row), *out])
+    return DetectSummary(
+        rows=n_rows,
+        scored_rows=scored,
+        gaps=gaps,
+        alerts=alerts,
+        anomaly_alerts=anomaly_alerts,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _cells(row: NDArray[np.float64]) -> list[object]:
+    return ["" if math.isnan(v) else repr(float(v)) for v in row.tolist()]
+
+
+def _fit(history: NDArray[np.float64], used: list[str], horizon: int) -> RidgeForecaster:
+    """Fit on the complete stretches of the fit rows (gaps split them)."""
+    pieces = []
+    good: list[bool] = np.asarray(np.isfinite(history).all(axis=1), dtype=bool).tolist()
+    start = None
+    for i, ok in enumerate([*good, False]):
+        if ok and start is None:
+            start = i
+        elif not ok and start is not None:
+            if i - start >= WINDOW + horizon:
+                pieces.append(make_windows(history[start:i], WINDOW, horizon))
+            start = None
+    if not pieces:
+        raise DetectError(
+            f"the fit rows hold no run of {WINDOW + horizon} complete rows; raise --fit-rows"
+        )
+    x = np.concatenate([p[0] for p in pieces])
+    y = np.concatenate([p[1] for p in pieces])
+    return RidgeForecaster(horizon=horizon, window=WINDOW, features=tuple(used)).fit(x, y)

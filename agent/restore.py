@@ -1,0 +1,177 @@
+"""Reading back the agent's retained alert states at start-up.
+
+Each machine's alerts topic holds its latest alert message, retained. A restarted agent that
+ignored them would start every machine at ok: a machine still critical would fire again (a
+duplicate "firing") and one that cooled down while the agent was away would never get its
+"resolved". So before its first tick the agent reads them back with a short-lived
+clean-session client and resumes each machine's state, alert id and sequence number
+(:meth:`agent.alerts.AlertPolicy.restore`).
+
+The end of the retained messages is found with a marker: the client subscribes to the alerts
+and to a topic of its own, then publishes a random token there. A broker handles one client's
+packets in order and queues a subscription's retained messages before anything that client
+publishes later, so when the token comes back every retained alert has arrived. Should the
+token never come back (an ACL that forbids the topic, say), the read ends after
+``restore_timeout_s`` with what arrived.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+import orjson
+import paho.mqtt.client as mqtt
+
+from agent.alerts import CRITICAL, OK, WARNING
+from agent.mqtt import describe_connect_failure, make_client, restore_marker_topic
+from agent.topics import TopicTemplate
+from config.settings import MqttSettings
+
+logger = logging.getLogger(__name__)
+
+MAX_ALERT_BYTES = 65_536
+_STATES = {("firing", "warning"): WARNING, ("firing", "critical"): CRITICAL}
+
+
+@dataclass(frozen=True, slots=True)
+class RestoredAlert:
+    """One machine's alert state as its retained alert message says."""
+
+    machine_id: str
+    state: int
+    alert_id: str
+    seq: int
+    stale: bool = False
+    """A "stale firing": the machine had stopped reporting (``state`` is then ok)."""
+
+
+def parse_retained_alert(
+    prefix: str, topic: str, payload: bytes, template: TopicTemplate | None = None
+) -> RestoredAlert:
+    """The state in one retained alert message; ValueError says why it cannot be used.
+
+    ``template`` is mqtt.alerts_topic's; None: ``<prefix>/<machine_id>/alerts``.
+    """
+    suffix = "/alerts"
+    if template is not None:
+        machine_id = template.machine_id(topic) or ""
+        if not machine_id:
+            raise ValueError(f"not an alerts topic: {topic!r}")
+    elif not topic.startswith(prefix + "/") or not topic.endswith(suffix):
+        raise ValueError(f"not an alerts topic: {topic!r}")
+    else:
+        machine_id = topic[len(prefix) + 1 : -len(suffix)]
+    if len(payload) > MAX_ALERT_BYTES:
+        raise ValueError(f"{len(payload)} bytes")
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError as error:
+        raise ValueError(f"not JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if data.get("machine_id") != machine_id:
+        raise ValueError(f"machine_id {data.get('machine_id')!r} on {machine_id!r}'s topic")
+    status, severity = data.get("status"), data.get("severity")
+    alert_id, seq = data.get("alert_id"), data.get("seq")
+    if not isinstance(alert_id, str) or not alert_id:
+        raise ValueError("no alert_id")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise ValueError(f"bad seq {seq!r}")
+    if status == "resolved" and severity in ("warning", "critical", "stale"):
+        state = OK
+    elif status == "firing" and severity in ("warning", "critical"):
+        state = _STATES[(status, severity)]
+    elif status == "firing" and severity == "stale":
+        return RestoredAlert(machine_id, OK, alert_id, seq, stale=True)
+    else:
+        raise ValueError(f"status {status!r} / severity {severity!r}")
+    return RestoredAlert(machine_id, state, alert_id, seq)
+
+
+def read_retained_alerts(
+    settings: MqttSettings, timeout_s: float, limit: int
+) -> list[RestoredAlert]:
+    """Every machine's retained alert state under ``settings.topic_prefix`` (at most ``limit``).
+
+    Raises ConnectionError when the broker does not accept a connection within ``timeout_s``.
+    """
+    prefix = settings.topic_prefix
+    template = settings.alerts_template
+    marker = restore_marker_topic(prefix, settings.client_id)
+    token = secrets.token_hex(8).encode()
+    connected = threading.Event()
+    done = threading.Event()
+    refused: list[str] = []
+    found: dict[str, RestoredAlert] = {}
+    skipped = 0
+
+    def on_connect(
+        c: mqtt.Client, userdata: object, flags: object, reason: object, props: object
+    ) -> None:
+        try:
+            if getattr(reason, "is_failure", False):
+                refused.append(describe_connect_failure(reason))
+            else:
+                c.subscribe([(template.filter, 0), (marker, 0)])
+        except Exception:  # a raise here would end paho's thread silently
+            logger.exception("restore: error in the connect callback")
+        finally:
+            connected.set()
+
+    def on_subscribe(
+        c: mqtt.Client, userdata: object, mid: int, codes: object, props: object
+    ) -> None:
+        try:
+            c.publish(marker, token, qos=0)
+        except Exception:
+            logger.exception("restore: could not publish the end marker")
+
+    def on_message(c: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        nonlocal skipped
+        try:
+            if message.topic == marker:
+                if message.payload == token:
+                    done.set()
+                return
+            if not message.retain:
+                return  # a live alert, not a stored state
+            alert = parse_retained_alert(prefix, message.topic, bytes(message.payload), template)
+            if alert.machine_id in found or len(found) < limit:
+                found[alert.machine_id] = alert
+        except ValueError as error:
+            skipped += 1
+            logger.debug("restore: ignored the retained message on %s: %s", message.topic, error)
+        except Exception:
+            logger.exception("restore: error reading %s", message.topic)
+
+    client = make_client(settings, f"{settings.client_id}-restore")
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    started = time.monotonic()
+    client.connect_async(settings.host, settings.port, settings.keepalive_s)
+    client.loop_start()
+    try:
+        if not connected.wait(timeout_s):
+            raise ConnectionError(f"no connection to {settings.host}:{settings.port}")
+        if refused:
+            raise ConnectionError(refused[0])
+        if not done.wait(max(0.0, timeout_s - (time.monotonic() - started))):
+            logger.warning(
+                "restore: the end of the retained alerts was not seen within %.1f s "
+                "(FOREWARN_MQTT__RESTORE_TIMEOUT_S; may the agent publish to %s?); resuming "
+                "from the %d received",
+                timeout_s,
+                marker,
+                len(found),
+            )
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if skipped:
+        logger.warning("restore: ignored %d retained alert message(s) that were not valid", skipped)
+    return list(found.values())

@@ -1,0 +1,173 @@
+"""Fault scenarios end to end through a real mosquitto: ground truth, alerts, stale, silence."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import orjson
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.app import Agent
+from agent.silence import silence_payload, silence_topic
+from config.settings import Settings, load_settings
+from simulator.publish import SimulatorPublisher
+from tests.conftest import Mosquitto, Recorder
+
+pytestmark = pytest.mark.integration
+
+MIX = {
+    "overheat": 2,
+    "cooling_failure": 2,
+    "dropout": 2,
+    "stuck_sensor": 2,
+    "spikes": 2,
+    "noisy_sensor": 2,
+    "bad_payload": 2,
+}
+
+
+def make_settings(mosquitto: Mosquitto, tmp_path: Path, **simulator: object) -> Settings:
+    settings = load_settings(_env_file=None)
+    settings.mqtt = settings.mqtt.model_copy(
+        update={"host": mosquitto.host, "port": mosquitto.port, "client_id": "alerting-agent"}
+    )
+    settings.metrics = settings.metrics.model_copy(update={"host": "127.0.0.1", "port": 0})
+    settings.agent = settings.agent.model_copy(
+        update={"tick_interval_s": 0.02, "stale_after_s": 1.0}
+    )
+    settings.simulator = settings.simulator.model_copy(update=simulator)
+    return settings
+
+
+@pytest.fixture
+def agent_for(mosquitto: Mosquitto) -> Iterator[Callable[[Settings], Agent]]:
+    started: list[Agent] = []
+
+    def start(settings: Settings) -> Agent:
+        agent = Agent(settings)
+        agent.start()
+        started.append(agent)
+        assert agent.wait_connected(15)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.stop()
+
+
+def by_machine(recorder: Recorder) -> dict[str, list[tuple[str, str]]]:
+    sequences: dict[str, list[tuple[str, str]]] = {}
+    for _, payload, _ in recorder.snapshot():
+        sequences.setdefault(str(payload["machine_id"]), []).append(
+            (str(payload["severity"]), str(payload["status"]))
+        )
+    return sequences
+
+
+def test_every_fault_kind_end_to_end(
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    agent_for: Callable[[Settings], Agent],
+    subscribe: Callable[[str], Recorder],
+) -> None:
+    truth_file = tmp_path / "truth.jsonl"
+    settings = make_settings(
+        mosquitto,
+        tmp_path,
+        machines=20,
+        rate_hz=40.0,
+        duration_s=16.0,
+        faults=MIX,
+        ground_truth=truth_file,
+        seed=21,
+    )
+    alerts = subscribe("factory/+/alerts")
+    agent = agent_for(settings)
+    publisher = SimulatorPublisher(settings.mqtt, settings.simulator, settings.alerts.threshold_c)
+    publisher.run()
+    time.sleep(1.5)
+
+    truth = [orjson.loads(line) for line in truth_file.read_text().splitlines()]
+    kinds = {record["fault"] for record in truth}
+    assert kinds == set(MIX), f"ground truth lacks kinds: {set(MIX) - kinds}"
+    sequences = by_machine(alerts)
+    print("ground truth:", truth)
+    print("alerts:", sequences)
+    for record in truth:
+        machine, kind = str(record["machine_id"]), record["fault"]
+        seen = sequences.get(machine, [])
+        if kind in ("overheat", "cooling_failure"):
+            assert record["crossing_tick"] is not None, record
+            assert ("critical", "firing") in seen, f"{kind} on {machine} never went critical"
+        elif kind in ("spikes", "bad_payload", "stuck_sensor"):
+            assert not any(sev in ("warning", "critical") for sev, _ in seen), (kind, seen)
+        elif kind == "dropout":
+            assert not any(sev in ("warning", "critical") for sev, _ in seen), (kind, seen)
+            silent_s = (int(record["end_tick"]) - int(record["start_tick"])) / 40.0
+            if silent_s > 2.0:  # clearly longer than stale_after_s (1 s) plus a tick
+                assert ("stale", "firing") in seen and ("stale", "resolved") in seen, seen
+    schema = json.loads((resources.files("agent") / "schemas/alert.schema.json").read_text())
+    for _, payload, _retained in alerts.snapshot():
+        jsonschema.validate(payload, schema)  # every published alert matches the shipped schema
+    rejected = {
+        reason: agent.metrics.registry.get_sample_value(
+            "forewarn_readings_rejected_total", {"reason": reason}
+        )
+        for reason in ("bad_json", "missing_field", "bad_type", "out_of_range", "duplicate")
+    }
+    assert sum(v or 0 for v in rejected.values()) > 0, rejected
+    assert agent.health()[0]
+
+
+def test_a_silenced_machine_is_computed_and_counted_but_not_published(
+    mosquitto: Mosquitto,
+    tmp_path: Path,
+    agent_for: Callable[[Settings], Agent],
+    subscribe: Callable[[str], Recorder],
+) -> None:
+    settings = make_settings(
+        mosquitto, tmp_path, machines=6, rate_hz=20.0, duration_s=12.0, overheat=2, seed=4
+    )
+    publisher = SimulatorPublisher(settings.mqtt, settings.simulator, settings.alerts.threshold_c)
+    hot = [publisher.fleet.machine_ids[p.machine_index] for p in publisher.fleet.overheats]
+    silenced, loud = hot
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+    client.connect(mosquitto.host, mosquitto.port)
+    client.loop_start()
+    client.publish(
+        silence_topic("factory", silenced),
+        silence_payload(time.time() + 3600, "bearing swap"),
+        qos=1,
+        retain=True,
+    ).wait_for_publish(5)
+    alerts = subscribe("factory/+/alerts")
+    agent = agent_for(settings)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not agent.silences.silenced(silenced, time.time()):
+        time.sleep(0.05)
+    thread = threading.Thread(target=publisher.run)
+    thread.start()
+    thread.join(timeout=60)
+    time.sleep(0.5)
+
+    sequences = by_machine(alerts)
+    assert silenced not in sequences, sequences[silenced]
+    assert ("critical", "firing") in sequences.get(loud, []), sequences
+    counted = agent.metrics.registry.get_sample_value(
+        "forewarn_alerts_silenced_total", {"severity": "critical"}
+    )
+    assert counted and counted >= 1
+    assert agent.metrics.registry.get_sample_value("forewarn_machines_silenced") == 1
+
+    # Lifting the silence while the machine alerts publishes where it stands, once.
+    client.publish(silence_topic("factory", silenced), b"", qos=1, retain=True).wait_for_publish(5)
+    client.disconnect()
+    client.loop_stop()
