@@ -174,8 +174,8 @@ def _add_train(commands: Any) -> None:
         "--threads",
         type=int,
         default=defaults.threads,
-        help="CPU threads (0: one per core, at most 2); the default 1 gives bit-identical "
-        "weights on any CPU",
+        help="CPU threads (0: one per core, at most 2); with the default 1, training again "
+        "with the same seed gives identical weights",
     )
     train.add_argument(
         "--csv",

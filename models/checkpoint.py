@@ -219,7 +219,8 @@ def resolve_device(requested: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested == "cuda" and not torch.cuda.is_available():
         raise CheckpointError(
-            "FOREWARN_MODEL__DEVICE=cuda but no CUDA device is available; use auto or cpu"
+            "device cuda asked for (FOREWARN_MODEL__DEVICE or --device) but no CUDA device is "
+            "available; use auto or cpu"
         )
     return torch.device(requested)
 
@@ -381,13 +382,30 @@ class TorchForecaster:
         check_windows(windows, self.window, len(self.features))
         out = np.empty((windows.shape[0], self.horizon), dtype=np.float32)
         for start in range(0, windows.shape[0], self.chunk_size):
-            chunk = torch.from_numpy(
-                np.ascontiguousarray(windows[start : start + self.chunk_size], dtype=np.float32)
-            )
+            rows = windows[start : start + self.chunk_size]
+            chunk = torch.from_numpy(_padded(rows))
             if self._pin:
                 chunk = chunk.pin_memory().to(self.device, non_blocking=True)
-            out[start : start + chunk.shape[0]] = self.module(chunk).float().cpu().numpy()
+            out[start : start + len(rows)] = self.module(chunk)[: len(rows)].float().cpu().numpy()
         return out
+
+
+BATCH_QUANTUM = 128
+"""Batches are padded up to a multiple of this many windows.
+
+torch's CPU kernels (oneDNN) cache a plan per batch shape; a fleet whose batch size varies from
+tick to tick would otherwise add plans, and memory, for hours. Padding bounds the shapes to
+chunk_size / 128 of them, for at most 127 extra windows of work per chunk.
+"""
+
+
+def _padded(rows: NDArray[np.floating]) -> NDArray[np.float32]:
+    size = -(-len(rows) // BATCH_QUANTUM) * BATCH_QUANTUM
+    padded = np.zeros((size, *rows.shape[1:]), dtype=np.float32)
+    padded[: len(rows)] = rows
+    if len(rows) < size:
+        padded[len(rows) :] = rows[-1]  # a real window, so normalisation sees nothing odd
+    return padded
 
 
 def forecaster_from_checkpoint(
