@@ -45,7 +45,6 @@ class AnomalyScorer:
         self.forecast = np.zeros((0, horizon), dtype=np.float32)
         self.forecast_seq = np.zeros(0, dtype=np.int64)
         self.recent = np.zeros((0, 2))
-        self.raw_sq = np.zeros(0)
         self.ensure_capacity(capacity)
 
     def ensure_capacity(self, capacity: int) -> None:
@@ -66,7 +65,6 @@ class AnomalyScorer:
         self.forecast = grow(self.forecast, np.nan)
         self.forecast_seq = grow(self.forecast_seq, -1)
         self.recent = grow(self.recent, np.nan)
-        self.raw_sq = grow(self.raw_sq, 0.0)
 
     def reset(self, slots: NDArray[np.int64]) -> None:
         """Forget the statistics of ``slots``: their machines were evicted and the slots now
@@ -80,7 +78,6 @@ class AnomalyScorer:
         self.forecast[slots] = np.nan
         self.forecast_seq[slots] = -1
         self.recent[slots] = np.nan
-        self.raw_sq[slots] = 0.0
 
     def update(
         self,
@@ -106,9 +103,13 @@ class AnomalyScorer:
         return self.score[slots]
 
     def spread(self, slots: NDArray[np.int64]) -> NDArray[np.float64]:
-        """Root-mean-square one-step forecast error per machine (°C); 0 until warmed up."""
+        """Typical one-step forecast error per machine (°C); 0 until warmed up.
+
+        The spread of the spike-filtered residuals: the alert policy widens forecasts by it,
+        and isolated spikes, which never make an overheat, must not widen them.
+        """
         warm = self.count[slots] >= WARM_UP_RESIDUALS
-        return np.where(warm, np.sqrt(self.raw_sq[slots]), 0.0)
+        return np.where(warm, np.sqrt(self.var[slots]), 0.0)
 
     def _learn(self, rows: NDArray[np.int64], raw: NDArray[np.float64]) -> None:
         window = np.column_stack([self.recent[rows], raw])
@@ -127,11 +128,6 @@ class AnomalyScorer:
         high = 1.0 - np.exp(-np.maximum(0.0, smoothed - 1.0) / 2.0)
         low = 1.0 - np.exp(-np.maximum(0.0, QUIET_FRACTION / np.maximum(smoothed, 1e-9) - 1.0))
         self.score[rows] = np.where(warm, np.maximum(high, low), 0.0)
-        # The raw (unfiltered) one-step error, which the alert policy widens forecasts by.
-        raw_rate = np.where(warm, STATS_RATE, 1.0 / (count + 1.0))
-        self.raw_sq[rows] += raw_rate * (
-            np.minimum(raw**2, (MAX_Z * spread) ** 2) - self.raw_sq[rows]
-        )
         # Learn fast while warming up (plain running averages), slowly and robustly after.
         rate = np.where(warm, STATS_RATE, 1.0 / (count + 1.0))
         clipped = np.where(

@@ -434,10 +434,11 @@ class AlertSettings(_Section):
         '{"oven-*": 190, "bearing-7": 60}; an exact id wins over patterns.',
     )
     warning_sigma: float = Field(
-        1.0,
+        0.0,
         ge=0,
-        description="A warning fires when forecast + this many standard deviations of the "
-        "machine's own recent forecast error reaches the threshold.",
+        description="Widen the warning: it fires when forecast + this many standard deviations "
+        "of the machine's own recent forecast error reaches the threshold (0: the forecast "
+        "alone; the shipped model needs no widening to warn ahead).",
     )
     warning_margin_max_c: float = Field(
         5.0, ge=0, description="Cap on that widening, so a noisy sensor cannot warn on its own."
