@@ -431,11 +431,12 @@ def test_warning_is_widened_by_the_machines_own_error_up_to_the_cap() -> None:
             )
         return sum(e.severity == "warning" for e in events)
 
-    assert warnings(0.0) == 0
-    assert warnings(2.0) == 0  # 92 + 2 < 95
-    assert warnings(3.0) == 1  # 92 + 3 reaches 95
+    assert warnings(3.0) == 0  # off by default: the forecast alone
+    assert warnings(0.0, warning_sigma=1.0) == 0
+    assert warnings(2.0, warning_sigma=1.0) == 0  # 92 + 2 < 95
+    assert warnings(3.0, warning_sigma=1.0) == 1  # 92 + 3 reaches 95
     assert warnings(3.0, warning_sigma=0.5) == 0
-    assert warnings(30.0, warning_margin_max_c=2.0) == 0  # a noisy sensor is capped
+    assert warnings(30.0, warning_sigma=1.0, warning_margin_max_c=2.0) == 0  # capped
 
 
 def test_ensure_capacity_keeps_state() -> None:
