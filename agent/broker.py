@@ -11,6 +11,7 @@ import asyncio
 import logging
 import socket
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any
 
@@ -21,6 +22,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = 10.0, host: str = "127.0.0.1") -> None:
+    """Block until something listens on ``host:port`` (a broker or server just started)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s} s")
 
 
 class EmbeddedBroker:

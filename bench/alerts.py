@@ -27,6 +27,7 @@ from agent.app import Agent
 from agent.reading import Reading, Rejected
 from config.settings import Settings, load_settings
 from models.base import Forecaster
+from models.baselines import LinearExtrapolationForecaster, PersistenceForecaster
 from models.checkpoint import TorchForecaster
 from simulator.badpayload import bad_payloads
 from simulator.faults import BAD_PAYLOAD_PROBABILITY, CROSSING_KINDS, FAULT_KINDS, first_crossing
@@ -42,37 +43,6 @@ MIX = {
     "bad_payload": 20,
 }
 """The fixed mix of every scenario; the remaining machines are healthy."""
-
-
-class ReadingForecaster:
-    """No forecast: the last reading, held over the horizon (a static threshold rule)."""
-
-    kind = "static_threshold"
-    version = "static-threshold"
-
-    def __init__(self, window: int, horizon: int, features: tuple[str, ...]) -> None:
-        self.window, self.horizon, self.features = window, horizon, features
-
-    def forecast(self, windows: NDArray[np.float32]) -> NDArray[np.float32]:
-        return np.repeat(windows[:, -1:, 0], self.horizon, axis=1)
-
-
-class LinearForecaster(ReadingForecaster):
-    """A least-squares line over the window's temperatures, extended over the horizon."""
-
-    kind = "linear_extrapolation"
-    version = "linear-extrapolation"
-
-    def forecast(self, windows: NDArray[np.float32]) -> NDArray[np.float32]:
-        t = np.arange(self.window, dtype=np.float64)
-        t_mean = t.mean()
-        y = windows[:, :, 0].astype(np.float64)
-        slope = ((t - t_mean) * (y - y.mean(axis=1, keepdims=True))).sum(axis=1) / (
-            (t - t_mean) ** 2
-        ).sum()
-        ahead = np.arange(self.window, self.window + self.horizon, dtype=np.float64)
-        level = y.mean(axis=1) - slope * t_mean
-        return (level[:, None] + slope[:, None] * ahead[None, :]).astype(np.float32)
 
 
 @dataclass
@@ -181,11 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     fleet = Fleet(args.machines, args.seed, faults=mix, run_ticks=args.ticks)
     history = fleet.history(0, args.ticks)
     model = TorchForecaster.from_path(None, device="cpu")
-    shape = (model.window, model.horizon, model.features)
     policies: dict[str, Forecaster] = {
         "forewarn": model,
-        "static_threshold": ReadingForecaster(*shape),
-        "linear_extrapolation": LinearForecaster(*shape),
+        # No forecast: the last reading held over the horizon, i.e. a static threshold rule.
+        "static_threshold": PersistenceForecaster(
+            horizon=model.horizon, window=model.window, features=model.features
+        ),
+        "linear_extrapolation": LinearExtrapolationForecaster(
+            horizon=model.horizon, window=model.window, features=model.features
+        ),
     }
     chosen = args.policies.split(",")
     outcomes = {

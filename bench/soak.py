@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,21 +30,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+from agent.broker import free_port, wait_for_port
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -76,7 +61,7 @@ def _rss_bytes(pid: int) -> int:
 
 def soak(machines: int, rate_hz: float, duration_s: float, workdir: Path) -> dict[str, object]:
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    broker_port, metrics_port = _free_port(), _free_port()
+    broker_port, metrics_port = free_port(), free_port()
     conf = workdir / "mosquitto.conf"
     conf.write_text(
         f"listener {broker_port} 127.0.0.1\nallow_anonymous true\n"
@@ -98,7 +83,7 @@ def soak(machines: int, rate_hz: float, duration_s: float, workdir: Path) -> dic
             [mosquitto, "-c", str(conf)], stdout=logs["broker"], stderr=logs["broker"]
         )
         processes.append(broker)
-        _wait_for_port(broker_port)
+        wait_for_port(broker_port)
         agent = subprocess.Popen(
             [*command, "agent"], env=env, cwd=workdir, stdout=logs["agent"], stderr=logs["agent"]
         )

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,10 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.broker import free_port, wait_for_port
+
+__all__ = ["free_port", "wait_for_port"]  # shared with the test modules
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL_HINT = (
@@ -37,22 +40,6 @@ def find_tool(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed; install it with: {INSTALL_HINT}", pytrace=False)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
 
 
 @dataclass
