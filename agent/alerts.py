@@ -2,8 +2,11 @@
 
 The forecaster scores; this module decides. States are ok, warning and critical:
 
-* warning fires when the forecast reaches the threshold within the horizon on
-  ``warning_confirm_ticks`` consecutive forecasts;
+* warning fires when the forecast, widened by ``warning_sigma`` times the machine's own
+  typical forecast error, reaches the threshold within the horizon on
+  ``warning_confirm_ticks`` consecutive forecasts; forecasts made while the machine's error is
+  well above its usual (``warning_noise_ratio_max``: a sensor turned noisy) do not count, since
+  the forecaster then extrapolates noise;
 * critical fires when the last ``critical_confirm_readings`` readings are all at or over the
   threshold (a single spike never fires it);
 * an alert resolves only after ``clear_confirm_ticks`` consecutive forecasts with the reading
@@ -149,11 +152,14 @@ class AlertPolicy:
         now: float,
         anomaly: NDArray[np.float64] | None = None,
         spread: NDArray[np.float64] | None = None,
+        noise_ratio: NDArray[np.float64] | None = None,
     ) -> list[AlertEvent]:
         """Advance the state of ``slots``; returns the events of machines that changed state.
 
         ``recent_temperatures`` holds each machine's last readings, newest last, at least
-        ``critical_confirm_readings`` of them; ``forecasts`` the next ``horizon`` temperatures.
+        ``critical_confirm_readings`` of them; ``forecasts`` the next ``horizon`` temperatures;
+        ``spread`` each machine's typical forecast error (°C) and ``noise_ratio`` that error now
+        over its usual one (see agent.anomaly).
         """
         if len(slots) == 0:
             return []
@@ -170,6 +176,11 @@ class AlertPolicy:
         margin = np.zeros(len(slots)) if spread is None else spread * s.warning_sigma
         margin = np.minimum(np.nan_to_num(margin), s.warning_margin_max_c)
         forecast_hot = peak + margin >= threshold
+        if noise_ratio is not None and s.warning_noise_ratio_max > 0:
+            # A sensor that turned noisy makes the forecaster extrapolate its noise: such
+            # forecasts neither start nor confirm a warning (readings still fire critical, and
+            # the anomaly score shows the change).
+            forecast_hot &= noise_ratio <= s.warning_noise_ratio_max
 
         warn_streak = np.where(forecast_hot, self._warn_streak[slots] + 1, 0)
         reading_clear = latest < clear_below
@@ -192,7 +203,10 @@ class AlertPolicy:
         if changed.size == 0:
             return []
         self.state[slots[changed]] = new[changed]
-        seconds = time_to_threshold(forecasts[changed], threshold[changed], interval_s[changed])
+        # When the widened forecast reaches the threshold: the same test that fired the warning.
+        seconds = time_to_threshold(
+            forecasts[changed], threshold[changed] - margin[changed], interval_s[changed]
+        )
         events = []
         for position, index in enumerate(changed.tolist()):
             slot = int(slots[index])

@@ -30,6 +30,9 @@ CLIP_SIGMAS = 4.0
 MAX_Z = 6.0
 QUIET_FRACTION = 0.25
 MIN_SPREAD_FRACTION = 1e-3
+USUAL_RATE = 0.001
+"""How fast a machine's *usual* residual variance follows its current one (about 1,000
+readings): slow enough that a sensor turning noisy for a few hundred readings stands out."""
 
 
 class AnomalyScorer:
@@ -39,6 +42,7 @@ class AnomalyScorer:
         self.horizon = horizon
         self.mean = np.zeros(0)
         self.var = np.zeros(0)
+        self.usual_var = np.zeros(0)
         self.count = np.zeros(0, dtype=np.int64)
         self.smoothed = np.zeros(0)
         self.score = np.zeros(0)
@@ -59,6 +63,7 @@ class AnomalyScorer:
 
         self.mean = grow(self.mean, 0.0)
         self.var = grow(self.var, 0.0)
+        self.usual_var = grow(self.usual_var, 0.0)
         self.count = grow(self.count, 0)
         self.smoothed = grow(self.smoothed, 1.0)
         self.score = grow(self.score, 0.0)
@@ -72,6 +77,7 @@ class AnomalyScorer:
         reset here to its ``ensure_capacity`` fill."""
         self.mean[slots] = 0.0
         self.var[slots] = 0.0
+        self.usual_var[slots] = 0.0
         self.count[slots] = 0
         self.smoothed[slots] = 1.0
         self.score[slots] = 0.0
@@ -111,6 +117,17 @@ class AnomalyScorer:
         warm = self.count[slots] >= WARM_UP_RESIDUALS
         return np.where(warm, np.sqrt(self.var[slots]), 0.0)
 
+    def noise_ratio(self, slots: NDArray[np.int64]) -> NDArray[np.float64]:
+        """Each machine's current forecast-error spread over its usual one; 1 until warmed up.
+
+        About 1 for a machine behaving as it always has, including one that is overheating
+        (its forecasts lag, but by a steady amount); 2-3 for a sensor that turned noisy. The
+        alert policy does not trust forecasts made from such noise (see agent.alerts).
+        """
+        warm = (self.count[slots] > WARM_UP_RESIDUALS) & (self.usual_var[slots] > 0.0)
+        usual = np.where(warm, self.usual_var[slots], 1.0)
+        return np.where(warm, np.sqrt(self.var[slots] / usual), 1.0)
+
     def _learn(self, rows: NDArray[np.int64], raw: NDArray[np.float64]) -> None:
         window = np.column_stack([self.recent[rows], raw])
         self.recent[rows] = window[:, 1:]
@@ -138,4 +155,10 @@ class AnomalyScorer:
         delta = clipped - mean
         self.mean[rows] = mean + rate * delta
         self.var[rows] = (1.0 - rate) * (var + rate * delta**2)
+        # The usual variance: a plain average of the variance over the first readings after
+        # warm-up, then a slow exponential one.
+        since_warm = np.maximum(count - WARM_UP_RESIDUALS, 0)
+        usual_rate = np.where(warm, np.maximum(1.0 / (since_warm + 1.0), USUAL_RATE), 0.0)
+        usual = self.usual_var[rows]
+        self.usual_var[rows] = usual + usual_rate * (self.var[rows] - usual)
         self.count[rows] = count + 1

@@ -2,8 +2,9 @@
 
 Threads, each with one job:
 
-* paho's network thread runs :meth:`Agent._on_message`, which only decodes, validates and
-  appends to a bounded hand-off (a deque; a full one drops and counts ``overload``);
+* paho's network thread runs :meth:`Agent._on_message` (and :meth:`Agent._on_batch` for a
+  gateway's batches), which only decodes, validates and appends to a bounded hand-off (a
+  deque; a full one drops and counts ``overload``);
 * the tick thread drains the hand-off into the window store, runs one batched forecast over
   every machine with a full window and a new reading, advances the alert policy and publishes
   the changes;
@@ -31,17 +32,22 @@ from numpy.typing import NDArray
 from agent import __version__
 from agent.alerts import CRITICAL, STATE_NAMES, WARNING, AlertEvent, AlertPolicy
 from agent.anomaly import AnomalyScorer
+from agent.gateway import default_batch_topic
 from agent.health import MetricsServer
 from agent.mapping import FieldMapping
 from agent.metrics import AgentMetrics
 from agent.mqtt import (
+    SHARE_PREFIX,
+    connect_options,
     describe_connect_failure,
     make_client,
     network_thread,
+    reading_filters,
+    shared,
     status_topic,
 )
 from agent.publish import AlertPublisher, status_payload
-from agent.reading import Reading, ReadingDecoder, Rejected
+from agent.reading import Batch, Reading, ReadingDecoder, Rejected
 from agent.restore import RestoredAlert, read_retained_alerts
 from agent.silence import SilenceBook, silence_filter
 from agent.sparkplug import BIRTH_TYPES, DEATH_TYPES, DecodeError, SparkplugIngest
@@ -50,7 +56,7 @@ from agent.sparkplug import parse_topic as parse_sparkplug_topic
 from agent.throttle import LogThrottle
 from agent.tls import check_broker
 from agent.window import WindowStore
-from config.settings import Settings
+from config.settings import MqttSettings, Settings
 from models.base import Forecaster
 from models.checkpoint import forecaster_from_settings
 
@@ -68,6 +74,24 @@ class MachineView:
     temperature_c: float
     forecast_c: float
     state: str
+
+
+def batch_subscription(settings: MqttSettings) -> str | None:
+    """The gateway batch filter to subscribe to, saying why there is none by default.
+
+    An explicit batch topic that overlaps another stops start-up (see the settings); the
+    default merely steps aside, so this is where an operator learns that it did.
+    """
+    batch_filter = settings.batch_filter
+    if batch_filter is None and settings.batch_topic is None:
+        default = default_batch_topic(settings.topic_prefix)
+        logger.warning(
+            "gateway batches are off: the default batch topic %s overlaps %s; set "
+            "FOREWARN_MQTT__BATCH_TOPIC to a free filter to take them (or to off to say so)",
+            default,
+            settings.batch_collision(default),
+        )
+    return batch_filter
 
 
 TickListener = Callable[[list[MachineView]], None]
@@ -124,6 +148,8 @@ class Agent:
         self._lost_at: float | None = None
         self.session_resumed = False
         """Whether the broker still had the agent's session at the last connect."""
+        self._subscribing: dict[int, list[str]] = {}
+        """The filters of each SUBSCRIBE awaiting the broker's answer, by message id."""
         self._callback_logged: dict[str, float] = {}
         self._throttle = LogThrottle(logger)
         self._prefix = settings.mqtt.topic_prefix
@@ -135,6 +161,8 @@ class Agent:
         self._deaths: deque[str] = deque()
         group = settings.mqtt.sparkplug_group
         self._sparkplug_filter = None if group is None else f"{SPARKPLUG_NAMESPACE}/{group}/#"
+        # Gateway batches (mqtt.batch_topic): many machines' readings per message, own callback.
+        self._batch_filter = batch_subscription(settings.mqtt)
 
         mqtt_settings = settings.mqtt
         self.client = make_client(
@@ -147,6 +175,7 @@ class Agent:
             retain=True,
         )
         self.client.on_connect = self._guard("connect", self._on_connect)
+        self.client.on_subscribe = self._guard("subscribe", self._on_subscribe)
         self.client.on_disconnect = self._guard("disconnect", self._on_disconnect)
         self.client.on_message = self._guard("message", self._on_message)
         self.silences = SilenceBook(self._prefix)
@@ -156,6 +185,11 @@ class Agent:
         if self._sparkplug_filter is not None:
             self.client.message_callback_add(
                 self._sparkplug_filter, self._guard("sparkplug", self._on_sparkplug)
+            )
+        if self._batch_filter is not None:
+            # Guarded as "message": a batch is readings, like the telemetry topic's messages.
+            self.client.message_callback_add(
+                self._batch_filter, self._guard("message", self._on_batch)
             )
         self.publisher = AlertPublisher(
             self.client,
@@ -202,7 +236,9 @@ class Agent:
             threading.Thread(target=self._restore, name="forewarn-restore", daemon=True).start()
         else:
             self._restore_result = []
-        self.client.connect_async(m.host, m.port, m.keepalive_s)
+        self.client.connect_async(
+            m.host, m.port, m.keepalive_s, **connect_options(m, m.persistent_session)
+        )
         self.client.loop_start()
         self._network = network_thread(self.client)
         self._last_tick = time.monotonic()
@@ -399,11 +435,11 @@ class Agent:
         if getattr(reason, "is_failure", False):
             logger.error("broker refused the agent: %s", describe_connect_failure(reason))
             return
-        topic = self._telemetry.filter
-        client.subscribe(topic, qos=m.telemetry_qos)
-        client.subscribe(silence_filter(self._prefix), qos=1)
-        if self._sparkplug_filter is not None:
-            client.subscribe(self._sparkplug_filter, qos=m.telemetry_qos)
+        subscriptions = self._subscriptions()
+        filters = [topic_filter for topic_filter, _ in subscriptions]
+        _, mid = client.subscribe(subscriptions)
+        if mid is not None:  # None: the connection is already gone; the next connect retries
+            self._subscribing[mid] = filters
         self.publisher.publish_status(m.client_id, "online", __version__, "connected")
         self._connected.set()
         self.metrics.mqtt_connected.set(1)
@@ -411,11 +447,13 @@ class Agent:
         session = self.session_resumed = bool(getattr(flags, "session_present", False))
         away = "" if self._lost_at is None else f" after {time.monotonic() - self._lost_at:.1f} s"
         logger.info(
-            "connected to %s:%d%s, subscribed to %s (session %s)",
+            "connected to %s:%d%s as %s (MQTT %s), subscribed to %s (session %s)",
             m.host,
             m.port,
             away,
-            topic,
+            m.client_id,
+            m.protocol,
+            ", ".join(filters),
             "resumed" if session else "new",
         )
         if self._has_connected and m.persistent_session and not session:
@@ -427,6 +465,43 @@ class Agent:
             )
         self._has_connected = True
         self._lost_at = None
+
+    def _subscriptions(self) -> list[tuple[str, int]]:
+        """Every filter the agent subscribes to, with its QoS.
+
+        Readings (single and gateway batches) go to ``mqtt.shared_group`` when one is set, so
+        that the broker gives each to one agent of the group; silences and Sparkplug B stay
+        the agent's own: every agent must hear every silence, and a Sparkplug device's BIRTH
+        must reach the agent that reads its DATA (settings refuse a group with Sparkplug).
+        """
+        m = self.settings.mqtt
+        qos: int = m.telemetry_qos
+        subscriptions = [(topic_filter, qos) for topic_filter in reading_filters(m)]
+        if self._batch_filter is not None:
+            subscriptions.append((shared(m.shared_group, self._batch_filter), qos))
+        subscriptions.append((silence_filter(self._prefix), 1))
+        if self._sparkplug_filter is not None:
+            subscriptions.append((self._sparkplug_filter, qos))
+        return subscriptions
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: object, mid: int, reasons: list[object], props: object
+    ) -> None:
+        """Log a subscription the broker refused: the agent would otherwise wait for readings
+        that never come, connected and healthy (an ACL, or a broker without $share)."""
+        filters = self._subscribing.pop(mid, [])
+        for topic_filter, reason in zip(filters, reasons, strict=False):
+            if getattr(reason, "is_failure", False):
+                logger.error(
+                    "the broker refused the subscription to %s (%s): nothing arrives from it; "
+                    "check the broker's ACL for %s%s",
+                    topic_filter,
+                    reason,
+                    self.settings.mqtt.client_id,
+                    ", and that it offers shared subscriptions"
+                    if topic_filter.startswith(SHARE_PREFIX)
+                    else "",
+                )
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object
@@ -453,6 +528,17 @@ class Agent:
             self.reject("bad_json", "undecodable")
             return
         self.hand_off(reading)
+
+    def _on_batch(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        """A gateway batch: its good readings are handed off, its bad ones counted by reason."""
+        try:
+            room = self._max_pending - len(self._pending)
+            batch = self.decoder.decode_batch(message.payload, room)
+        except Exception:
+            logger.exception("unexpected error decoding a gateway batch on %s", message.topic)
+            self.reject("bad_json", "undecodable batch")
+            return
+        self.hand_off_batch(batch, message.topic)
 
     def _on_sparkplug(
         self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage
@@ -493,9 +579,21 @@ class Agent:
             return
         self._pending.append(reading)
 
-    def reject(self, reason: str, detail: str) -> None:
-        self.metrics.rejected.labels(reason=reason).inc()
-        self._throttle.warning(reason, "rejected a reading (%s): %s", reason, detail)
+    def hand_off_batch(self, batch: Batch, topic: str) -> None:
+        """Queue a batch's valid readings and count its rejections, one update per reason.
+
+        The decoder kept no more readings than the hand-off had room for when the batch
+        arrived (the rest are its ``overload``), and only this thread adds to the hand-off, so
+        a batch never takes it past ``agent.max_pending_readings``.
+        """
+        self._pending.extend(batch.readings)
+        for reason, count in batch.rejected.items():
+            self.reject(reason, f"{batch.details[reason]} (gateway batch on {topic})", count)
+
+    def reject(self, reason: str, detail: str, count: int = 1) -> None:
+        self.metrics.rejected.labels(reason=reason).inc(count)
+        what = "a reading" if count == 1 else f"{count} readings"
+        self._throttle.warning(reason, "rejected %s (%s): %s", what, reason, detail)
 
     # --- the tick ----------------------------------------------------------------------------
 
@@ -572,6 +670,7 @@ class Agent:
                 now,
                 scores,
                 self.anomaly.spread(batch.slots),
+                self.anomaly.noise_ratio(batch.slots),
             )
             self._emit(events, now)
             self.metrics.forecasts.inc(len(batch))
@@ -688,7 +787,9 @@ class Agent:
         events = []
         for machine_id in self.silences.ended(now):
             slot = self.store.slot_of.get(machine_id)
-            if slot is not None:
+            # Only machines this agent hears: a restored alert of a machine that reports to
+            # another agent (topic sharding) is that agent's to republish.
+            if slot is not None and self.store.last_seen[slot] > 0:
                 temperature = float(self.store.latest(np.array([slot]))[0, 0])
                 event = self.policy.current_event(slot, machine_id, temperature, now)
                 if event is not None:

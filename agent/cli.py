@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="publish in the plant's field names and units of FOREWARN_MAPPING__FIELDS "
         "(the inverse of the agent's mapping)",
     )
+    simulate.add_argument(
+        "--gateway-batch",
+        type=int,
+        metavar="N",
+        help="gateway mode: each tick's readings in batches of up to N on "
+        "FOREWARN_MQTT__BATCH_TOPIC (FOREWARN_SIMULATOR__GATEWAY_BATCH; 0: one per message)",
+    )
 
     _add_train(commands)
     _add_evaluate(commands)
@@ -168,6 +175,17 @@ def _add_train(commands: Any) -> None:
     )
     train.add_argument(
         "--seed", type=int, default=defaults.seed, help="seed of data and training (not 42)"
+    )
+    train.add_argument(
+        "--faults",
+        default=defaults.faults,
+        help="fault scenarios in each simulated fleet besides its overheats, e.g. "
+        "'noisy_sensor=4,cooling_failure=3' ('' for none)",
+    )
+    train.add_argument(
+        "--despike",
+        action="store_true",
+        help="take isolated spikes out of the model's input windows (see README, The model)",
     )
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults.device)
     train.add_argument(
@@ -348,6 +366,7 @@ def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
             "simulator.speed": args.speed,
             "mqtt.telemetry_topic": args.topic_template,
             "simulator.format": args.format,
+            "simulator.gateway_batch": args.gateway_batch,
         },
     )
     stop = threading.Event()
@@ -391,6 +410,8 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
             machines=args.machines,
             ticks=args.ticks,
             seed=args.seed,
+            faults=args.faults,
+            despike=args.despike,
             device=args.device,
             threads=args.threads,
             threshold_c=settings.alerts.threshold_c,

@@ -173,6 +173,7 @@ def run_detect(
                     float(i),
                     None,
                     scorer.spread(batch.slots),
+                    scorer.noise_ratio(batch.slots),
                 )
                 alerts += sum(e.status == "firing" and e.previous_state == "ok" for e in events)
                 state = STATE_NAMES[int(policy.state[0])]

@@ -1,8 +1,9 @@
-"""Decoding and validating one telemetry payload.
+"""Decoding and validating telemetry payloads: one reading, or a gateway's batch of them.
 
 Pure and stateless, so it can run on the network thread and be fuzzed on its own. Every way a
 payload can be wrong maps to one reason from :data:`REJECT_REASONS`, the label values of
-``forewarn_readings_rejected_total``.
+``forewarn_readings_rejected_total``. A batch's elements are judged one by one, by the same
+rules as single readings: one bad element costs only itself.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
@@ -67,6 +68,27 @@ class Reading:
     values: NDArray[np.float32]
 
 
+BATCH_VERSION = 1
+"""The gateway batch format's version, ``"v"`` in a batch (optional; another value is refused)."""
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one gateway batch payload yielded: the readings to hand off, and the rejections.
+
+    Rejections are counted by reason, with one detail each for the log, so that the agent
+    updates each reason's counter and logs once per batch, not once per bad reading.
+    """
+
+    readings: list[Reading] = field(default_factory=list)
+    rejected: dict[str, int] = field(default_factory=dict)
+    details: dict[str, str] = field(default_factory=dict)
+
+    def reject(self, reason: str, detail: str, count: int = 1) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + count
+        self.details.setdefault(reason, detail)
+
+
 def _number(payload: dict[str, object], key: str) -> float:
     value = payload.get(key, _MISSING)
     if type(value) is float and -math.inf < value < math.inf:
@@ -96,6 +118,8 @@ class ReadingDecoder:
         mapping: FieldMapping | None = None,
     ) -> None:
         self.max_bytes = limits.max_payload_bytes
+        self.max_batch_bytes = limits.max_batch_bytes
+        self.max_batch_readings = limits.max_batch_readings
         self.features = tuple(features)
         self.mapping = mapping if mapping else None
         self.ranges = [getattr(limits, name) for name in self.features]
@@ -117,6 +141,66 @@ class ReadingDecoder:
         if self.mapping is not None:
             data = self.mapping.apply(data)
         return self.decode_fields(data, topic_machine_id)
+
+    def decode_batch(self, payload: bytes | bytearray, room: int | None = None) -> Batch:
+        """Decode a gateway batch, ``{"readings": [reading, ...]}``, element by element.
+
+        One parse for the whole payload; each element then goes through the same checks as a
+        single reading, with ``machine_id`` required (a batch's topic names the gateway, not a
+        machine). A payload that is too large, not JSON or without a ``readings`` list is one
+        rejection: how many readings it held is unknown or not worth trusting. Once ``room``
+        readings are kept (the free space in the agent's hand-off), the rest are dropped as
+        ``overload`` without being decoded, as single readings are when the hand-off is full.
+        """
+        batch = Batch()
+        try:
+            elements = self._batch_elements(payload)
+        except Rejected as rejected:
+            batch.reject(rejected.reason, rejected.detail)
+            return batch
+        readings = batch.readings
+        keep, decode = readings.append, self.decode_element
+        limit = len(elements) if room is None else max(0, room)
+        for index, element in enumerate(elements):
+            if len(readings) >= limit:
+                left = len(elements) - index
+                batch.reject("overload", f"hand-off full: dropped a batch's last {left}", left)
+                break
+            try:
+                keep(decode(element))
+            except Rejected as rejected:
+                batch.reject(rejected.reason, rejected.detail)
+        return batch
+
+    def _batch_elements(self, payload: bytes | bytearray) -> list[object]:
+        """The ``readings`` list of a batch payload, or :class:`Rejected` for the whole of it."""
+        if len(payload) > self.max_batch_bytes:
+            raise Rejected("too_large", f"batch of {len(payload)} bytes > {self.max_batch_bytes}")
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError as error:
+            raise Rejected("bad_json", f"batch: {error}") from None
+        if not isinstance(data, dict):
+            raise Rejected("bad_json", f"batch top level is {type(data).__name__}, not an object")
+        version = data.get("v", BATCH_VERSION)
+        if type(version) is not int or version != BATCH_VERSION:
+            raise Rejected("bad_json", f"batch version {version!r}, not {BATCH_VERSION}")
+        elements = data.get("readings")
+        if not isinstance(elements, list):
+            raise Rejected("bad_json", "batch without a 'readings' list")
+        if len(elements) > self.max_batch_readings:
+            raise Rejected(
+                "too_large", f"batch of {len(elements)} readings > {self.max_batch_readings}"
+            )
+        return elements
+
+    def decode_element(self, element: object) -> Reading:
+        """One element of a batch: an object like a single reading's payload, with machine_id."""
+        if type(element) is not dict:
+            raise Rejected("bad_json", f"batch element is {type(element).__name__}, not an object")
+        if self.mapping is not None:
+            element = self.mapping.apply(element)
+        return self.decode_fields(element)
 
     def decode_fields(
         self, data: dict[str, object], topic_machine_id: str | None = None

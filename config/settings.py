@@ -8,6 +8,7 @@ env var or ``.env`` file stops start-up instead of being silently ignored.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -27,6 +28,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
@@ -83,11 +85,34 @@ class MqttSettings(_Section):
         "one {machine_id}, e.g. plant/{machine_id}/forewarn/alerts. Unset: "
         "<prefix>/{machine_id}/alerts.",
     )
+    subscriptions: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="Topic filters the agent takes readings from instead of the whole telemetry "
+        "template, to share a fleet out among agents (README: Scaling out), as a JSON list or "
+        "comma-separated, e.g. plant/line-1/+/sensors,plant/line-2/+/sensors. Each narrows the "
+        "template: its levels, each the template's fixed text, or + or a fixed value where it "
+        "has a {placeholder}; no #, no two overlapping. Unset or empty: the template's filter.",
+    )
+    shared_group: str | None = Field(
+        None,
+        description="Shared-subscription group of the agent's reading subscriptions "
+        "($share/<group>/<filter>): the broker gives each reading to one agent of the group; "
+        "silences still reach every agent. Needs a broker that keeps each topic on one agent "
+        "(EMQX: hash_topic); mosquitto takes turns per message (README: Scaling out). "
+        "Unset or empty: no group.",
+    )
     sparkplug_group: str | None = Field(
         None,
         description="Also ingest Sparkplug B: DDATA/NDATA (protobuf) of this group id on "
         "spBv1.0/<group>/..., each device (or edge node) a machine, metrics mapped by name "
         "through mapping.fields; a DDEATH/NDEATH marks it stale. + : every group. Unset: off.",
+    )
+    batch_topic: str | None = Field(
+        None,
+        description="Subscription filter of gateway batches, many machines' readings in one "
+        "message (README: Gateway batches), e.g. plant/gateways/+/batch; it must match none "
+        "of the agent's other topics. Unset: <prefix>/_gateway/+/telemetry (+: the gateway "
+        "id). off: no batches.",
     )
     keepalive_s: int = Field(
         30,
@@ -110,6 +135,12 @@ class MqttSettings(_Section):
         description="The agent keeps its MQTT session (clean session off, stable client id): "
         "the broker queues QoS 1 readings while the agent is away and delivers them when it "
         "returns. The simulator always uses a clean session.",
+    )
+    protocol: Literal["3.1.1", "5"] = Field(
+        "3.1.1",
+        description="MQTT version of every forewarn client: 3.1.1 (any broker, the demo's "
+        "embedded one included) or 5 (a persistent session then starts with clean start off "
+        "and a session that never expires by itself, as 3.1.1's).",
     )
     max_queued_alerts: int = Field(
         10_000,
@@ -176,6 +207,61 @@ class MqttSettings(_Section):
             )
         return value
 
+    @field_validator("subscriptions", mode="before")
+    @classmethod
+    def _filter_list(cls, value: Any) -> Any:
+        # Read raw (NoDecode), so that an env var may be a JSON list or comma-separated.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"not a JSON list of topic filters ({error})") from None
+            else:
+                value = text.split(",")
+        if isinstance(value, list | tuple):
+            # Spaces around commas and a trailing comma are typing, not topics.
+            value = [f.strip() if isinstance(f, str) else f for f in value]
+            return [f for f in value if f != ""] or None
+        return value
+
+    @field_validator("subscriptions")
+    @classmethod
+    def _narrowing(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        # Checked against the template, so that every reading's machine id is still read
+        # from its topic; a field validator, so the error names FOREWARN_MQTT__SUBSCRIPTIONS.
+        from agent.mqtt import reading_filters_problem
+        from agent.topics import TopicTemplate, default_telemetry_topic
+
+        if value is None or not {"topic_prefix", "telemetry_topic"} <= info.data.keys():
+            return value  # nothing to check, or the template is wrong and reported itself
+        template = TopicTemplate.parse(
+            info.data["telemetry_topic"] or default_telemetry_topic(info.data["topic_prefix"])
+        )
+        problem = reading_filters_problem(template, value)
+        if problem is not None:
+            raise ValueError(
+                f"{problem}. Each filter narrows the telemetry template {template.text!r}: "
+                f"{len(template.levels)} levels, each the template's fixed text, or + or a "
+                f"fixed value where it has a {{placeholder}} (the whole fleet: "
+                f"{template.filter}); set FOREWARN_MQTT__TELEMETRY_TOPIC if the plant's "
+                "topics have another shape"
+            )
+        return value
+
+    @field_validator("shared_group")
+    @classmethod
+    def _share_name(cls, value: str | None) -> str | None:
+        if value == "":
+            return None
+        if value is not None and not re.fullmatch(r"[^#+/\s\x00]+", value):
+            raise ValueError(
+                f"shared_group {value!r} must be one topic level without wildcards (+, #), "
+                "'/' or spaces, e.g. 'forewarn'"
+            )
+        return value
+
     @field_validator("telemetry_topic", "alerts_topic")
     @classmethod
     def _template(cls, value: str | None, info: ValidationInfo) -> str | None:
@@ -204,6 +290,68 @@ class MqttSettings(_Section):
         from agent.topics import alerts_template, default_alerts_topic
 
         return alerts_template(self.alerts_topic or default_alerts_topic(self.topic_prefix))
+
+    @field_validator("batch_topic")
+    @classmethod
+    def _batch_topic(cls, value: str | None) -> str | None:
+        from agent.gateway import check_batch_filter, is_disabled
+
+        if value is not None and not is_disabled(value):
+            check_batch_filter(value)
+        return value
+
+    @property
+    def batch_filter(self) -> str | None:
+        """The gateway batch subscription in force; None when batches are off.
+
+        The default is off, too, where it would overlap one of the agent's topics (a telemetry
+        template one level deeper than the default, say): a configuration that ran before
+        batches existed keeps running, and the agent says at start-up why it takes none.
+        """
+        from agent.gateway import default_batch_topic, is_disabled
+
+        if self.batch_topic is None:
+            default = default_batch_topic(self.topic_prefix)
+            return None if self.batch_collision(default) else default
+        return None if is_disabled(self.batch_topic) else self.batch_topic
+
+    def batch_collision(self, batch_filter: str) -> str | None:
+        """Which of the agent's topics ``batch_filter`` overlaps, with its filter; None: none.
+
+        A batch that also matched the telemetry topic would be read twice, once as a batch
+        and once as a (rejected) reading; one on the agent's own topics would be read as junk.
+        """
+        from agent.gateway import filters_overlap
+        from agent.mqtt import restore_marker_topic, status_topic
+        from agent.silence import silence_filter
+        from agent.sparkplug import NAMESPACE
+
+        prefix = self.topic_prefix
+        others = [
+            ("the telemetry topic", self.telemetry_template.filter),
+            ("the alerts topic", self.alerts_template.filter),
+            ("the silences", silence_filter(prefix)),
+            ("the agents' status", status_topic(prefix, "+")),
+            ("the agents' restore marker", restore_marker_topic(prefix, "+")),
+        ]
+        if self.sparkplug_group is not None:
+            others.append(("Sparkplug B", f"{NAMESPACE}/{self.sparkplug_group}/#"))
+        return next(
+            (f"{name}, {other}" for name, other in others if filters_overlap(batch_filter, other)),
+            None,
+        )
+
+    @model_validator(mode="after")
+    def _batch_topic_apart(self) -> MqttSettings:
+        batch = self.batch_filter if self.batch_topic is not None else None
+        collision = None if batch is None else self.batch_collision(batch)
+        if collision is not None:
+            raise ValueError(
+                f"FOREWARN_MQTT__BATCH_TOPIC={batch} overlaps {collision}: a message on both "
+                "would be read twice or as the wrong thing; set FOREWARN_MQTT__BATCH_TOPIC to a "
+                "filter none of the agent's topics match, or to off"
+            )
+        return self
 
     @field_validator("password_file", "tls_ca_file", "tls_cert_file", "tls_key_file")
     @classmethod
@@ -250,6 +398,15 @@ class MqttSettings(_Section):
             )
         if self.password is not None and self.username is None:
             raise ValueError("a password is set without a username: set FOREWARN_MQTT__USERNAME")
+        if self.shared_group is not None and self.sparkplug_group is not None:
+            # A device's BIRTH (its metric aliases) and its DATA come on different topics and
+            # could reach different agents of the group, which could then not read the DATA.
+            raise ValueError(
+                f"FOREWARN_MQTT__SHARED_GROUP={self.shared_group} cannot be combined with "
+                f"FOREWARN_MQTT__SPARKPLUG_GROUP={self.sparkplug_group}: a Sparkplug device's "
+                "BIRTH and DATA would reach different agents; unset one of them, or give each "
+                "agent its own Sparkplug group instead of a shared group"
+            )
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must be at least reconnect_min_s")
         if self.telemetry_template.match(self.alerts_template.render("x")) is not None:
@@ -414,7 +571,7 @@ class AlertSettings(_Section):
 
     threshold_c: float = Field(95.0, description="Overheat threshold in °C.")
     warning_confirm_ticks: int = Field(
-        2, ge=1, description="Consecutive ticks the forecast must cross before a warning fires."
+        3, ge=1, description="Consecutive ticks the forecast must cross before a warning fires."
     )
     critical_confirm_readings: int = Field(
         3,
@@ -434,14 +591,22 @@ class AlertSettings(_Section):
         '{"oven-*": 190, "bearing-7": 60}; an exact id wins over patterns.',
     )
     warning_sigma: float = Field(
-        0.0,
+        2.0,
         ge=0,
         description="Widen the warning: it fires when forecast + this many standard deviations "
         "of the machine's own recent forecast error reaches the threshold (0: the forecast "
-        "alone; the shipped model needs no widening to warn ahead).",
+        "alone). The widening stands for the sensor noise that takes a reading over the "
+        "threshold before the machine's temperature itself gets there.",
     )
     warning_margin_max_c: float = Field(
-        5.0, ge=0, description="Cap on that widening, so a noisy sensor cannot warn on its own."
+        3.0, ge=0, description="Cap on that widening, so a noisy sensor cannot warn on its own."
+    )
+    warning_noise_ratio_max: float = Field(
+        1.5,
+        ge=0,
+        description="Forecasts made while a machine's forecast error is more than this many "
+        "times its usual one (a sensor turned noisy) do not count towards a warning; 0: no "
+        "such check.",
     )
 
 
@@ -453,6 +618,19 @@ class ReadingLimits(_Section):
     pressure_psi: tuple[float, float] = Field((-100.0, 20_000.0), description="psi range.")
     rpm: tuple[float, float] = Field((-100_000.0, 100_000.0), description="rpm range.")
     max_payload_bytes: int = Field(4096, ge=64, description="Larger payloads are rejected.")
+    max_batch_bytes: int = Field(
+        2_097_152,
+        ge=64,
+        description="Larger gateway batch payloads are rejected whole, as one reason=too_large; "
+        "a batch is parsed in one go, so this bounds the memory one message takes (the default "
+        "fits max_batch_readings readings of 200 bytes).",
+    )
+    max_batch_readings: int = Field(
+        10_000,
+        ge=1,
+        description="A gateway batch with more readings is rejected whole, as one "
+        "reason=too_large.",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> ReadingLimits:
@@ -571,6 +749,29 @@ class SimulatorSettings(_Section):
         "(Sparkplug B DDATA of group mqtt.sparkplug_group, default forewarn, with edge node "
         "<client_id>: BIRTH first, NDEATH at the end).",
     )
+    gateway_batch: int = Field(
+        0,
+        ge=0,
+        description="Gateway mode: each tick the fleet's readings go out as gateway batches of "
+        "up to this many readings on mqtt.batch_topic, the + level being client_id. 0: one "
+        "message per reading.",
+    )
+
+    @model_validator(mode="after")
+    def _one_way_to_publish(self) -> SimulatorSettings:
+        # Each mode publishes the fleet in its own shape; together they would say nothing clear.
+        if self.gateway_batch and self.format == "sparkplug":
+            raise ValueError(
+                f"FOREWARN_SIMULATOR__GATEWAY_BATCH={self.gateway_batch} and "
+                "FOREWARN_SIMULATOR__FORMAT=sparkplug exclude each other: set one of them "
+                "(gateway batch 0 or format json)"
+            )
+        if self.gateway_batch and self.replay is not None:
+            raise ValueError(
+                f"FOREWARN_SIMULATOR__GATEWAY_BATCH={self.gateway_batch} does not apply to a "
+                "replay: set it to 0, or unset FOREWARN_SIMULATOR__REPLAY"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check(self) -> SimulatorSettings:

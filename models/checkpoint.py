@@ -58,6 +58,9 @@ class Checkpoint:
     target_index: int = 0
     normalisation: str = "window"
     report: dict[str, Any] = field(default_factory=dict)
+    despike: bool = False
+    """Spikes are taken out of each window before it is normalised (see models.normalise);
+    checkpoints written before this option existed load with it off, as they were trained."""
 
     def build_module(self) -> RecurrentForecaster:
         if self.kind not in NETWORK_KINDS:
@@ -72,6 +75,7 @@ class Checkpoint:
             target_index=self.target_index,
             normalisation=self.normalisation,
             window=self.window,
+            despike=self.despike,
             minimum=None if self.scaler is None else self.scaler.minimum,
             span=None if self.scaler is None else self.scaler.span,
         )
@@ -92,6 +96,7 @@ class Checkpoint:
             "dropout": self.dropout,
             "target_index": self.target_index,
             "normalisation": self.normalisation,
+            "despike": self.despike,
             "scaler": None if self.scaler is None else self.scaler.to_lists(),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict.items()},
             "report": self.report,
@@ -127,6 +132,7 @@ class Checkpoint:
                 dropout=float(payload["dropout"]),
                 target_index=int(payload["target_index"]),
                 normalisation=str(payload.get("normalisation", "global")),
+                despike=bool(payload.get("despike", False)),
                 scaler=None if scaler is None else FeatureScaler.from_lists(scaler),
                 state_dict=payload["state_dict"],
                 report=dict(payload.get("report", {})),
@@ -287,6 +293,7 @@ class TorchForecaster:
         normalisation: str = "window",
         scaler: FeatureScaler | None = None,
         seed: int = 0,
+        despike: bool = False,
         version: str | None = None,
         device: str = "auto",
         threads: int = 0,
@@ -309,6 +316,7 @@ class TorchForecaster:
             target_index=target_index,
             normalisation=normalisation,
             window=window,
+            despike=despike,
         )
         checkpoint = Checkpoint(
             kind=kind,
@@ -323,6 +331,7 @@ class TorchForecaster:
             state_dict={k: v.detach().clone() for k, v in module.state_dict().items()},
             target_index=target_index,
             normalisation=normalisation,
+            despike=despike,
         )
         fit_scaler = normalisation == "global" and scaler is None
         if fit_scaler:  # an identity placeholder until fit() fits the real one

@@ -12,7 +12,7 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from models.normalise import NORMALISATIONS, window_stats_torch
+from models.normalise import NORMALISATIONS, despike_torch, window_stats_torch
 
 RNN_CLASSES: dict[str, type[nn.LSTM] | type[nn.GRU]] = {
     "lstm": nn.LSTM,
@@ -57,6 +57,7 @@ class RecurrentForecaster(nn.Module):
         window: int = 20,
         minimum: NDArray[np.floating] | None = None,
         span: NDArray[np.floating] | None = None,
+        despike: bool = False,
     ) -> None:
         super().__init__()
         if horizon < 1:
@@ -84,6 +85,7 @@ class RecurrentForecaster(nn.Module):
         self.skip = nn.Linear(window, horizon) if normalisation == "window" else None
         self.target_index = target_index
         self.normalisation = normalisation
+        self.despike = despike and normalisation == "window"
         # The global scaler's arrays travel in the checkpoint's own field, not the state dict.
         low = torch.zeros(n_features) if minimum is None else torch.as_tensor(minimum).float()
         width = torch.ones(n_features) if span is None else torch.as_tensor(span).float()
@@ -94,6 +96,9 @@ class RecurrentForecaster(nn.Module):
         """Model-space inputs, and the target's centre and scale (each (batch, 1)) to undo it."""
         if self.normalisation == "window":
             centre, scale = window_stats_torch(windows)
+            if self.despike:
+                windows = despike_torch(windows, scale)
+                centre = windows.mean(dim=1, keepdim=True)
         else:
             centre, scale = self.minimum.expand(1, 1, -1), self.span.expand(1, 1, -1)
         t = self.target_index

@@ -38,6 +38,8 @@ FAULT_KINDS: tuple[str, ...] = (
 )
 CROSSING_KINDS = frozenset({"overheat", "cooling_failure"})
 NOISE_FACTOR = 3.0
+MIN_RAMP_RUN_TICKS = 400
+"""Overheat and cooling-failure scenarios need runs at least this long (onset and crossing)."""
 BAD_PAYLOAD_PROBABILITY = 0.05
 
 
@@ -107,7 +109,7 @@ def plan_faults(
     free = np.array([i for i in range(params.count) if i not in exclude])
     if wanted > free.size:
         raise ValueError(f"{wanted} faulty machines asked for, but only {free.size} are free")
-    if run_ticks < 400 and any(mix.get(k) for k in CROSSING_KINDS):
+    if run_ticks < MIN_RAMP_RUN_TICKS and any(mix.get(k) for k in CROSSING_KINDS):
         raise ValueError("overheat and cooling_failure scenarios need runs of at least 400 ticks")
     machines = iter(rng.permutation(free)[:wanted].tolist())
     ramps: list[RampPlan] = []
@@ -172,7 +174,22 @@ def _ramp(
     )
 
 
-def first_crossing(temperatures: FloatArray, onset_tick: int, threshold_c: float) -> int | None:
-    """Ground truth: the first tick from the onset on whose reading is at or over the threshold."""
-    hot = np.flatnonzero(np.asarray(temperatures)[onset_tick:] >= threshold_c)
+def first_crossing(
+    temperatures: FloatArray,
+    onset_tick: int,
+    threshold_c: float,
+    spikes_c: FloatArray | None = None,
+) -> int | None:
+    """Ground truth: the first tick from the onset on whose reading is at or over the threshold.
+
+    ``spikes_c`` (same shape) are taken out of the readings first: a spike is a sensor
+    artefact and never an overheat, so a reading over the threshold only because of a spike is
+    not the moment a machine overheats, and no forecast could see it coming. Sensor noise stays
+    in: the crossing is the first real reading over the threshold, usually a few ticks before
+    the noise-free temperature gets there.
+    """
+    readings = np.asarray(temperatures)
+    if spikes_c is not None:
+        readings = readings - np.asarray(spikes_c)
+    hot = np.flatnonzero(readings[onset_tick:] >= threshold_c)
     return int(onset_tick + hot[0]) if hot.size else None

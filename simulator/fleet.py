@@ -120,6 +120,11 @@ class Fleet:
         self._noisy = [f for f in self.window_faults if f.kind == "noisy_sensor"]
         self._stuck = [f for f in self.window_faults if f.kind == "stuck_sensor"]
         self._last: FloatArray | None = None
+        self.last_spikes_c: FloatArray = np.zeros((machines, 0))
+        """The spikes (°C) inside the temperatures of the last :meth:`history` call, same shape.
+
+        Spikes are sensor artefacts, never an overheat: the ground truth takes them out of the
+        readings before it looks for a fault's crossing (see :func:`faults.first_crossing`)."""
         width = max(3, len(str(machines - 1)))
         self.machine_ids = [f"{machine_prefix}{i:0{width}d}" for i in range(machines)]
         self.threshold_c = threshold_c
@@ -163,8 +168,10 @@ class Fleet:
         for fault in self._noisy:
             active = (t >= fault.start_tick) & (t < fault.end_tick)
             noise[fault.machine_index, active] *= NOISE_FACTOR
-        temperature = temperature + noise + spikes(shape, self._rng)
+        spike_c = spikes(shape, self._rng)
+        temperature = temperature + noise + spike_c
         readings = readings_from_temperature(temperature, self._rng)
+        self.last_spikes_c = spike_c
         for fault in self._stuck:
             self._hold_stuck(readings, fault, start_tick)
         self._last = readings[:, -1].copy()

@@ -4,7 +4,9 @@ JSON lines, one object per fault, written as soon as the fault's record is compl
 ``{"machine_id", "fault", "start_tick", "end_tick", "crossing_tick", "threshold_c"}``. A
 window fault (dropout, stuck or noisy sensor, bad payloads, spikes) is written when it starts,
 with its planned end; an overheat or cooling failure when its reading first reaches the
-threshold, or at the end of the run with ``crossing_tick: null`` if it never did.
+threshold, or at the end of the run with ``crossing_tick: null`` if it never did. The readings
+it watches have the sensor spikes taken out (:attr:`Fleet.last_spikes_c`): a spike is never an
+overheat, so it never marks the crossing (see :func:`simulator.faults.first_crossing`).
 """
 
 from __future__ import annotations

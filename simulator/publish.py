@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import orjson
 import paho.mqtt.client as mqtt
 
+from agent.gateway import gateway_topic
 from agent.mapping import FieldMapping
 from agent.mqtt import describe_connect_failure, make_client
 from agent.tls import check_broker
@@ -20,7 +22,7 @@ from simulator.badpayload import bad_payloads
 from simulator.faults import BAD_PAYLOAD_PROBABILITY
 from simulator.fleet import Fleet
 from simulator.groundtruth import GroundTruthLog
-from simulator.payload import encode_reading
+from simulator.payload import batch_element, encode_batch, encode_reading
 from simulator.replay import ReplayRow, load_replay, replay
 from simulator.sparkplug import SparkplugEdge
 
@@ -74,15 +76,34 @@ def simulated_topic(settings: MqttSettings, machine_id: str, index: int) -> str:
     return template.fill(values)
 
 
+def simulated_gateway_topic(mqtt_settings: MqttSettings, settings: SimulatorSettings) -> str:
+    """Where the simulator, as one gateway (its client id), publishes its batches."""
+    batch_filter = mqtt_settings.batch_filter
+    if batch_filter is None:
+        raise ValueError(
+            f"FOREWARN_SIMULATOR__GATEWAY_BATCH={settings.gateway_batch} needs a batch topic, "
+            "but FOREWARN_MQTT__BATCH_TOPIC is off: unset it, or set gateway batch to 0"
+        )
+    try:
+        return gateway_topic(batch_filter, settings.client_id)
+    except ValueError as error:
+        raise ValueError(f"FOREWARN_SIMULATOR__CLIENT_ID: {error}") from None
+
+
 @dataclass
 class PublishStats:
     ticks: int = 0
     readings: int = 0
     late_ticks: int = 0
+    messages: int = 0
 
 
 class SimulatorPublisher:
-    """Publishes one reading per machine per tick until the duration ends or it is stopped."""
+    """Publishes one reading per machine per tick until the duration ends or it is stopped.
+
+    Each reading goes in its own message, or (``simulator.gateway_batch``) the tick's readings
+    go in gateway batches of up to that many, as a plant gateway forwarding a line would.
+    """
 
     def __init__(
         self,
@@ -119,6 +140,9 @@ class SimulatorPublisher:
         )
         if self.edge is not None:  # a crashed edge node's NDEATH, sent by the broker
             self._client.will_set(*self.edge.death(time.time()), qos=1)
+        self.gateway_topic = (
+            simulated_gateway_topic(mqtt_settings, settings) if settings.gateway_batch else None
+        )
 
     def _on_connect(
         self, client: mqtt.Client, userdata: object, flags: object, reason: object, props: object
@@ -182,6 +206,70 @@ class SimulatorPublisher:
             self.stop,
         )
 
+    def _fleet_payloads(
+        self, tick: int, readings: np.ndarray, now: float, seq: int
+    ) -> Iterator[tuple[int, list[bytes], bool]]:
+        """Each reporting machine's index, payloads and whether they are a broken gateway's.
+
+        A broken machine sends bad payloads instead of (or besides) its reading; the callers
+        count either as one reading sent.
+        """
+        silent = set(self.fleet.silent(tick))
+        broken = set(self.fleet.bad_payload_machines(tick))
+        for index, machine_id in enumerate(self.fleet.machine_ids):
+            if index in silent:
+                continue
+            if index in broken and self._bad_rng.random() < BAD_PAYLOAD_PROBABILITY:
+                bad = bad_payloads(machine_id, now, seq, readings[index], self._bad_rng)
+                yield index, bad, True
+                continue
+            payload = encode_reading(machine_id, now, seq, readings[index])
+            if self.mapping is not None:
+                payload = orjson.dumps(self.mapping.unapply(orjson.loads(payload)))
+            yield index, [payload], False
+
+    def _publish_singles(
+        self, topics: list[str], tick: int, readings: np.ndarray, now: float, seq_base: int
+    ) -> mqtt.MQTTMessageInfo | None:
+        """One message per payload, on its machine's telemetry topic."""
+        last = None
+        for index, payloads, _ in self._fleet_payloads(tick, readings, now, seq_base + tick):
+            for payload in payloads:
+                last = self._client.publish(topics[index], payload, qos=self.settings.qos)
+                self.stats.messages += 1
+            self.stats.readings += 1
+        return last
+
+    def _publish_batches(
+        self, topic: str, tick: int, readings: np.ndarray, now: float, seq_base: int
+    ) -> mqtt.MQTTMessageInfo | None:
+        """The tick's payloads as gateway batches of up to ``gateway_batch`` readings."""
+        elements: list[bytes] = []
+        for _, payloads, broken in self._fleet_payloads(tick, readings, now, seq_base + tick):
+            elements += [batch_element(p) for p in payloads] if broken else payloads
+            self.stats.readings += 1
+        size = self.settings.gateway_batch
+        last = None
+        for start in range(0, len(elements), size):
+            batch = encode_batch(elements[start : start + size])
+            last = self._client.publish(topic, batch, qos=self.settings.qos)
+            self.stats.messages += 1
+        return last
+
+    def _publish_sparkplug(
+        self, edge: SparkplugEdge, tick: int, readings: np.ndarray, now: float
+    ) -> mqtt.MQTTMessageInfo | None:
+        """One DDATA per reporting machine."""
+        last = None
+        silent = set(self.fleet.silent(tick))
+        for index, machine_id in enumerate(self.fleet.machine_ids):
+            if index not in silent:
+                topic, payload = edge.data(machine_id, readings[index], now)
+                last = self._client.publish(topic, payload, qos=self.settings.qos)
+                self.stats.readings += 1
+                self.stats.messages += 1
+        return last
+
     def _publish_loop(self) -> None:
         interval = 1.0 / self.settings.rate_hz
         ticks_total = (
@@ -207,27 +295,14 @@ class SimulatorPublisher:
         while not self.stop.is_set() and (ticks_total is None or tick < ticks_total):
             readings = self.fleet.readings(tick)
             now = time.time()
-            silent = set(self.fleet.silent(tick))
-            broken = set(self.fleet.bad_payload_machines(tick))
-            for index, machine_id in enumerate(self.fleet.machine_ids):
-                if index in silent:
-                    continue
-                seq = seq_base + tick
-                if edge is not None:
-                    topic, payload = edge.data(machine_id, readings[index], now)
-                    last = self._client.publish(topic, payload, qos=self.settings.qos)
-                    self.stats.readings += 1
-                    continue
-                if index in broken and self._bad_rng.random() < BAD_PAYLOAD_PROBABILITY:
-                    payloads = bad_payloads(machine_id, now, seq, readings[index], self._bad_rng)
-                else:
-                    payloads = [encode_reading(machine_id, now, seq, readings[index])]
-                    if self.mapping is not None:
-                        payloads = [orjson.dumps(self.mapping.unapply(orjson.loads(payloads[0])))]
-                for payload in payloads:
-                    last = self._client.publish(topics[index], payload, qos=self.settings.qos)
-                self.stats.readings += 1
-            self.ground_truth.observe(tick, readings[:, 0])
+            if edge is not None:
+                sent = self._publish_sparkplug(edge, tick, readings, now)
+            elif self.gateway_topic is not None:
+                sent = self._publish_batches(self.gateway_topic, tick, readings, now, seq_base)
+            else:
+                sent = self._publish_singles(topics, tick, readings, now, seq_base)
+            last = sent or last
+            self.ground_truth.observe(tick, readings[:, 0] - self.fleet.last_spikes_c[:, -1])
             self.stats.ticks += 1
             tick += 1
             delay = start + tick * interval - time.monotonic()

@@ -28,12 +28,19 @@ from models.checkpoint import (
     resolve_device,
 )
 from models.data import make_windows
-from models.normalise import window_stats_np, window_stats_torch
+from models.normalise import despike_torch, window_stats_np, window_stats_torch
 from models.scaling import FeatureScaler
-from models.train import TrainConfig, errors_c, generate_episodes, train, windows_of
+from models.train import (
+    TrainConfig,
+    episode_faults,
+    errors_c,
+    generate_episodes,
+    train,
+    windows_of,
+)
 from models.zoo import RecurrentForecaster
 from simulator.fleet import Fleet
-from simulator.signal import FEATURES, seed_series
+from simulator.signal import FEATURES, readings_from_temperature, seed_series
 
 TINY = TrainConfig(episodes=3, machines=4, ticks=120, epochs=1, horizon=5, device="cpu")
 
@@ -213,6 +220,7 @@ def test_checkpoint_round_trip_gives_identical_forecasts(
     loaded = Checkpoint.load(path)
     for name in ("kind", "version", "features", "window", "horizon", "hidden", "layers"):
         assert getattr(loaded, name) == getattr(tiny_checkpoint, name)
+    assert loaded.despike is tiny_checkpoint.despike is False
     assert loaded.dropout == pytest.approx(tiny_checkpoint.dropout)
     assert loaded.report["test_next_step"] == tiny_checkpoint.report["test_next_step"]
     assert loaded.state_dict.keys() == tiny_checkpoint.state_dict.keys()
@@ -640,3 +648,61 @@ def test_a_flat_window_normalises_to_zeros() -> None:
     with torch.no_grad():
         out = module(torch.from_numpy(stuck.astype(np.float32)))
     assert torch.isfinite(out).all()
+
+
+def test_despike_takes_out_isolated_spikes_anywhere_in_the_window() -> None:
+    rng = np.random.default_rng(3)
+    clean = 80.0 + rng.normal(0.0, 1.0, 20)
+    spiked = clean.copy()
+    spiked[[0, 7, 19]] += 12.0  # the oldest, one inside, and the reading that just arrived
+    windows = torch.tensor(spiked, dtype=torch.float32).reshape(1, 20, 1)
+    _, scale = window_stats_torch(windows)
+    out = despike_torch(windows, scale).numpy().ravel()
+    assert np.all(np.abs(out[[0, 7, 19]] - clean[[0, 7, 19]]) < 4.0), out
+    untouched = np.setdiff1d(np.arange(20), [0, 1, 6, 7, 8, 18, 19])
+    np.testing.assert_allclose(out[untouched], spiked[untouched], rtol=1e-6)
+
+
+def test_despike_keeps_a_real_step_from_its_second_reading_on() -> None:
+    series = np.r_[np.full(17, 60.0), np.full(3, 75.0)] + np.tile([0.0, 0.5], 10)
+    windows = torch.tensor(series, dtype=torch.float32).reshape(1, 20, 1)
+    _, scale = window_stats_torch(windows)
+    np.testing.assert_allclose(despike_torch(windows, scale).numpy().ravel(), series, rtol=1e-6)
+    # Only the newest reading of a step that has just begun waits one reading to count.
+    just_begun = torch.tensor(np.r_[series[:19], 75.0], dtype=torch.float32).reshape(1, 20, 1)
+    just_begun[0, 17:19, 0] = 60.0
+    out = despike_torch(just_begun, window_stats_torch(just_begun)[1]).numpy().ravel()
+    assert out[-1] == pytest.approx(60.0, abs=0.6)
+
+
+def test_a_despiking_network_is_barely_moved_by_a_spike_that_just_arrived(
+    tiny_checkpoint: Checkpoint, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(5)
+    t = np.arange(20.0)
+    temperature = 75.0 + 8.0 * np.sin(2 * np.pi * (t + 13.0 * np.arange(6)[:, None]) / 100.0)
+    temperature += rng.normal(0.0, 1.0, temperature.shape)  # noise, no spikes
+    windows = readings_from_temperature(temperature, rng).astype(np.float32)
+    spiked = windows.copy()
+    spiked[:, -1, 0] += 15.0
+    despiking = dataclasses.replace(tiny_checkpoint, despike=True)
+    despiking.save(tmp_path / "despiking.pt")
+    assert Checkpoint.load(tmp_path / "despiking.pt").despike is True
+
+    def moved(checkpoint: Checkpoint) -> float:
+        forecaster = serve(checkpoint)
+        return float(np.abs(forecaster.forecast(spiked) - forecaster.forecast(windows)).max())
+
+    plain, despiked = moved(tiny_checkpoint), moved(despiking)
+    assert plain > 5.0, plain  # without despiking the spike moves the forecast a lot
+    assert despiked < 0.4 * plain, (despiked, plain)
+
+
+def test_training_fleets_fit_their_fault_mix_to_small_configurations() -> None:
+    assert episode_faults(TrainConfig()) == {"noisy_sensor": 4, "cooling_failure": 3}
+    short = TrainConfig(ticks=120, machines=8)
+    assert episode_faults(short) == {"noisy_sensor": 4}  # no ramp fits in 120 ticks
+    assert episode_faults(TrainConfig(machines=5)) == {"noisy_sensor": 3}  # 2 overheat
+    assert episode_faults(TrainConfig(faults="")) == {}
+    with pytest.raises(ValueError, match="unknown fault"):
+        TrainConfig(faults="meltdown=2")

@@ -226,3 +226,138 @@ def test_env_name() -> None:
     assert env_name(("mqtt", "host")) == "FOREWARN_MQTT__HOST"
     assert env_name(("limits", "temperature_c", 0)) == "FOREWARN_LIMITS__TEMPERATURE_C"
     assert env_name(("log_level",)) == "FOREWARN_LOG_LEVEL"
+
+
+# --- scaling out: reading subscriptions, shared group, protocol -------------------------------
+
+PLANT_TEMPLATE = "plant/{line}/{machine_id}/sensors"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '["plant/line-1/+/sensors", "plant/line-2/+/sensors"]',
+        "plant/line-1/+/sensors,plant/line-2/+/sensors",
+        " plant/line-1/+/sensors , plant/line-2/+/sensors, ",
+    ],
+)
+def test_subscriptions_read_as_json_list_or_comma_separated(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FOREWARN_MQTT__TELEMETRY_TOPIC", PLANT_TEMPLATE)
+    monkeypatch.setenv("FOREWARN_MQTT__SUBSCRIPTIONS", value)
+    assert load_settings().mqtt.subscriptions == [
+        "plant/line-1/+/sensors",
+        "plant/line-2/+/sensors",
+    ]
+
+
+@pytest.mark.parametrize("value", ["", "  ", "[]"])
+def test_empty_subscriptions_mean_the_template(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.mqtt import reading_filters
+
+    monkeypatch.setenv("FOREWARN_MQTT__TELEMETRY_TOPIC", PLANT_TEMPLATE)
+    monkeypatch.setenv("FOREWARN_MQTT__SUBSCRIPTIONS", value)
+    mqtt = load_settings().mqtt
+    assert mqtt.subscriptions is None
+    assert reading_filters(mqtt) == ["plant/+/+/sensors"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "plant/line-1/+/sensors",  # one line
+        "plant/+/m-7/sensors",  # one machine on every line
+        "plant/line-1/m-7/sensors,plant/line-2/+/sensors",  # disjoint
+        "plant/+/+/sensors",  # the template's own filter
+    ],
+)
+def test_narrowing_subscriptions_accepted(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FOREWARN_MQTT__TELEMETRY_TOPIC", PLANT_TEMPLATE)
+    monkeypatch.setenv("FOREWARN_MQTT__SUBSCRIPTIONS", value)
+    assert load_settings().mqtt.subscriptions == value.split(",")
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("plant/#", "# matches any number of levels"),
+        ("plant/line-1/+/#", "# matches any number of levels"),
+        ("plant/line-1/+", "has 3 levels"),
+        ("plant/line-1/+/sensors/extra", "has 5 levels"),
+        ("+/line-1/+/sensors", "level 1 '+' must be the template's fixed text 'plant'"),
+        ("plant/line-1/+/status", "level 4 'status' must be the template's fixed text"),
+        ("plant/line+1/+/sensors", "must be + or a fixed value"),
+        ("$share/g/plant/+/+/sensors", "FOREWARN_MQTT__SHARED_GROUP"),
+        ("plant/line-1/+/sensors,plant/+/m-7/sensors", "overlap"),
+        ("plant/line-1/+/sensors,plant/line-1/+/sensors", "overlap"),
+    ],
+)
+def test_subscriptions_must_narrow_the_telemetry_template(value: str, problem: str) -> None:
+    message = config_error(
+        FOREWARN_MQTT__TELEMETRY_TOPIC=PLANT_TEMPLATE, FOREWARN_MQTT__SUBSCRIPTIONS=value
+    )
+    assert f"FOREWARN_MQTT__SUBSCRIPTIONS={value}:" in message
+    assert problem in message
+    # The fix: the shape every filter must have, and the whole fleet's filter as a start.
+    assert "plant/+/+/sensors" in message
+
+
+def test_subscriptions_follow_the_default_template(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FOREWARN_MQTT__TOPIC_PREFIX", "site-a")
+    monkeypatch.setenv("FOREWARN_MQTT__SUBSCRIPTIONS", "site-a/+/telemetry")
+    assert load_settings().mqtt.subscriptions == ["site-a/+/telemetry"]
+    message = config_error(
+        FOREWARN_MQTT__TOPIC_PREFIX="site-a", FOREWARN_MQTT__SUBSCRIPTIONS="factory/+/telemetry"
+    )
+    assert "'site-a/{machine_id}/telemetry'" in message
+
+
+def test_shared_group_shares_readings_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.mqtt import reading_filters
+
+    monkeypatch.setenv("FOREWARN_MQTT__TELEMETRY_TOPIC", PLANT_TEMPLATE)
+    monkeypatch.setenv("FOREWARN_MQTT__SUBSCRIPTIONS", "plant/line-1/+/sensors")
+    monkeypatch.setenv("FOREWARN_MQTT__SHARED_GROUP", "forewarn")
+    assert reading_filters(load_settings().mqtt) == ["$share/forewarn/plant/line-1/+/sensors"]
+
+
+@pytest.mark.parametrize("group", ["a/b", "+", "#", "line 1", "g#"])
+def test_shared_group_is_one_plain_level(group: str) -> None:
+    message = config_error(FOREWARN_MQTT__SHARED_GROUP=group)
+    assert f"FOREWARN_MQTT__SHARED_GROUP={group}:" in message
+    assert "one topic level" in message
+
+
+def test_empty_shared_group_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FOREWARN_MQTT__SHARED_GROUP", "")
+    assert load_settings().mqtt.shared_group is None
+
+
+def test_shared_group_refuses_sparkplug() -> None:
+    message = config_error(
+        FOREWARN_MQTT__SHARED_GROUP="forewarn", FOREWARN_MQTT__SPARKPLUG_GROUP="plant"
+    )
+    assert "FOREWARN_MQTT__SHARED_GROUP=forewarn" in message
+    assert "FOREWARN_MQTT__SPARKPLUG_GROUP=plant" in message
+
+
+def test_protocol_defaults_to_3_1_1_and_takes_5(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.mqtt import connect_options
+
+    mqtt = load_settings().mqtt
+    assert mqtt.protocol == "3.1.1"
+    assert connect_options(mqtt, persistent=True) == {}
+    monkeypatch.setenv("FOREWARN_MQTT__PROTOCOL", "5")
+    mqtt = load_settings().mqtt
+    assert mqtt.protocol == "5"
+    options = connect_options(mqtt, persistent=True)
+    assert options["clean_start"] is False
+    assert options["properties"].SessionExpiryInterval == 0xFFFFFFFF
+    assert connect_options(mqtt, persistent=False) == {"clean_start": True}
+
+
+def test_unknown_protocol_names_the_choices() -> None:
+    message = config_error(FOREWARN_MQTT__PROTOCOL="3")
+    assert "FOREWARN_MQTT__PROTOCOL=3:" in message
+    assert "'3.1.1' or '5'" in message

@@ -202,3 +202,22 @@ def test_build_fleet_follows_settings() -> None:
     assert fleet.machine_ids[0] == "x-000"
     again = build_fleet(settings, threshold_c=90.0)
     np.testing.assert_array_equal(fleet.history(0, 5), again.history(0, 5))
+
+
+def test_the_ground_truth_crossing_leaves_the_spikes_out() -> None:
+    from simulator.faults import first_crossing
+
+    readings = np.array([80.0, 97.0, 90.0, 94.0, 95.5, 96.0])
+    spikes = np.array([0.0, 12.0, 0.0, 0.0, 0.0, 0.0])
+    assert first_crossing(readings, 0, 95.0) == 1  # the spike alone
+    assert first_crossing(readings, 0, 95.0, spikes) == 4
+    assert first_crossing(readings, 5, 95.0, spikes) == 5
+
+
+def test_a_fleet_says_which_spikes_it_added() -> None:
+    fleet = Fleet(12, seed=4, faults={"overheat": 2, "spikes": 2}, run_ticks=600)
+    history = fleet.history(0, 600)
+    assert fleet.last_spikes_c.shape == history.shape[:2]
+    assert 0.01 < float((fleet.last_spikes_c > 0).mean()) < 0.04
+    spikes = fleet.last_spikes_c[fleet.last_spikes_c > 0]
+    assert spikes.min() >= 5.0 and spikes.max() <= 15.0
