@@ -348,13 +348,22 @@ class AlertPolicy:
             self.threshold[slot] = threshold_for(machine_ids[slot], self.settings)
         self._threshold_known[unknown] = True
 
-    def firing_counts(self, used: int) -> dict[str, int]:
-        """Machines currently in each alerting state (for the firing gauge)."""
+    def firing_counts(self, used: int, heard: NDArray[np.bool_] | None = None) -> dict[str, int]:
+        """Machines currently in each alerting state (for the firing gauge).
+
+        ``heard`` (per slot, ``used`` long) limits the count to machines that have reported to
+        this agent: one known only from a restored alert may belong to another agent (topic
+        sharding), and summing the gauge over agents must not count it twice.
+        """
         states = self.state[:used]
+        stale = self.stale[:used]
+        if heard is not None:
+            states = np.where(heard, states, OK)
+            stale = stale & heard
         return {
             "warning": int((states == WARNING).sum()),
             "critical": int((states == CRITICAL).sum()),
-            "stale": int(self.stale[:used].sum()),
+            "stale": int(stale.sum()),
         }
 
     # --- resuming after a restart (see agent.restore) -----------------------------------------

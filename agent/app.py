@@ -153,6 +153,9 @@ class Agent:
         self._callback_logged: dict[str, float] = {}
         self._throttle = LogThrottle(logger)
         self._prefix = settings.mqtt.topic_prefix
+        # With narrowed or shared subscriptions, other agents own some of the machines whose
+        # retained alerts this one restores: it publishes and counts only the ones it hears.
+        self._shares_fleet = bool(settings.mqtt.subscriptions) or bool(settings.mqtt.shared_group)
         self._telemetry = settings.mqtt.telemetry_template
         self._next_stale_check = 0.0
         # Sparkplug B (mqtt.sparkplug_group): its own callback; DEATH certificates queue the
@@ -678,7 +681,9 @@ class Agent:
         self.metrics.batch_size.set(len(batch))
         self.metrics.machines.set(len(self.store))
         self.metrics.pending.set(len(self._pending))
-        for severity, count in self.policy.firing_counts(len(self.store)).items():
+        used = len(self.store)
+        heard = self.store.last_seq[:used] >= 0 if self._shares_fleet else None
+        for severity, count in self.policy.firing_counts(used, heard).items():
             self.metrics.alerts_firing.labels(severity=severity).set(count)
         events += self._track_staleness(now)
         events += self._end_silences(now)
@@ -707,17 +712,22 @@ class Agent:
             else:
                 self.reject(reason, f"{reading.machine_id} seq {reading.seq} ts {reading.ts}")
         self.metrics.readings.inc(accepted)
-        evicted_ids, evicted_slots = store.take_evicted()
+        evicted_ids, evicted_slots, evicted_heard = store.take_evicted()
         if evicted_ids:
             self.policy.ensure_capacity(store.capacity)
             self.anomaly.ensure_capacity(store.capacity)
             # An evicted machine that was alerting would otherwise stay "firing" in its
-            # retained alert forever: say it is stale before its slot is handed over.
+            # retained alert forever: say it is stale before its slot is handed over. Not for a
+            # machine this agent never heard (known only from a restored alert): under topic
+            # sharding its alerts are another agent's to publish.
             self._emit(
                 [
                     event
-                    for machine_id, slot in zip(evicted_ids, evicted_slots.tolist(), strict=True)
-                    if (event := self.policy.retire(slot, machine_id, now)) is not None
+                    for machine_id, slot, heard in zip(
+                        evicted_ids, evicted_slots.tolist(), evicted_heard, strict=True
+                    )
+                    if (heard or not self._shares_fleet)
+                    and (event := self.policy.retire(slot, machine_id, now)) is not None
                 ],
                 now,
             )
@@ -787,9 +797,10 @@ class Agent:
         events = []
         for machine_id in self.silences.ended(now):
             slot = self.store.slot_of.get(machine_id)
-            # Only machines this agent hears: a restored alert of a machine that reports to
-            # another agent (topic sharding) is that agent's to republish.
-            if slot is not None and self.store.last_seen[slot] > 0:
+            # With a shared fleet, only machines this agent hears: a restored alert of a
+            # machine that reports to another agent is that agent's to republish.
+            heard = slot is not None and self.store.last_seq[slot] >= 0
+            if slot is not None and (heard or not self._shares_fleet):
                 temperature = float(self.store.latest(np.array([slot]))[0, 0])
                 event = self.policy.current_event(slot, machine_id, temperature, now)
                 if event is not None:

@@ -78,6 +78,7 @@ class WindowStore:
         self.evictions = 0
         self._evicted_ids: list[str] = []
         self._evicted_slots: list[int] = []
+        self._evicted_heard: list[bool] = []
         self._allocate(min(_INITIAL_CAPACITY, max_machines))
 
     def _allocate(self, capacity: int) -> None:
@@ -119,6 +120,7 @@ class WindowStore:
             victim, slot = self.slot_of.popitem(last=False)
             self._evicted_ids.append(victim)
             self._evicted_slots.append(slot)
+            self._evicted_heard.append(bool(self.last_seq[slot] >= 0))
             self.evictions += 1
             self._clear(slot)
             self.machine_ids[slot] = machine_id
@@ -130,15 +132,18 @@ class WindowStore:
         self.slot_of[machine_id] = slot
         return slot
 
-    def take_evicted(self) -> tuple[list[str], NDArray[np.int64]]:
-        """Machines evicted since the last call and the slots they held (a slot may repeat).
+    def take_evicted(self) -> tuple[list[str], NDArray[np.int64], list[bool]]:
+        """Machines evicted since the last call, the slots they held (a slot may repeat) and
+        whether each had ever sent a reading (a machine known only from a restored alert, which
+        another agent may own under topic sharding, had not).
 
         The owner resets its own per-slot state for these slots before using them, and drops
         the machines' metric series.
         """
         ids, slots = self._evicted_ids, np.array(self._evicted_slots, dtype=np.int64)
-        self._evicted_ids, self._evicted_slots = [], []
-        return ids, slots
+        heard = self._evicted_heard
+        self._evicted_ids, self._evicted_slots, self._evicted_heard = [], [], []
+        return ids, slots, heard
 
     def _clear(self, slot: int) -> None:
         """Forget everything about the slot's machine (it was evicted); scalar, as it runs

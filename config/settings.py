@@ -609,6 +609,18 @@ class AlertSettings(_Section):
         "such check.",
     )
 
+    @field_validator("warning_noise_ratio_max")
+    @classmethod
+    def _ratio_off_or_above_usual(cls, value: float) -> float:
+        # A machine behaving as usual has a ratio of about 1 (exactly 1 while warming up), so a
+        # limit below 1 would silently discard every forecast: no warning could ever fire.
+        if 0 < value < 1:
+            raise ValueError(
+                f"warning_noise_ratio_max {value} would hold back every warning (a machine's "
+                "usual ratio is 1): use 0 to turn the check off, or a value of 1.2 or more"
+            )
+        return value
+
 
 class ReadingLimits(_Section):
     """Physically plausible ranges; a reading outside is rejected as reason=out_of_range."""

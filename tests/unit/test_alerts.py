@@ -501,3 +501,13 @@ def test_forecasts_made_from_a_sensor_gone_noisy_do_not_warn() -> None:
             np.array([3.0]),
         )
     assert [e.severity for e in events] == ["warning"]
+
+
+def test_firing_counts_can_leave_out_machines_this_agent_never_heard() -> None:
+    policy = AlertPolicy(AlertSettings(), capacity=3)
+    policy.restore(0, CRITICAL, "a-1", 4)
+    policy.restore(1, WARNING, "b-1", 2)
+    policy.stale[2] = True
+    assert policy.firing_counts(3) == {"warning": 1, "critical": 1, "stale": 1}
+    heard = np.array([False, True, False])
+    assert policy.firing_counts(3, heard) == {"warning": 1, "critical": 0, "stale": 0}

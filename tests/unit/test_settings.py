@@ -90,6 +90,7 @@ def test_environment_beats_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ("FOREWARN_METRICS__PORT", "-1", "greater than or equal to 0"),
         ("FOREWARN_LOG_LEVEL", "CHATTY", "DEBUG"),
         ("FOREWARN_ALERTS__WARNING_CONFIRM_TICKS", "0", "greater than or equal to 1"),
+        ("FOREWARN_ALERTS__WARNING_NOISE_RATIO_MAX", "0.5", "use 0 to turn the check off"),
     ],
 )
 def test_bad_value_names_variable_value_and_what_is_allowed(

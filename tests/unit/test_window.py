@@ -174,7 +174,7 @@ def test_a_new_machine_beyond_the_cap_evicts_the_least_recently_seen() -> None:
     assert len(store) == 3
     assert store.capacity == 3
     assert store.evictions == 1
-    ids, slots = store.take_evicted()
+    ids, slots, _ = store.take_evicted()
     assert ids == ["c"]
     assert slots.tolist() == [slot_c]
     assert store.take_evicted()[0] == [], "taken once"
@@ -202,7 +202,7 @@ def test_eviction_keeps_memory_flat_over_many_ids() -> None:
     assert len(store) == len(store.slot_of) == 100
     assert store.capacity == 100
     assert store.evictions == 20_000 - 100
-    ids, slots = store.take_evicted()
+    ids, slots, _ = store.take_evicted()
     assert len(ids) == 20_000 - 100
     assert set(slots.tolist()) == set(range(100))
     assert set(store.slot_of) == {f"flood-{m}" for m in range(19_900, 20_000)}
@@ -393,3 +393,15 @@ def test_rule_matches_its_plain_statement(steps: list[tuple[int, float, float]])
         else:  # rejected, or the window is not full (again) yet: nothing to forecast
             assert len(batch) == 0
         assert np.all(np.isfinite(store.ring))
+
+
+def test_eviction_says_whether_the_machine_ever_reported() -> None:
+    """A machine known only from a restored alert (a slot, no reading) may belong to another
+    agent: the agent must not publish "stale" for it when it is evicted."""
+    store = WindowStore(window=3, features=F, max_machines=2)
+    store.slot_for("restored-only")
+    assert store.append(reading("heard", 0), now=0.0) is None
+    assert store.append(reading("new-1", 0), now=0.0) is None  # evicts restored-only
+    assert store.append(reading("new-2", 0), now=0.0) is None  # evicts heard
+    ids, _, heard = store.take_evicted()
+    assert list(zip(ids, heard, strict=True)) == [("restored-only", False), ("heard", True)]
