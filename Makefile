@@ -11,13 +11,14 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 ARGS ?=
 
-.PHONY: help install demo test test-unit test-integration lint format system-deps train clean
+.PHONY: help install demo test test-unit test-integration lint format system-deps train bench clean
 
 help:
 	@echo "make demo      run simulator + agent on an embedded broker (ARGS=\"--duration 60\")"
 	@echo "make test      run the whole test suite (installs mosquitto, prometheus, amtool, docker-compose if missing)"
 	@echo "make lint      ruff (lint + format check) and mypy"
 	@echo "make train     retrain the shipped default checkpoint (models/default.pt)"
+	@echo "make bench     forecast path, end to end through mosquitto, memory, py-spy profile (~10 min; ARGS=--json)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "forewarn needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -55,6 +56,14 @@ format: $(STAMP)
 
 train: $(STAMP)
 	$(BIN)/forewarn train --output models/default.pt $(ARGS)
+
+# Tables by default; ARGS=--json makes each benchmark print one JSON object (one per line).
+# E2E_ARGS go to bench.e2e only, e.g. E2E_ARGS="--no-profile --latency-seconds 10".
+E2E_ARGS ?=
+bench: $(STAMP) system-deps
+	@test -x $(BIN)/py-spy || $(BIN)/python -m pip install --quiet py-spy
+	$(BIN)/python -m bench.inference $(ARGS)
+	$(BIN)/python -m bench.e2e $(ARGS) $(E2E_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,38 @@
+"""The benchmarks' verdicts: memory growth per machine, the end-to-end targets."""
+
+from __future__ import annotations
+
+from bench.e2e import targets
+from bench.memory import growth
+
+
+def test_growth_is_the_slope_between_the_two_largest_fleets():
+    results = {
+        "1000": {"rss_mb": 350.0, "baseline_mb": 330.0},
+        "10000": {"rss_mb": 380.0, "baseline_mb": 330.0},
+        "100000": {"rss_mb": 470.0, "baseline_mb": 330.0},
+    }
+    report = growth(results)
+    assert report["per_machine_kb"] == round(90 * 1024 / 90_000, 2)
+    assert report["per_1k_machines_mb"] == 1.0
+    assert report["baseline_mb"] == 330.0
+
+
+def test_targets_need_the_ratio_and_no_loss():
+    summary = {"ratio": 0.3, "ingest_only_ratio": 0.6, "lost": 0, "ingest_only_lost": 0}
+    summary |= {"rejected": {}}
+    report = {
+        "qos0": summary,
+        "qos1": summary | {"rejected": {"overload": 2}},
+        "latency_ms": {"p50": 300.0, "p99": 640.0},
+        "tick_interval_s": 0.5,
+        "rss_mb": {"10000": 401.0},
+        "details": {"latency": {"machines": 5000, "readings_per_s": 4990}},
+    }
+    verdict = targets(report)
+    assert verdict["qos0_ingest"]["met"] is True
+    assert verdict["qos1_ingest"]["met"] is False
+    assert verdict["latency_p99"]["met"] is True
+    assert verdict["rss_10k"]["met"] is False
+    report["details"]["latency"]["readings_per_s"] = 3000  # the agent fell behind
+    assert targets(report)["latency_p99"]["met"] is False
