@@ -162,8 +162,11 @@ class MqttSettings(_Section):
         "<prefix>/+/alerts, from which the agent resumes each machine's alert; ticks start "
         "after them. 0: do not restore (every machine starts ok).",
     )
-    telemetry_qos: Literal[0, 1] = Field(
-        1, description="QoS of the agent's telemetry subscription (the simulator's is separate)."
+    telemetry_qos: int = Field(
+        1,
+        ge=0,
+        le=1,
+        description="QoS of the agent's telemetry subscription (the simulator's is separate).",
     )
     tls_enabled: bool = Field(
         False, description="Connect with TLS (a broker's TLS listener is usually port 8883)."
@@ -737,7 +740,7 @@ class SimulatorSettings(_Section):
     overheat: int = Field(0, ge=0, description="Machines that drift up until they overheat.")
     seed: int = Field(7, description="Seed of the fleet's random draws (reproducible runs).")
     client_id: str = Field("forewarn-simulator", min_length=1, description="MQTT client id.")
-    qos: Literal[0, 1] = Field(0, description="QoS of published readings.")
+    qos: int = Field(0, ge=0, le=1, description="QoS of published readings (0 or 1).")
     machine_prefix: str = Field("m-", description="Machine ids are <prefix><number>.")
     faults: dict[str, int] = Field(
         default_factory=dict,

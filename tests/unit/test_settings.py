@@ -362,3 +362,11 @@ def test_unknown_protocol_names_the_choices() -> None:
     message = config_error(FOREWARN_MQTT__PROTOCOL="3")
     assert "FOREWARN_MQTT__PROTOCOL=3:" in message
     assert "'3.1.1' or '5'" in message
+
+
+def test_qos_settings_parse_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Environment values are strings: "0" must become QoS 0, as the README documents."""
+    monkeypatch.setenv("FOREWARN_MQTT__TELEMETRY_QOS", "0")
+    monkeypatch.setenv("FOREWARN_SIMULATOR__QOS", "1")
+    settings = load_settings(_env_file=None)
+    assert (settings.mqtt.telemetry_qos, settings.simulator.qos) == (0, 1)
