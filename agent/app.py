@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -94,6 +95,7 @@ def batch_subscription(settings: MqttSettings) -> str | None:
     return batch_filter
 
 
+Heard = TypeVar("Heard", bool, np.bool_, NDArray[np.bool_])
 TickListener = Callable[[list[MachineView]], None]
 AlertListener = Callable[[AlertEvent], None]
 
@@ -682,8 +684,8 @@ class Agent:
         self.metrics.machines.set(len(self.store))
         self.metrics.pending.set(len(self._pending))
         used = len(self.store)
-        heard = self.store.last_seq[:used] >= 0 if self._shares_fleet else None
-        for severity, count in self.policy.firing_counts(used, heard).items():
+        ours = self._ours(self.store.last_seq[:used] >= 0)
+        for severity, count in self.policy.firing_counts(used, ours).items():
             self.metrics.alerts_firing.labels(severity=severity).set(count)
         events += self._track_staleness(now)
         events += self._end_silences(now)
@@ -726,7 +728,7 @@ class Agent:
                     for machine_id, slot, heard in zip(
                         evicted_ids, evicted_slots.tolist(), evicted_heard, strict=True
                     )
-                    if (heard or not self._shares_fleet)
+                    if self._ours(heard)
                     and (event := self.policy.retire(slot, machine_id, now)) is not None
                 ],
                 now,
@@ -792,6 +794,13 @@ class Agent:
             for listener in self.alert_listeners:
                 listener(event)
 
+    def _ours(self, heard: Heard) -> Heard:
+        """Whether machines are this agent's to publish and count, from whether it has heard
+        them (a bool or a boolean array): all of them for an agent that takes the whole fleet;
+        with narrowed or shared subscriptions only the ones it hears, since a machine known
+        only from a restored retained alert may report to another agent."""
+        return heard | (not self._shares_fleet)
+
     def _end_silences(self, now: float) -> list[AlertEvent]:
         """When a silence ends on an alerting machine, publish where the machine stands now."""
         events = []
@@ -799,8 +808,7 @@ class Agent:
             slot = self.store.slot_of.get(machine_id)
             # With a shared fleet, only machines this agent hears: a restored alert of a
             # machine that reports to another agent is that agent's to republish.
-            heard = slot is not None and self.store.last_seq[slot] >= 0
-            if slot is not None and (heard or not self._shares_fleet):
+            if slot is not None and self._ours(self.store.last_seq[slot] >= 0):
                 temperature = float(self.store.latest(np.array([slot]))[0, 0])
                 event = self.policy.current_event(slot, machine_id, temperature, now)
                 if event is not None:

@@ -13,6 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.gateway import filters_overlap
 from agent.tls import configure_tls
 from config.settings import MqttSettings
 
@@ -178,15 +179,9 @@ def reading_filters_problem(template: TopicTemplate, filters: list[str]) -> str 
             return f"{topic_filter!r}: {problem}"
     for index, first in enumerate(filters):
         for second in filters[index + 1 :]:
-            if _overlap(first, second):
+            if filters_overlap(first, second):
                 return f"{first!r} and {second!r} overlap: a reading on both could arrive twice"
     return None
-
-
-def _overlap(first: str, second: str) -> bool:
-    """Whether a topic matches both filters, for filters without ``#`` (level by level)."""
-    a, b = first.split("/"), second.split("/")
-    return len(a) == len(b) and all(x == y or "+" in (x, y) for x, y in zip(a, b, strict=True))
 
 
 def network_thread(client: mqtt.Client) -> threading.Thread | None:

@@ -21,7 +21,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.app import Agent
 from agent.broker import free_port, wait_for_port
+from config.settings import Settings
 
 __all__ = ["free_port", "wait_for_port"]  # shared with the test modules
 
@@ -78,6 +80,23 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@pytest.fixture
+def running_agent() -> Iterator[Callable[[Settings], Agent]]:
+    """start(settings) -> an agent running and connected to its broker; all stopped at the end."""
+    started: list[Agent] = []
+
+    def start(settings: Settings) -> Agent:
+        agent = Agent(settings)
+        agent.start()
+        started.append(agent)
+        assert agent.wait_connected(15), f"{settings.mqtt.client_id} did not connect"
+        return agent
+
+    yield start
+    for agent in started:
+        agent.stop()
 
 
 @pytest.fixture

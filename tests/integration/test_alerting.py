@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -47,22 +47,6 @@ def make_settings(mosquitto: Mosquitto, tmp_path: Path, **simulator: object) -> 
     return settings
 
 
-@pytest.fixture
-def agent_for(mosquitto: Mosquitto) -> Iterator[Callable[[Settings], Agent]]:
-    started: list[Agent] = []
-
-    def start(settings: Settings) -> Agent:
-        agent = Agent(settings)
-        agent.start()
-        started.append(agent)
-        assert agent.wait_connected(15)
-        return agent
-
-    yield start
-    for agent in started:
-        agent.stop()
-
-
 def by_machine(recorder: Recorder) -> dict[str, list[tuple[str, str]]]:
     sequences: dict[str, list[tuple[str, str]]] = {}
     for _, payload, _ in recorder.snapshot():
@@ -75,7 +59,7 @@ def by_machine(recorder: Recorder) -> dict[str, list[tuple[str, str]]]:
 def test_every_fault_kind_end_to_end(
     mosquitto: Mosquitto,
     tmp_path: Path,
-    agent_for: Callable[[Settings], Agent],
+    running_agent: Callable[[Settings], Agent],
     subscribe: Callable[[str], Recorder],
 ) -> None:
     truth_file = tmp_path / "truth.jsonl"
@@ -90,7 +74,7 @@ def test_every_fault_kind_end_to_end(
         seed=21,
     )
     alerts = subscribe("factory/+/alerts")
-    agent = agent_for(settings)
+    agent = running_agent(settings)
     publisher = SimulatorPublisher(settings.mqtt, settings.simulator, settings.alerts.threshold_c)
     publisher.run()
     time.sleep(1.5)
@@ -130,7 +114,7 @@ def test_every_fault_kind_end_to_end(
 def test_a_silenced_machine_is_computed_and_counted_but_not_published(
     mosquitto: Mosquitto,
     tmp_path: Path,
-    agent_for: Callable[[Settings], Agent],
+    running_agent: Callable[[Settings], Agent],
     subscribe: Callable[[str], Recorder],
 ) -> None:
     settings = make_settings(
@@ -149,7 +133,7 @@ def test_a_silenced_machine_is_computed_and_counted_but_not_published(
         retain=True,
     ).wait_for_publish(5)
     alerts = subscribe("factory/+/alerts")
-    agent = agent_for(settings)
+    agent = running_agent(settings)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and not agent.silences.silenced(silenced, time.time()):
         time.sleep(0.05)

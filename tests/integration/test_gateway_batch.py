@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -37,22 +37,6 @@ def settings_for(mosquitto: Mosquitto, **sections: dict[str, object]) -> Setting
     settings.metrics = settings.metrics.model_copy(update={"host": "127.0.0.1", "port": 0})
     settings.agent = settings.agent.model_copy(update={"tick_interval_s": 0.05})
     return settings
-
-
-@pytest.fixture
-def running_agent() -> Iterator[Callable[[Settings], Agent]]:
-    agents: list[Agent] = []
-
-    def start(settings: Settings) -> Agent:
-        agent = Agent(settings)
-        agent.start()
-        agents.append(agent)
-        assert agent.wait_connected(10), "agent did not connect to mosquitto"
-        return agent
-
-    yield start
-    for agent in agents:
-        agent.stop()
 
 
 def scrape(agent: Agent) -> dict[tuple[str, str], float]:

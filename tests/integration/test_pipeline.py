@@ -8,7 +8,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,22 +49,6 @@ def http_get(url: str) -> tuple[int, bytes]:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
-
-
-@pytest.fixture
-def running_agent(mosquitto: Mosquitto, tmp_path: Path) -> Iterator[Callable[..., Agent]]:
-    agents: list[Agent] = []
-
-    def start(settings: Settings) -> Agent:
-        agent = Agent(settings)
-        agent.start()
-        agents.append(agent)
-        assert agent.wait_connected(10), "agent did not connect to mosquitto"
-        return agent
-
-    yield start
-    for agent in agents:
-        agent.stop()
 
 
 def run_simulator(settings: Settings) -> threading.Thread:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -43,23 +43,6 @@ def settings_for(mosquitto: Mosquitto, client_id: str, **mqtt_extra: Any) -> Set
         model={"kind": "persistence"},
         simulator={"qos": 1, "rate_hz": 20.0, "overheat": 0, "seed": 5},
     )
-
-
-@pytest.fixture
-def agents() -> Iterator[Callable[[Settings], Agent]]:
-    """start(settings) -> a running agent connected to the broker; all stopped at the end."""
-    started: list[Agent] = []
-
-    def start(settings: Settings) -> Agent:
-        agent = Agent(settings)
-        agent.start()
-        started.append(agent)
-        assert agent.wait_connected(10), f"{settings.mqtt.client_id} did not connect"
-        return agent
-
-    yield start
-    for agent in started:
-        agent.stop()
 
 
 def publish_fleet(settings: Settings, machines: int, duration_s: float) -> SimulatorPublisher:
@@ -108,13 +91,15 @@ def line_of(settings: Settings, machine_index: int, machine_id: str) -> str:
 
 
 def test_topic_sharded_agents_each_own_their_lines_and_together_cover_the_fleet(
-    mosquitto: Mosquitto, agents: Callable[[Settings], Agent], caplog: pytest.LogCaptureFixture
+    mosquitto: Mosquitto,
+    running_agent: Callable[[Settings], Agent],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="agent.app")
-    line_1 = agents(
+    line_1 = running_agent(
         settings_for(mosquitto, "forewarn-line-1", subscriptions=["plant/line-1/+/telemetry"])
     )
-    lines_2_3 = agents(
+    lines_2_3 = running_agent(
         settings_for(
             mosquitto,
             "forewarn-lines-2-3",
@@ -154,15 +139,17 @@ def test_topic_sharded_agents_each_own_their_lines_and_together_cover_the_fleet(
 
 
 def test_a_shared_group_gives_each_reading_to_one_agent_but_splits_machines_on_mosquitto(
-    mosquitto: Mosquitto, agents: Callable[[Settings], Agent], caplog: pytest.LogCaptureFixture
+    mosquitto: Mosquitto,
+    running_agent: Callable[[Settings], Agent],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """mosquitto hands a shared group's messages out in turn, whatever their topic: every
     reading reaches exactly one agent, yet each machine's readings are split between both
     (with an odd fleet the turns do not line up with machines), so neither holds a whole
     window. This is why the README shards by topic on mosquitto."""
     caplog.set_level(logging.INFO, logger="agent.app")
-    first = agents(settings_for(mosquitto, "forewarn-a", shared_group="forewarn"))
-    second = agents(settings_for(mosquitto, "forewarn-b", shared_group="forewarn"))
+    first = running_agent(settings_for(mosquitto, "forewarn-a", shared_group="forewarn"))
+    second = running_agent(settings_for(mosquitto, "forewarn-b", shared_group="forewarn"))
     # A retained silence must reach every agent of the group: control topics are not shared.
     silencer = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
     silencer.connect(mosquitto.host, mosquitto.port)
@@ -198,10 +185,10 @@ def test_a_shared_group_gives_each_reading_to_one_agent_but_splits_machines_on_m
 
 
 def test_an_mqtt5_agent_takes_readings_and_resumes_its_session(
-    mosquitto: Mosquitto, agents: Callable[[Settings], Agent]
+    mosquitto: Mosquitto, running_agent: Callable[[Settings], Agent]
 ) -> None:
     settings = settings_for(mosquitto, "forewarn-v5", protocol="5", persistent_session=True)
-    agent = agents(settings)
+    agent = running_agent(settings)
     assert agent.client.protocol == mqtt.MQTTv5
     assert not agent.session_resumed
     published = publish_fleet(settings, machines=3, duration_s=1.0).stats.readings
@@ -210,6 +197,6 @@ def test_an_mqtt5_agent_takes_readings_and_resumes_its_session(
 
     # Published while the agent is away: the broker keeps its MQTT 5 session and queues them.
     away = publish_fleet(settings, machines=3, duration_s=1.0).stats.readings
-    back = agents(settings)
+    back = running_agent(settings)
     assert back.session_resumed, "the broker kept no MQTT 5 session for the agent"
     assert wait_until(lambda: accepted(back) == away, 20), f"{accepted(back)} of {away}"
