@@ -33,6 +33,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from models.base import DEFAULT_CUDA_CHUNK_SIZE
+
 if TYPE_CHECKING:
     from agent.topics import TopicTemplate
 
@@ -450,6 +452,12 @@ class _ModelCommon(_Section):
     )
     chunk_size: int = Field(
         1000, ge=1, description="Most windows in one forward pass; larger batches are chunked."
+    )
+    cuda_chunk_size: int = Field(
+        DEFAULT_CUDA_CHUNK_SIZE,
+        ge=1,
+        description="Most windows in one forward pass on a GPU (the whole batch crosses to the "
+        "device in one copy either way).",
     )
 
 

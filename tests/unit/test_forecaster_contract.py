@@ -228,3 +228,31 @@ def test_every_kind_works_in_the_agent(
         assert all(f is not None and 40.0 < f < 140.0 for f in forecasts), forecasts
     finally:
         agent.http.stop()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_an_agent_on_cuda_forecasts_what_one_on_the_cpu_does() -> None:
+    """The agent's whole tick on a GPU: gather, one copy in, chunks, one copy out."""
+    fleet = Fleet(300, seed=9)
+    history = fleet.history(0, WINDOW + 5).astype(np.float32)
+    peaks = {}
+    for device in ("cpu", "cuda"):
+        settings = load_settings(_env_file=None)
+        settings.metrics = settings.metrics.model_copy(update={"host": "127.0.0.1", "port": 0})
+        settings.model = {"device": device, "threads": 1, "cuda_chunk_size": 128}  # type: ignore[assignment]
+        agent = Agent(settings)
+        assert agent.forecaster.device.type == device
+        now = time.time()
+        for tick in range(history.shape[1]):
+            for machine, machine_id in enumerate(fleet.machine_ids):
+                agent.hand_off(Reading(machine_id, now - 30 + tick, tick, history[machine, tick]))
+        agent.tick()
+        peaks[device] = np.array(
+            [
+                agent.metrics.registry.get_sample_value(
+                    "forewarn_machine_forecast_celsius", {"machine_id": m}
+                )
+                for m in fleet.machine_ids
+            ]
+        )
+    np.testing.assert_allclose(peaks["cuda"], peaks["cpu"], rtol=0, atol=0.1)

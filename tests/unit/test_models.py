@@ -545,6 +545,23 @@ def test_checkpoint_trained_on_cuda_serves_on_cpu(tmp_path: Path) -> None:
     assert forecaster.forecast(sample_windows(3)).shape == (3, TINY.horizon)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_forecasts_match_the_cpu_whatever_the_batch() -> None:
+    """One copy in, chunks on the device, one copy out: the same forecasts as the CPU's for
+    batches that pad, span several chunks, grow the pinned buffer and then reuse it."""
+    cpu = TorchForecaster.from_path(None, device="cpu", threads=1)
+    gpu = TorchForecaster.from_path(None, device="cuda", cuda_chunk_size=256)
+    assert gpu.chunk_size == 256
+    rng = np.random.default_rng(7)
+    for rows in (1, 130, 700, 3, 0):
+        windows = rng.normal(70.0, 8.0, size=(rows, cpu.window, len(cpu.features)))
+        windows = windows.astype(np.float32)
+        got = gpu.forecast(windows)
+        assert got.shape == (rows, cpu.horizon)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, cpu.forecast(windows), rtol=0, atol=0.1)
+
+
 # ---------------------------------------------------------------- model settings
 
 
