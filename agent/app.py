@@ -135,6 +135,9 @@ class Agent:
         self.alert_listeners: list[AlertListener] = []
         self.tick_listeners: list[TickListener] = []
         self._pending: deque[Reading] = deque()
+        # The readings the current tick took in, for forewarn_reading_to_forecast_seconds.
+        self._received_slots: NDArray[np.int64] = np.empty(0, dtype=np.int64)
+        self._received_at: NDArray[np.float64] = np.empty(0, dtype=np.float64)
         self._max_pending = settings.agent.max_pending_readings
         self._connected = threading.Event()
         self._last_tick = 0.0
@@ -660,6 +663,7 @@ class Agent:
             forecast_started = time.perf_counter()
             forecasts = self.forecaster.forecast(batch.windows)
             self.metrics.forecast_duration.observe(time.perf_counter() - forecast_started)
+            self._time_forecasts(batch.slots)
             latest = batch.windows[:, -1, 0]
             scores = self.anomaly.update(
                 batch.slots, latest, self.store.last_seq[batch.slots], forecasts
@@ -704,16 +708,21 @@ class Agent:
         and the evicted machine's metric series go, so neither memory nor Prometheus
         cardinality grows with the number of machine ids ever seen.
         """
-        accepted = 0
         store = self.store
-        for _ in range(len(self._pending)):
-            reading = self._pending.popleft()
-            reason = store.append(reading, now)
-            if reason is None:
-                accepted += 1
-            else:
-                self.reject(reason, f"{reading.machine_id} seq {reading.seq} ts {reading.ts}")
-        self.metrics.readings.inc(accepted)
+        pending = self._pending
+        take = pending.popleft
+        readings = [take() for _ in range(len(pending))]
+        appended = store.append_many(readings, now)
+        accepted = appended.accepted
+        self.metrics.readings.inc(int(accepted.sum()))
+        self._report_refused(readings, appended.rejected)
+        received = np.fromiter((r.received for r in readings), np.float64, len(readings))
+        timed = accepted & (received > 0)  # readings made here (tests, tools) carry no time
+        self._received_slots = appended.slots[timed]
+        self._received_at = received[timed]
+        stamped = received[received > 0]
+        oldest = time.monotonic() - float(stamped.min()) if len(stamped) else 0.0
+        self.metrics.pending_oldest_age.set(oldest)
         evicted_ids, evicted_slots, evicted_heard = store.take_evicted()
         if evicted_ids:
             self.policy.ensure_capacity(store.capacity)
@@ -745,6 +754,25 @@ class Agent:
                 store.max_machines,
                 evicted_ids[0],
             )
+
+    def _report_refused(self, readings: list[Reading], refused: list[tuple[int, str]]) -> None:
+        """Count refused readings by reason, one counter update and one log line per reason."""
+        by_reason: dict[str, list[int]] = {}
+        for index, reason in refused:
+            by_reason.setdefault(reason, []).append(index)
+        for reason, indices in by_reason.items():
+            first = readings[indices[0]]
+            self.reject(reason, f"{first.machine_id} seq {first.seq} ts {first.ts}", len(indices))
+
+    def _time_forecasts(self, slots: NDArray[np.int64]) -> None:
+        """Observe, for each reading this tick took in whose machine was forecast, the time
+        from its arrival to now (the forecast's end)."""
+        if not len(self._received_slots):
+            return
+        forecast = np.zeros(self.store.capacity, dtype=np.bool_)
+        forecast[slots] = True
+        used = forecast[self._received_slots]
+        self.metrics.reading_to_forecast.observe_many(time.monotonic() - self._received_at[used])
 
     def _export_machines(
         self,

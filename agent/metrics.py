@@ -10,9 +10,13 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from agent.alerts import SEVERITIES
+from agent.bulk_histogram import BulkHistogram
 from agent.reading import REJECT_REASONS
 
 TICK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+"""Reading to forecast: a reading waits for the next tick (up to ``agent.tick_interval_s``,
+0.5 s by default) and then for the tick's forecast, so the buckets are finest around a second."""
 
 
 class AgentMetrics:
@@ -93,6 +97,19 @@ class AgentMetrics:
         self.pending = Gauge(
             "forewarn_pending_readings",
             "Readings waiting in the hand-off for the next tick.",
+            registry=r,
+        )
+        self.pending_oldest_age = Gauge(
+            "forewarn_pending_oldest_age_seconds",
+            "Age of the oldest reading the last tick took from the hand-off (0: it took none): "
+            "above the tick interval, readings queue faster than ticks take them.",
+            registry=r,
+        )
+        self.reading_to_forecast = BulkHistogram(
+            "forewarn_reading_to_forecast_seconds",
+            "From a reading's arrival (decoded off the broker) to the end of the forecast that "
+            "used it; readings of a machine whose window is not full yet are not counted.",
+            LATENCY_BUCKETS,
             registry=r,
         )
         self.mqtt_connected = Gauge(

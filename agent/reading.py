@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from time import monotonic
 
 import numpy as np
 import orjson
@@ -66,6 +67,9 @@ class Reading:
     ts: float
     seq: int
     values: NDArray[np.float32]
+    received: float = field(default=0.0, compare=False)
+    """When this process decoded it (``time.monotonic()``; 0: not received from a broker).
+    The agent times a reading's way from here to the forecast that uses it."""
 
 
 BATCH_VERSION = 1
@@ -239,4 +243,6 @@ class ReadingDecoder:
                 raise Rejected("out_of_range", f"{name}={number} outside [{low}, {high}]")
             numbers.append(number)
         values = np.array(numbers, dtype=np.float32)
-        return Reading(machine_id=machine_id, ts=ts, seq=seq_value, values=values)
+        return Reading(
+            machine_id=machine_id, ts=ts, seq=seq_value, values=values, received=monotonic()
+        )

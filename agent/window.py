@@ -1,8 +1,10 @@
 """The window store: the last ``window`` readings of every machine, in preallocated arrays.
 
 One slot per machine, addressed by a dict from machine id to slot. Each slot is a ring of
-``window`` rows; gathering the ready machines' windows is one fancy-indexing operation over all
-of them, so a tick does no per-machine Python work to build its batch.
+``window`` rows, each row stored twice so that a window is one contiguous block; gathering the
+ready machines' windows is one fancy-indexing operation over all of them, and a tick's readings
+are stored by :meth:`WindowStore.append_many` in a few array operations, so a tick does no
+per-machine numpy work to build its batch.
 
 The number of slots is capped (``agent.max_machines``): a new machine beyond the cap takes the
 slot of the least recently seen machine, which is evicted. Memory therefore stays bounded
@@ -11,9 +13,10 @@ per-slot state (alert policy, anomaly scorer, metrics) must be reset for evicted
 agent collects them with :meth:`WindowStore.take_evicted` after each drain.
 
 The ordering rule — the one rule for duplicate, out-of-order, late and future readings and
-for gaps — is :meth:`WindowStore.append`'s. In short: a machine's window only moves forward;
-what cannot move it forward is rejected; a jump too large to bridge restarts it; a machine
-silent for ``stale_after_s`` starts afresh, so no accepted reading can block it for longer.
+for gaps — is :meth:`WindowStore.append`'s (``append_many`` applies it to many readings at
+once). In short: a machine's window only moves forward; what cannot move it forward is
+rejected; a jump too large to bridge restarts it; a machine silent for ``stale_after_s``
+starts afresh, so no accepted reading can block it for longer.
 
 The store has a single writer (the tick thread, which drains the ingest hand-off), so it needs
 no lock.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +51,28 @@ class Batch:
 
     def __len__(self) -> int:
         return int(self.slots.shape[0])
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What :meth:`WindowStore.append_many` did with each reading, by its index."""
+
+    slots: NDArray[np.int64]
+    """Each reading's slot; -1 for one refused before it had one (``future``)."""
+    accepted: NDArray[np.bool_]
+    rejected: list[tuple[int, str]]
+    """(index, reason) of each refused reading, in index order."""
+
+
+def _occurrence(slots: NDArray[np.int64]) -> NDArray[np.int64]:
+    """For each entry, how many earlier entries have the same slot (0 for the first)."""
+    order = np.argsort(slots, kind="stable")
+    ordered = slots[order]
+    positions = np.arange(len(slots))
+    starts = np.maximum.accumulate(np.where(np.r_[True, ordered[1:] != ordered[:-1]], positions, 0))
+    rank = np.empty_like(positions)
+    rank[order] = positions - starts
+    return rank
 
 
 class WindowStore:
@@ -192,41 +218,133 @@ class WindowStore:
 
         A rejected reading changes nothing but the machine's place in the eviction order.
         """
-        if reading.ts > now + self.max_future_s:
-            return "future"
-        slot = self.slot_for(reading.machine_id)
-        last = int(self.last_seq[slot])
-        if last >= 0 and now - self.last_seen[slot] > self.stale_after_s:
-            self.restart(np.array([slot]), forget_order=True)
-            last = -1
-        if reading.seq == last:
-            return "duplicate"
-        previous_ts = float(self.last_ts[slot])
-        if reading.seq < last or reading.ts < previous_ts:
-            return "out_of_order"
-        if last >= 0:
+        rejected = self.append_many([reading], now).rejected
+        return rejected[0][1] if rejected else None
+
+    def append_many(self, readings: Sequence[Reading], now: float) -> Appended:
+        """Store readings in arrival order, as :meth:`append` would one by one, with numpy.
+
+        A tick's readings are applied in rounds: round ``k`` holds every machine's ``k``-th
+        reading of the batch, so within a round each slot appears once and the rule is a few
+        array operations over all of them, while each machine's readings still meet the rule
+        in the order they came. A new machine that would take (evict) the slot of a machine
+        with readings still to apply first has those applied, so eviction sees what one by
+        one would.
+        """
+        n = len(readings)
+        slots = np.full(n, -1, dtype=np.int64)
+        accepted = np.zeros(n, dtype=np.bool_)
+        rejected: list[tuple[int, str]] = []
+        if n == 0:
+            return Appended(slots, accepted, rejected)
+        latest_ok = now + self.max_future_s
+        slot_of, slot_for, machine_ids = self.slot_of, self.slot_for, self.machine_ids
+        segment_start, waiting = 0, set[int]()
+        for index, reading in enumerate(readings):
+            if reading.ts > latest_ok:
+                rejected.append((index, "future"))
+                continue
+            machine_id = reading.machine_id
             if (
-                reading.seq - last > self.max_missing_readings + 1
-                or reading.ts - previous_ts > self.stale_after_s
+                machine_id not in slot_of
+                and len(machine_ids) >= self.max_machines
+                and slot_of[next(iter(slot_of))] in waiting
             ):
-                self.restart(np.array([slot]))
-            elif reading.ts > previous_ts:
-                step = (reading.ts - previous_ts) / (reading.seq - last)
-                current = self.interval_s[slot]
-                self.interval_s[slot] = (
-                    step
-                    if math.isnan(current)
-                    else current + _INTERVAL_SMOOTHING * (step - current)
-                )
-        head = self.head[slot]
-        self.ring[slot, head] = self.ring[slot, head + self.window] = reading.values
-        self.head[slot] = (head + 1) % self.window
-        self.count[slot] += 1
-        self.last_seq[slot] = reading.seq
-        self.last_ts[slot] = reading.ts
-        self.last_seen[slot] = now
-        self.fresh[slot] = True
-        return None
+                self._apply(readings, slots, segment_start, index, now, accepted, rejected)
+                segment_start, waiting = index, set()
+            slot = slot_for(machine_id)
+            slots[index] = slot
+            waiting.add(slot)
+        self._apply(readings, slots, segment_start, n, now, accepted, rejected)
+        rejected.sort()
+        return Appended(slots, accepted, rejected)
+
+    def _apply(
+        self,
+        readings: Sequence[Reading],
+        slots: NDArray[np.int64],
+        start: int,
+        stop: int,
+        now: float,
+        accepted: NDArray[np.bool_],
+        rejected: list[tuple[int, str]],
+    ) -> None:
+        """Apply readings ``start:stop`` (their slots already taken), in rounds (see above)."""
+        index = start + np.flatnonzero(slots[start:stop] >= 0)
+        if not len(index):
+            return
+        chosen = [readings[i] for i in index.tolist()]
+        seq = np.fromiter((r.seq for r in chosen), np.int64, len(chosen))
+        ts = np.fromiter((r.ts for r in chosen), np.float64, len(chosen))
+        values = np.array([r.values for r in chosen], dtype=np.float32)
+        where = slots[index]
+        rounds = _occurrence(where)
+        if not rounds.any():  # one reading per machine: a single round
+            self._apply_round(index, where, seq, ts, values, now, accepted, rejected)
+            return
+        for k in range(int(rounds.max()) + 1):
+            pick = np.flatnonzero(rounds == k)
+            self._apply_round(
+                index[pick], where[pick], seq[pick], ts[pick], values[pick], now, accepted, rejected
+            )
+
+    def _apply_round(
+        self,
+        index: NDArray[np.int64],
+        slots: NDArray[np.int64],
+        seq: NDArray[np.int64],
+        ts: NDArray[np.float64],
+        values: NDArray[np.float32],
+        now: float,
+        accepted: NDArray[np.bool_],
+        rejected: list[tuple[int, str]],
+    ) -> None:
+        """The rule of :meth:`append` for readings of distinct slots, as array operations."""
+        last = self.last_seq[slots]
+        stale = (last >= 0) & (now - self.last_seen[slots] > self.stale_after_s)
+        if stale.any():
+            self.restart(slots[stale], forget_order=True)
+            last = np.where(stale, -1, last)
+        previous_ts = self.last_ts[slots]  # NaN for a machine with no reading: no comparison
+        duplicate = seq == last
+        late = ~duplicate & ((seq < last) | (ts < previous_ts))
+        refused = duplicate | late
+        if refused.any():
+            rejected.extend((i, "duplicate") for i in index[duplicate].tolist())
+            rejected.extend((i, "out_of_order") for i in index[late].tolist())
+            keep = ~refused
+            index, slots, seq, ts, values = (
+                index[keep],
+                slots[keep],
+                seq[keep],
+                ts[keep],
+                values[keep],
+            )
+            last, previous_ts = last[keep], previous_ts[keep]
+        known = last >= 0
+        gap = known & (
+            (seq - last > self.max_missing_readings + 1) | (ts - previous_ts > self.stale_after_s)
+        )
+        if gap.any():
+            self.restart(slots[gap])
+        moving = known & ~gap & (ts > previous_ts)
+        if moving.any():
+            moved = slots[moving]
+            step = (ts[moving] - previous_ts[moving]) / (seq[moving] - last[moving])
+            current = self.interval_s[moved]
+            self.interval_s[moved] = np.where(
+                np.isnan(current), step, current + _INTERVAL_SMOOTHING * (step - current)
+            )
+        head = self.head[slots]
+        self.ring[slots, head] = values
+        self.ring[slots, head + self.window] = values
+        self.head[slots] = (head + 1) % self.window
+        self.count[slots] += 1
+        self.last_seq[slots] = seq
+        self.last_ts[slots] = ts
+        self.last_seen[slots] = now
+        self.fresh[slots] = True
+        accepted[index] = True
 
     def restart(self, slots: NDArray[np.int64], forget_order: bool = False) -> None:
         """Empty the windows of ``slots``: no forecast until they are full again.

@@ -138,13 +138,25 @@ def test_metrics_pass_promtool_and_health_follows_the_broker(
         "forewarn_forecasts_total",
         'forewarn_alerts_total{severity="warning"}',
         "forewarn_tick_duration_seconds_bucket",
+        "forewarn_reading_to_forecast_seconds_bucket",
+        "forewarn_pending_oldest_age_seconds",
         "forewarn_batch_size",
         "forewarn_machines",
         "forewarn_model_info",
         "forewarn_machine_temperature_celsius",
     ):
         assert name in exposition, f"{name} missing from /metrics"
-    assert agent.metrics.registry.get_sample_value("forewarn_machines") == 5
+    registry = agent.metrics.registry
+    assert registry.get_sample_value("forewarn_machines") == 5
+    # Every reading of a machine with a full window is timed to its forecast; the first
+    # window - 1 readings of each machine may not be (nothing is forecast yet).
+    accepted = registry.get_sample_value("forewarn_readings_total")
+    timed = registry.get_sample_value("forewarn_reading_to_forecast_seconds_count")
+    window = agent.store.window
+    assert accepted == 5 * 3 * 20
+    assert accepted - 5 * (window - 1) <= timed <= accepted
+    mean = registry.get_sample_value("forewarn_reading_to_forecast_seconds_sum") / timed
+    assert 0 < mean < settings.agent.tick_interval_s + 1.0
 
     mosquitto.process.terminate()
     mosquitto.process.wait(timeout=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -130,3 +131,49 @@ def test_zero_machine_series(registry: CollectorRegistry) -> None:
     metrics = AgentMetrics(registry, max_machine_series=0)
     metrics.set_machine("m-1", 70.0, 80.0)
     assert "forewarn_machine_temperature_celsius{" not in generate_latest(registry).decode()
+
+
+def test_bulk_histogram_matches_prometheus_clients_own(registry: CollectorRegistry) -> None:
+    """Observing an array at once gives the exposition prometheus_client's Histogram gives for
+    the same values one at a time — values on bucket bounds, past the last, and NaN aside."""
+    from prometheus_client import Histogram
+
+    from agent.bulk_histogram import BulkHistogram
+
+    buckets = (0.01, 0.1, 0.5, 1.0, 2.5)
+    bulk = BulkHistogram("bulk_seconds", "Bulk.", buckets, registry)
+    reference_registry = CollectorRegistry()
+    reference = Histogram("bulk_seconds", "Bulk.", buckets=buckets, registry=reference_registry)
+    rng = np.random.default_rng(3)
+    batches = [
+        np.array([0.0, 0.01, 0.1, 0.5, 1.0, 2.5, 2.6, 100.0]),  # on the bounds and past them
+        rng.exponential(0.6, size=1000),
+        np.empty(0),
+    ]
+    for batch in batches:
+        bulk.observe_many(batch)
+        for v in batch:
+            reference.observe(float(v))
+    bulk.observe_many(np.array([np.nan, 0.2]))
+    reference.observe(0.2)
+
+    def samples(r: CollectorRegistry) -> dict[tuple[str, str], float]:
+        return {
+            (s.name, s.labels.get("le", "")): s.value
+            for family in r.collect()
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    got, expected = samples(registry), samples(reference_registry)
+    assert got.keys() == expected.keys()
+    for key, number in expected.items():
+        assert got[key] == pytest.approx(number), key
+    assert got[("bulk_seconds_count", "")] == 1009
+
+
+def test_bulk_histogram_refuses_unordered_buckets(registry: CollectorRegistry) -> None:
+    from agent.bulk_histogram import BulkHistogram
+
+    with pytest.raises(ValueError, match="strictly increasing"):
+        BulkHistogram("bad_seconds", "Bad.", (1.0, 0.5), registry)

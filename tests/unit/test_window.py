@@ -405,3 +405,82 @@ def test_eviction_says_whether_the_machine_ever_reported() -> None:
     assert store.append(reading("new-2", 0), now=0.0) is None  # evicts heard
     ids, _, heard = store.take_evicted()
     assert list(zip(ids, heard, strict=True)) == [("restored-only", False), ("heard", True)]
+
+
+STATE_ARRAYS = (
+    "head",
+    "count",
+    "last_seq",
+    "last_ts",
+    "interval_s",
+    "last_seen",
+    "fresh",
+    "restarts",
+)
+
+
+def _state(store: WindowStore) -> dict[str, object]:
+    used = len(store)
+    return {
+        "ids": list(store.machine_ids),
+        "order": list(store.slot_of),
+        "windows": store.windows(np.arange(used)).tolist(),
+        **{  # NaN (no reading yet) as a number, so that equal states compare equal
+            name: np.nan_to_num(getattr(store, name)[:used], nan=-1.0).tolist()
+            for name in STATE_ARRAYS
+        },
+        "evicted": [(ids, slots.tolist(), heard) for ids, slots, heard in [store.take_evicted()]],
+    }
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    batches=st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from("abcdefg"),  # more machines than slots: eviction in a batch
+                st.integers(-2, 8),  # seq step
+                st.sampled_from([-5.0, 0.0, 1.0, 31.0, 100.0]),  # ts step
+            ),
+            max_size=25,
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    clock_steps=st.lists(st.sampled_from([0.0, 1.0, 31.0]), min_size=6, max_size=6),
+)
+def test_a_batch_leaves_the_store_as_one_reading_at_a_time_does(
+    batches: list[list[tuple[str, int, float]]], clock_steps: list[float]
+) -> None:
+    """append_many applies a tick's readings in rounds, with numpy; the verdicts, the windows,
+    the eviction order and every per-machine fact must be those of appending one by one —
+    with repeats of a machine in a batch, rejections, gaps, stale machines and evictions."""
+
+    def new() -> WindowStore:
+        return WindowStore(
+            window=3,
+            features=F,
+            max_machines=4,
+            max_missing_readings=2,
+            stale_after_s=30.0,
+            max_future_s=50.0,
+        )
+
+    batched, single = new(), new()
+    seqs: dict[str, int] = {}
+    stamps: dict[str, float] = {}
+    now = 1000.0
+    for batch, clock_step in zip(batches, clock_steps, strict=False):
+        now += clock_step
+        readings = []
+        for machine, seq_step, ts_step in batch:
+            seqs[machine] = max(0, seqs.get(machine, 10) + seq_step)
+            stamps[machine] = stamps.get(machine, 1000.0) + ts_step
+            readings.append(reading(machine, seqs[machine], ts=stamps[machine]))
+        result = batched.append_many(readings, now)
+        verdicts = [single.append(r, now) for r in readings]
+        assert dict(result.rejected) == {
+            i: reason for i, reason in enumerate(verdicts) if reason is not None
+        }
+        assert result.accepted.tolist() == [reason is None for reason in verdicts]
+        assert _state(batched) == _state(single)
