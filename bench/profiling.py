@@ -39,7 +39,7 @@ NETWORK_PARTS = (
 
 TICK_PARTS = (
     ("drain hand-off into windows", "Agent._drain"),
-    ("  window store append", "WindowStore.append"),
+    ("  window store append", "WindowStore.append_many"),
     ("gather ready windows", "WindowStore.take_ready"),
     ("model forward", "TorchForecaster.forecast"),
     ("anomaly scorer", "AnomalyScorer.update"),
