@@ -37,6 +37,12 @@ from agent.reading import Reading
 _INITIAL_CAPACITY = 1024
 _INTERVAL_SMOOTHING = 0.2
 
+SMALL_ROUND = 16
+"""In :meth:`WindowStore.append_many`, a round of fewer readings is applied one reading at a
+time: numpy's cost per call outweighs it there, and one busy machine (a gateway catching up)
+makes a round of one for each of its readings, which would otherwise cost ~20 numpy calls
+each."""
+
 DEFAULT_MAX_MISSING_READINGS = 5
 DEFAULT_STALE_AFTER_S = 30.0
 DEFAULT_MAX_FUTURE_S = 60.0
@@ -62,6 +68,9 @@ class Appended:
     accepted: NDArray[np.bool_]
     rejected: list[tuple[int, str]]
     """(index, reason) of each refused reading, in index order."""
+    in_window: NDArray[np.bool_]
+    """Accepted and still in the machine's window when the call returned (not pushed out by
+    its later readings of the same call, nor evicted): what a forecast now would use."""
 
 
 def _occurrence(slots: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -105,6 +114,7 @@ class WindowStore:
         self._evicted_ids: list[str] = []
         self._evicted_slots: list[int] = []
         self._evicted_heard: list[bool] = []
+        self.small_round = SMALL_ROUND
         self._allocate(min(_INITIAL_CAPACITY, max_machines))
 
     def _allocate(self, capacity: int) -> None:
@@ -218,8 +228,44 @@ class WindowStore:
 
         A rejected reading changes nothing but the machine's place in the eviction order.
         """
-        rejected = self.append_many([reading], now).rejected
-        return rejected[0][1] if rejected else None
+        if reading.ts > now + self.max_future_s:
+            return "future"
+        return self._apply_one(self.slot_for(reading.machine_id), reading, now)
+
+    def _apply_one(self, slot: int, reading: Reading, now: float) -> str | None:
+        """Rules 2-5 of :meth:`append` for one reading whose slot is taken, scalar."""
+        last = int(self.last_seq[slot])
+        if last >= 0 and now - self.last_seen[slot] > self.stale_after_s:
+            self.restart(np.array([slot]), forget_order=True)
+            last = -1
+        if reading.seq == last:
+            return "duplicate"
+        previous_ts = float(self.last_ts[slot])
+        if reading.seq < last or reading.ts < previous_ts:
+            return "out_of_order"
+        if last >= 0:
+            if (
+                reading.seq - last > self.max_missing_readings + 1
+                or reading.ts - previous_ts > self.stale_after_s
+            ):
+                self.restart(np.array([slot]))
+            elif reading.ts > previous_ts:
+                step = (reading.ts - previous_ts) / (reading.seq - last)
+                current = self.interval_s[slot]
+                self.interval_s[slot] = (
+                    step
+                    if math.isnan(current)
+                    else current + _INTERVAL_SMOOTHING * (step - current)
+                )
+        head = self.head[slot]
+        self.ring[slot, head] = self.ring[slot, head + self.window] = reading.values
+        self.head[slot] = (head + 1) % self.window
+        self.count[slot] += 1
+        self.last_seq[slot] = reading.seq
+        self.last_ts[slot] = reading.ts
+        self.last_seen[slot] = now
+        self.fresh[slot] = True
+        return None
 
     def append_many(self, readings: Sequence[Reading], now: float) -> Appended:
         """Store readings in arrival order, as :meth:`append` would one by one, with numpy.
@@ -236,7 +282,7 @@ class WindowStore:
         accepted = np.zeros(n, dtype=np.bool_)
         rejected: list[tuple[int, str]] = []
         if n == 0:
-            return Appended(slots, accepted, rejected)
+            return Appended(slots, accepted, rejected, accepted)
         latest_ok = now + self.max_future_s
         slot_of, slot_for, machine_ids = self.slot_of, self.slot_for, self.machine_ids
         segment_start, waiting = 0, set[int]()
@@ -257,7 +303,30 @@ class WindowStore:
             waiting.add(slot)
         self._apply(readings, slots, segment_start, n, now, accepted, rejected)
         rejected.sort()
-        return Appended(slots, accepted, rejected)
+        return Appended(slots, accepted, rejected, self._in_window(readings, slots, accepted))
+
+    def _in_window(
+        self, readings: Sequence[Reading], slots: NDArray[np.int64], accepted: NDArray[np.bool_]
+    ) -> NDArray[np.bool_]:
+        """Accepted readings still in their machine's window: its last ``window`` of them (or
+        fewer, since a restart), unless the machine lost its slot later in the same call."""
+        in_window = accepted.copy()
+        index = np.flatnonzero(accepted)
+        if len(index):
+            where = slots[index]
+            ids = self.machine_ids
+            kept = np.fromiter(
+                (
+                    ids[slot] == readings[i].machine_id
+                    for i, slot in zip(index.tolist(), where.tolist(), strict=True)
+                ),
+                np.bool_,
+                len(index),
+            )
+            newest_first = _occurrence(where[::-1])[::-1]
+            held = np.minimum(self.count[where], self.window)  # fewer after a restart
+            in_window[index] = kept & (newest_first < held)
+        return in_window
 
     def _apply(
         self,
@@ -279,14 +348,28 @@ class WindowStore:
         values = np.array([r.values for r in chosen], dtype=np.float32)
         where = slots[index]
         rounds = _occurrence(where)
-        if not rounds.any():  # one reading per machine: a single round
-            self._apply_round(index, where, seq, ts, values, now, accepted, rejected)
-            return
-        for k in range(int(rounds.max()) + 1):
-            pick = np.flatnonzero(rounds == k)
-            self._apply_round(
-                index[pick], where[pick], seq[pick], ts[pick], values[pick], now, accepted, rejected
-            )
+        order = np.argsort(rounds, kind="stable")
+        bounds = np.searchsorted(rounds[order], np.arange(int(rounds.max()) + 2))
+        for k in range(len(bounds) - 1):
+            pick = order[bounds[k] : bounds[k + 1]]
+            if len(pick) >= self.small_round:
+                self._apply_round(
+                    index[pick],
+                    where[pick],
+                    seq[pick],
+                    ts[pick],
+                    values[pick],
+                    now,
+                    accepted,
+                    rejected,
+                )
+                continue
+            for i in pick.tolist():
+                reason = self._apply_one(int(where[i]), chosen[i], now)
+                if reason is None:
+                    accepted[index[i]] = True
+                else:
+                    rejected.append((int(index[i]), reason))
 
     def _apply_round(
         self,

@@ -96,7 +96,7 @@ def _store_bytes(agent: Any) -> float:
     total = 0
     for owner in (agent.store, agent.policy, agent.anomaly):
         for value in vars(owner).values():
-            if isinstance(value, np.ndarray):
+            if isinstance(value, np.ndarray) and value.base is None:  # views hold no memory
                 total += value.nbytes
     return float(total)
 

@@ -451,13 +451,15 @@ class _ModelCommon(_Section):
         "network thread a core on small machines).",
     )
     chunk_size: int = Field(
-        1000, ge=1, description="Most windows in one forward pass; larger batches are chunked."
+        1000,
+        ge=1,
+        description="Most windows in one forward pass on the CPU; larger batches are chunked.",
     )
     cuda_chunk_size: int = Field(
         DEFAULT_CUDA_CHUNK_SIZE,
         ge=1,
-        description="Most windows in one forward pass on a GPU (the whole batch crosses to the "
-        "device in one copy either way).",
+        description="Most windows in one forward pass on a GPU, rounded up to a multiple of 128 "
+        "(the whole batch crosses to the device in one copy either way).",
     )
 
 

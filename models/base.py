@@ -10,11 +10,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 NETWORK_KINDS: tuple[str, ...] = ("lstm", "gru", "bilstm")
+"""Recurrent networks (models.zoo), trained by gradient descent."""
 
 DEFAULT_CUDA_CHUNK_SIZE = 16_384
 """Most windows in one forward pass on a GPU (``model.cuda_chunk_size``). A GPU wants far
 larger chunks than a CPU's cache does; ``python -m bench.inference`` times several on a device."""
-"""Recurrent networks (models.zoo), trained by gradient descent."""
 
 
 @runtime_checkable

@@ -261,7 +261,10 @@ class TorchForecaster:
         self.window = checkpoint.window
         self.horizon = checkpoint.horizon
         self.device = resolve_device(device)
-        self.chunk_size = cuda_chunk_size if self.device.type == "cuda" else chunk_size
+        # Whole quanta on a GPU: the padded batch is cut into equal chunks, so the device
+        # sees as few shapes as the CPU does (see BATCH_QUANTUM).
+        on_gpu = self.device.type == "cuda"
+        self.chunk_size = _quanta(cuda_chunk_size) if on_gpu else chunk_size
         self.threads = threads or default_threads()
         if self.device.type == "cpu":
             torch.set_num_threads(self.threads)
@@ -416,7 +419,7 @@ class TorchForecaster:
         rows = windows.shape[0]
         if rows == 0:
             return np.empty((0, self.horizon), dtype=np.float32)
-        size = -(-rows // BATCH_QUANTUM) * BATCH_QUANTUM
+        size = _quanta(rows)
         if self._staging is None or self._staging.shape[0] < size:
             self._staging = torch.empty(
                 (size, self.window, len(self.features)), dtype=torch.float32, pin_memory=True
@@ -443,8 +446,13 @@ chunk_size / 128 of them, for at most 127 extra windows of work per chunk.
 """
 
 
+def _quanta(rows: int) -> int:
+    """``rows`` rounded up to a whole number of batch quanta."""
+    return -(-rows // BATCH_QUANTUM) * BATCH_QUANTUM
+
+
 def _padded(rows: NDArray[np.floating]) -> NDArray[np.float32]:
-    size = -(-len(rows) // BATCH_QUANTUM) * BATCH_QUANTUM
+    size = _quanta(len(rows))
     padded = np.zeros((size, *rows.shape[1:]), dtype=np.float32)
     padded[: len(rows)] = rows
     if len(rows) < size:

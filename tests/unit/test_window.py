@@ -433,6 +433,26 @@ def _state(store: WindowStore) -> dict[str, object]:
     }
 
 
+def _in_window(
+    store: WindowStore, readings: list[Reading], verdicts: list[str | None], i: int
+) -> bool:
+    """Whether reading ``i``, appended one by one with these verdicts, is in its machine's
+    window now: accepted, its machine still holds the slot, and fewer than the window's
+    current length of that machine's later readings were accepted after it."""
+    machine = readings[i].machine_id
+    slot = store.slot_of.get(machine)
+    if verdicts[i] is not None or slot is None:
+        return False
+    later = sum(
+        verdicts[j] is None and readings[j].machine_id == machine
+        for j in range(i + 1, len(readings))
+    )
+    length = min(int(store.count[slot]), store.window)
+    recent = store.windows(np.array([slot]))[0][store.window - length :]
+    return later < length and any(np.array_equal(row, readings[i].values) for row in recent)
+
+
+@pytest.mark.parametrize("small_round", [0, 10**9], ids=["numpy rounds", "one by one"])
 @settings(max_examples=300, deadline=None, database=None)
 @given(
     batches=st.lists(
@@ -440,7 +460,7 @@ def _state(store: WindowStore) -> dict[str, object]:
             st.tuples(
                 st.sampled_from("abcdefg"),  # more machines than slots: eviction in a batch
                 st.integers(-2, 8),  # seq step
-                st.sampled_from([-5.0, 0.0, 1.0, 31.0, 100.0]),  # ts step
+                st.sampled_from([-5.0, 0.0, 0.5, 1.0, 2.0, 31.0, 100.0]),  # ts step
             ),
             max_size=25,
         ),
@@ -450,11 +470,13 @@ def _state(store: WindowStore) -> dict[str, object]:
     clock_steps=st.lists(st.sampled_from([0.0, 1.0, 31.0]), min_size=6, max_size=6),
 )
 def test_a_batch_leaves_the_store_as_one_reading_at_a_time_does(
-    batches: list[list[tuple[str, int, float]]], clock_steps: list[float]
+    small_round: int, batches: list[list[tuple[str, int, float]]], clock_steps: list[float]
 ) -> None:
-    """append_many applies a tick's readings in rounds, with numpy; the verdicts, the windows,
-    the eviction order and every per-machine fact must be those of appending one by one —
-    with repeats of a machine in a batch, rejections, gaps, stale machines and evictions."""
+    """append_many applies a tick's readings in rounds, with numpy (or, for small rounds, the
+    scalar rule); the verdicts, the windows, the eviction order and every per-machine fact must
+    be those of append, one reading at a time — with repeats of a machine in a batch,
+    rejections, gaps, stale machines and evictions. ``in_window`` must name exactly the
+    accepted readings still in their machine's window."""
 
     def new() -> WindowStore:
         return WindowStore(
@@ -467,6 +489,7 @@ def test_a_batch_leaves_the_store_as_one_reading_at_a_time_does(
         )
 
     batched, single = new(), new()
+    batched.small_round = small_round
     seqs: dict[str, int] = {}
     stamps: dict[str, float] = {}
     now = 1000.0
@@ -483,4 +506,20 @@ def test_a_batch_leaves_the_store_as_one_reading_at_a_time_does(
             i: reason for i, reason in enumerate(verdicts) if reason is not None
         }
         assert result.accepted.tolist() == [reason is None for reason in verdicts]
+        for i in range(len(readings)):
+            assert bool(result.in_window[i]) == _in_window(single, readings, verdicts, i), i
         assert _state(batched) == _state(single)
+
+
+def test_one_busy_machine_in_a_batch() -> None:
+    """A gateway catching up sends one machine's readings by the thousand: each is its own
+    round, and they land as one by one would."""
+    batched = WindowStore(window=5, features=F, max_machines=4)
+    single = WindowStore(window=5, features=F, max_machines=4)
+    readings = [reading("a", seq) for seq in range(3000)] + [reading("b", 0)]
+    result = batched.append_many(readings, now=3000.0)
+    assert result.accepted.all()
+    assert [single.append(r, 3000.0) for r in readings] == [None] * len(readings)
+    assert _state(batched) == _state(single)
+    np.testing.assert_allclose(batched.windows(np.array([0]))[0, :, 0], np.arange(2995, 3000))
+    assert result.in_window.tolist() == [False] * 2995 + [True] * 6
