@@ -326,6 +326,18 @@ def test_restart_keeps_the_machine_and_its_order() -> None:
     np.testing.assert_allclose(store.take_ready().windows[0, :, 0], [3, 4])
 
 
+def rule_store(max_machines: int) -> WindowStore:
+    """A small store with the rule's limits as ``Reference`` below states them."""
+    return WindowStore(
+        window=3,
+        features=F,
+        max_machines=max_machines,
+        max_missing_readings=2,
+        stale_after_s=30.0,
+        max_future_s=50.0,
+    )
+
+
 class Reference:
     """The ordering and gap rule as the README states it, written plainly, one machine."""
 
@@ -372,14 +384,7 @@ class Reference:
 def test_rule_matches_its_plain_statement(steps: list[tuple[int, float, float]]) -> None:
     """Random streams of one machine — duplicates, late, future, gaps, stalls — give the same
     verdicts and the same windows as the rule written out plainly."""
-    store = WindowStore(
-        window=3,
-        features=F,
-        max_machines=1,
-        max_missing_readings=2,
-        stale_after_s=30.0,
-        max_future_s=50.0,
-    )
+    store = rule_store(max_machines=1)
     reference = Reference(window=3, max_missing=2, stale_after_s=30.0, max_future_s=50.0)
     seq, ts, now = 100, 1000.0, 1000.0
     for seq_step, ts_step, now_step in steps:
@@ -478,17 +483,7 @@ def test_a_batch_leaves_the_store_as_one_reading_at_a_time_does(
     rejections, gaps, stale machines and evictions. ``in_window`` must name exactly the
     accepted readings still in their machine's window."""
 
-    def new() -> WindowStore:
-        return WindowStore(
-            window=3,
-            features=F,
-            max_machines=4,
-            max_missing_readings=2,
-            stale_after_s=30.0,
-            max_future_s=50.0,
-        )
-
-    batched, single = new(), new()
+    batched, single = rule_store(max_machines=4), rule_store(max_machines=4)
     batched.small_round = small_round
     seqs: dict[str, int] = {}
     stamps: dict[str, float] = {}
