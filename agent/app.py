@@ -99,6 +99,13 @@ Heard = TypeVar("Heard", bool, np.bool_, NDArray[np.bool_])
 V = TypeVar("V")
 
 
+def _where(forecaster: object) -> str:
+    """Where the model runs, for the start-up log: the device, and the CPU's thread count."""
+    device = str(getattr(forecaster, "device", "cpu"))
+    threads = getattr(forecaster, "threads", None)
+    return f"{device} ({threads} thread(s))" if device == "cpu" and threads else device
+
+
 MAX_CACHED_TOPIC = 256
 """Longer topics (legal up to 65,535 bytes) are routed afresh each time, never cached."""
 
@@ -252,11 +259,12 @@ class Agent:
         self.http.start()
         m = self.settings.mqtt
         logger.info(
-            "agent %s serving %s (window %d, horizon %d); metrics on http://%s:%d/metrics",
+            "agent %s serving %s (window %d, horizon %d) on %s; metrics on http://%s:%d/metrics",
             m.client_id,
             self.forecaster.version,
             self.forecaster.window,
             self.forecaster.horizon,
+            _where(self.forecaster),
             self.settings.metrics.host,
             self.http.port,
         )

@@ -3,8 +3,8 @@
 One slot per machine, addressed by a dict from machine id to slot. Each slot is a ring of
 ``window`` rows, each row stored twice so that a window is one contiguous block; gathering the
 ready machines' windows is one fancy-indexing operation over all of them, and a tick's readings
-are stored by :meth:`WindowStore.append_many` in a few array operations, so a tick does no
-per-machine numpy work to build its batch.
+are stored by :meth:`WindowStore.append_many` in a few array operations per round (each
+machine's next reading), so a tick does little per-machine work to build its batch.
 
 The number of slots is capped (``agent.max_machines``): a new machine beyond the cap takes the
 slot of the least recently seen machine, which is evicted. Memory therefore stays bounded

@@ -131,6 +131,16 @@ def _status_kib(pid: int, key: str) -> int | None:
     return None
 
 
+def rss_split_mb(pid: int) -> dict[str, float | None]:
+    """RSS split into anonymous memory (the process's own heap and arrays) and file-backed
+    pages (mapped libraries: torch's alone are ~75-110 MB, depending on how many of their pages
+    the page cache maps in, so a fresh install can read 30-40 MB higher than a warm one)."""
+    return {
+        key: None if (kib := _status_kib(pid, f"{field}:")) is None else round(kib / 1024, 1)
+        for key, field in (("anon_mb", "RssAnon"), ("file_mb", "RssFile"))
+    }
+
+
 def rss_mb(pid: int) -> float | None:
     """Resident memory now (VmRSS), in MiB; None once the process is gone."""
     kib = _status_kib(pid, "VmRSS:")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.loadgen import peak_rss_mb, rss_mb
+from bench.loadgen import peak_rss_mb, rss_mb, rss_split_mb
 
 SIZES = (1_000, 10_000, 100_000)
 REPO = Path(__file__).resolve().parents[1]
@@ -85,6 +85,7 @@ def feed(machines: int, extra_ticks: int = 0) -> dict[str, Any]:
         "rss_mb": _mb(rss),
         "rss_after_fill_mb": _mb(after_fill),
         "peak_rss_mb": _mb(peak_rss_mb(pid)),
+        **rss_split_mb(pid),
         "forecasts": forecasts,
         "tick_s_p50": round(float(np.median(tick_s)), 4) if tick_s else None,
         "store_mb": _mb(_store_bytes(agent) / 2**20),
@@ -145,13 +146,19 @@ def growth(results: dict[str, Any]) -> dict[str, Any]:
 def _table(report: dict[str, Any]) -> str:
     lines = [
         "agent memory (fresh process per size, the agent's own settings, in-process feed)",
-        f"{'machines':>9} {'RSS MB':>8} {'peak MB':>8} {'arrays MB':>10} {'tick p50 s':>11}",
+        f"{'machines':>9} {'RSS MB':>8} {'anon MB':>8} {'file MB':>8} {'peak MB':>8} "
+        f"{'arrays MB':>10} {'tick p50 s':>11}",
     ]
     for size, r in report["sizes"].items():
         lines.append(
-            f"{int(size):>9,} {r['rss_mb']:>8.1f} {r['peak_rss_mb']:>8.1f} {r['store_mb']:>10.1f} "
+            f"{int(size):>9,} {r['rss_mb']:>8.1f} {r.get('anon_mb') or 0:>8.1f} "
+            f"{r.get('file_mb') or 0:>8.1f} {r['peak_rss_mb']:>8.1f} {r['store_mb']:>10.1f} "
             f"{r['tick_s_p50'] or 0:>11.3f}"
         )
+    lines.append(
+        "(anon: the process's own memory; file: mapped libraries, shared and reclaimable, and "
+        "higher on a fresh install than on a warm one)"
+    )
     lines.append(
         f"before any machine: {report['baseline_mb']} MB; growth {report['per_machine_kb']} "
         f"KB per machine ({report['per_1k_machines_mb']} MB per 1,000)"
