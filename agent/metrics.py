@@ -16,7 +16,7 @@ from agent.reading import REJECT_REASONS
 TICK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 """Reading to forecast: a reading waits for the next tick (up to ``agent.tick_interval_s``,
-0.5 s by default) and then for the tick's forecast, so the buckets are finest around a second."""
+0.25 s by default) and then for the tick's forecast, so the buckets are finest below a second."""
 
 
 class AgentMetrics:

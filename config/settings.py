@@ -538,7 +538,13 @@ ModelSettings = Annotated[
 class AgentSettings(_Section):
     """The agent's tick loop and hand-off."""
 
-    tick_interval_s: float = Field(0.5, gt=0, le=60, description="Seconds between forecast ticks.")
+    tick_interval_s: float = Field(
+        0.25,
+        gt=0,
+        le=60,
+        description="Seconds between forecast ticks: a reading waits up to this long for its "
+        "forecast.",
+    )
     stall_after_s: float = Field(
         30.0,
         gt=0,
