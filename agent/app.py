@@ -225,7 +225,7 @@ class Agent:
         self._routes: dict[str, tuple[Callable[..., None], ...]] = {}
         self._topic_machine_ids: dict[str, str] = {}
         self._max_routes = 2 * settings.agent.max_machines + 1024
-        self.client.on_message = self._guard("message", self._dispatch)
+        self.client.on_message = self._dispatch  # each handler is guarded on its own
         self.publisher = AlertPublisher(
             self.client,
             self._prefix,
@@ -553,7 +553,11 @@ class Agent:
 
     def _dispatch(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         """Route a message to its handlers by topic (see ``__init__``)."""
-        topic = message.topic
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:  # nothing else here can raise into paho's thread
+            self.reject("bad_json", "a topic that is not UTF-8")
+            return
         handlers = self._routes.get(topic)
         if handlers is None:
             handlers = tuple(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import subprocess
 import threading
 import time
 from concurrent.futures import Future
@@ -33,6 +34,19 @@ def wait_for_port(port: int, timeout_s: float = 10.0, host: str = "127.0.0.1") -
                 return
         time.sleep(0.05)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s} s")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """Ask a child process (a broker or server started for a run) to stop; kill it if it
+    has not within ``timeout_s``, so no run leaves one behind."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout_s)
 
 
 class EmbeddedBroker:

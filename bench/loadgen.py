@@ -31,7 +31,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.broker import free_port, wait_for_port
+from agent.broker import free_port, stop_process, wait_for_port
 from simulator.fleet import Fleet
 from simulator.payload import encode_reading
 
@@ -100,11 +100,7 @@ def broker(workdir: Path, inflight: int = BROKER_INFLIGHT) -> Iterator[Broker]:
         wait_for_port(port)
         yield Broker(port, process)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
         log.close()
 
 

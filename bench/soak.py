@@ -30,7 +30,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from agent.broker import free_port, wait_for_port
+from agent.broker import free_port, stop_process, wait_for_port
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -133,12 +133,7 @@ def soak(machines: int, rate_hz: float, duration_s: float, workdir: Path) -> dic
         last = _samples(_get(f"http://127.0.0.1:{metrics_port}/metrics")[1]) or last
     finally:
         for process in reversed(processes):
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_process(process, timeout_s=30)
         for log in logs.values():
             log.close()
 

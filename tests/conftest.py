@@ -22,7 +22,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.app import Agent
-from agent.broker import free_port, wait_for_port
+from agent.broker import free_port, stop_process, wait_for_port
 from config.settings import Settings
 
 __all__ = ["free_port", "wait_for_port"]  # shared with the test modules
@@ -75,11 +75,7 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         wait_for_port(port)
         yield Mosquitto(port=port, process=process, log=log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
 
 
 @pytest.fixture

@@ -297,6 +297,11 @@ def wait_until(
         time.sleep(step_s)
 
 
+def holds_within(predicate: Callable[[], bool], timeout_s: float = 15.0) -> bool:
+    """Whether ``predicate`` held within ``timeout_s`` (for a plain ``assert``)."""
+    return wait_until(predicate, timeout_s) is not None
+
+
 def healthz(port: int) -> int:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:

@@ -23,6 +23,7 @@ from agent.reading import REJECT_REASONS
 from config.settings import Settings, load_settings
 from simulator.publish import SimulatorPublisher, build_fleet
 from tests.conftest import Mosquitto, Recorder
+from tests.faultkit import holds_within
 
 pytestmark = pytest.mark.integration
 
@@ -54,15 +55,6 @@ def scrape(agent: Agent) -> dict[tuple[str, str], float]:
 def rejected(metrics: dict[tuple[str, str], float]) -> dict[str, float]:
     """Every reason's rejection count, the zeros included."""
     return {r: metrics[("forewarn_readings_rejected_total", r)] for r in REJECT_REASONS}
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_the_simulator_as_a_gateway_gets_every_machine_forecast(
@@ -101,18 +93,18 @@ def test_the_simulator_as_a_gateway_gets_every_machine_forecast(
     ticks = round(duration_s * rate_hz)
     expected = machines * ticks
     registry = agent.metrics.registry
-    assert wait_until(lambda: registry.get_sample_value("forewarn_readings_total") == expected), (
+    assert holds_within(lambda: registry.get_sample_value("forewarn_readings_total") == expected), (
         f"{registry.get_sample_value('forewarn_readings_total')} of {expected} readings accepted"
     )
     fleet = build_fleet(settings.simulator, settings.alerts.threshold_c)
-    assert wait_until(lambda: forecast == set(fleet.machine_ids)), (
+    assert holds_within(lambda: forecast == set(fleet.machine_ids)), (
         f"never forecast: {sorted(set(fleet.machine_ids) - forecast)}"
     )
     assert set(rejected(scrape(agent)).values()) == {0.0}
 
     # The fleet went out as batches of up to 5 (5 + 5 + 2 a tick), none as single messages.
     assert (publisher.stats.readings, publisher.stats.messages) == (expected, ticks * 3)
-    assert wait_until(lambda: len(batches.snapshot()) == ticks * 3)
+    assert holds_within(lambda: len(batches.snapshot()) == ticks * 3)
     lists = [payload["readings"] for _, payload, _ in batches.snapshot()]
     assert sorted({len(r) for r in lists if isinstance(r, list)}) == [2, 5]
     assert {topic for topic, _, _ in batches.snapshot()} == {
@@ -184,11 +176,11 @@ def test_bad_elements_and_bad_batches_are_counted_by_reason(
         def accepted() -> float:
             return scrape(agent)[("forewarn_readings_total", "")]
 
-        assert wait_until(lambda: accepted() == 4), f"{accepted()} readings accepted, not 4"
-        assert wait_until(lambda: rejected(scrape(agent))["duplicate"] == 1)
+        assert holds_within(lambda: accepted() == 4), f"{accepted()} readings accepted, not 4"
+        assert holds_within(lambda: rejected(scrape(agent))["duplicate"] == 1)
         # The hand-off (100) is empty now: a batch of 150 keeps 100, drops 50 as overload.
         publisher.send(gateway, orjson.dumps({"readings": [good(f"o-{i}", 1) for i in range(150)]}))
-        assert wait_until(lambda: accepted() == 104), f"{accepted()} readings accepted, not 104"
+        assert holds_within(lambda: accepted() == 104), f"{accepted()} readings accepted, not 104"
     finally:
         publisher.close()
     counts = rejected(scrape(agent))

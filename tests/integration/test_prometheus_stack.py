@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from agent.app import Agent
+from agent.broker import stop_process
 from config.settings import Settings, load_settings
 from simulator.publish import SimulatorPublisher, build_fleet
 from tests.conftest import REPO, Mosquitto, free_port
@@ -130,12 +131,7 @@ def running_prometheus(binary: str, tmp_path: Path, agent_port: int) -> Iterator
             time.sleep(0.2)
         yield prometheus
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 def dashboard_queries(machine_id: str) -> list[tuple[str, str]]:

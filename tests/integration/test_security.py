@@ -27,6 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.alerts import AlertEvent
 from agent.app import Agent
+from agent.broker import stop_process
 from agent.cli import main
 from agent.tls import BrokerCheckError, check_broker, tls_context
 from config.settings import ConfigError, MqttSettings, Settings, load_settings
@@ -191,11 +192,7 @@ def broker(tmp_path: Path) -> Iterator[Callable[..., Mosquitto]]:
 
     yield start
     for process in processes:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
 
 
 def tls_lines(pki: Pki, require_certificate: bool, misnamed: bool = False) -> list[str]:

@@ -20,6 +20,7 @@ from agent.silence import silence_payload, silence_topic
 from config.settings import Settings, load_settings
 from simulator.publish import SimulatorPublisher, simulated_topic
 from tests.conftest import Mosquitto
+from tests.faultkit import holds_within
 
 pytestmark = pytest.mark.integration
 
@@ -70,15 +71,6 @@ def rejected(agent: Agent) -> float:
     )
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 def machines_seen(agent: Agent) -> set[str]:
     """Every machine the agent took a reading of (read after it stopped: no tick runs then)."""
     return {
@@ -110,7 +102,7 @@ def test_topic_sharded_agents_each_own_their_lines_and_together_cover_the_fleet(
     published = publisher.stats.readings
     ticks = publisher.stats.ticks
     assert published == 12 * ticks > 0
-    assert wait_until(lambda: accepted(line_1) + accepted(lines_2_3) >= published, 20), (
+    assert holds_within(lambda: accepted(line_1) + accepted(lines_2_3) >= published, 20), (
         f"{accepted(line_1)} + {accepted(lines_2_3)} of {published} readings arrived; "
         f"mosquitto log: {mosquitto.log.read_text()}"
     )
@@ -163,7 +155,7 @@ def test_a_shared_group_gives_each_reading_to_one_agent_but_splits_machines_on_m
 
     publisher = publish_fleet(first.settings, machines=5, duration_s=2.0)
     published = publisher.stats.readings
-    assert wait_until(lambda: accepted(first) + accepted(second) >= published, 20), (
+    assert holds_within(lambda: accepted(first) + accepted(second) >= published, 20), (
         f"{accepted(first)} + {accepted(second)} of {published} readings arrived"
     )
     time.sleep(0.3)
@@ -192,11 +184,11 @@ def test_an_mqtt5_agent_takes_readings_and_resumes_its_session(
     assert agent.client.protocol == mqtt.MQTTv5
     assert not agent.session_resumed
     published = publish_fleet(settings, machines=3, duration_s=1.0).stats.readings
-    assert wait_until(lambda: accepted(agent) == published, 20), accepted(agent)
+    assert holds_within(lambda: accepted(agent) == published, 20), accepted(agent)
     agent.stop()
 
     # Published while the agent is away: the broker keeps its MQTT 5 session and queues them.
     away = publish_fleet(settings, machines=3, duration_s=1.0).stats.readings
     back = running_agent(settings)
     assert back.session_resumed, "the broker kept no MQTT 5 session for the agent"
-    assert wait_until(lambda: accepted(back) == away, 20), f"{accepted(back)} of {away}"
+    assert holds_within(lambda: accepted(back) == away, 20), f"{accepted(back)} of {away}"

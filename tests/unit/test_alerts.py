@@ -41,9 +41,12 @@ class Harness:
         self.interval = np.full(machines, interval_s)
         self.now = 1_000.0
 
-    def tick(self, reading: Any, forecast: Any, slots: Any = None) -> list[AlertEvent]:
+    def tick(
+        self, reading: Any, forecast: Any, slots: Any = None, noise_ratio: float | None = None
+    ) -> list[AlertEvent]:
         """One tick: ``reading`` per machine (or one for all); ``forecast`` is a peak (a flat
-        forecast) or a whole forecast row, per machine or for all."""
+        forecast) or a whole forecast row, per machine or for all; ``noise_ratio``, when given,
+        each machine's error against its usual (AnomalyScorer.noise_ratio)."""
         machines = len(self.ids)
         slots = np.arange(machines) if slots is None else np.asarray(slots, dtype=np.int64)
         self.now += 1.0
@@ -62,6 +65,9 @@ class Harness:
             np.ascontiguousarray(rows),
             self.interval[slots],
             self.now,
+            None,
+            None if noise_ratio is None else np.zeros(len(slots)),
+            None if noise_ratio is None else np.full(len(slots), noise_ratio),
         )
 
     def run(self, steps: list[tuple[float, float]]) -> list[tuple[int, str]]:
@@ -464,21 +470,7 @@ def test_forecasts_made_from_a_sensor_gone_noisy_do_not_warn() -> None:
     h = Harness(warning_confirm_ticks=2)
 
     def tick(reading: float, peak: float, ratio: float) -> list[str]:
-        h.now += 1.0
-        h.recent[0] = np.roll(h.recent[0], -1)
-        h.recent[0, -1] = reading
-        events = h.policy.update(
-            np.arange(1),
-            h.ids,
-            h.recent[:1],
-            np.full((1, h.horizon), peak, np.float32),
-            h.interval[:1],
-            h.now,
-            None,
-            np.zeros(1),
-            np.array([ratio]),
-        )
-        return [f"{e.severity} {e.status}" for e in events]
+        return [f"{e.severity} {e.status}" for e in h.tick(reading, peak, noise_ratio=ratio)]
 
     assert tick(COOL, HOT, 2.0) + tick(COOL, HOT, 2.0) + tick(COOL, HOT, 1.6) == []
     assert tick(COOL, HOT, 1.4) == []  # the first trusted hot forecast starts the streak
@@ -486,20 +478,7 @@ def test_forecasts_made_from_a_sensor_gone_noisy_do_not_warn() -> None:
     noisy = [tick(HOT, HOT, 3.0) for _ in range(3)]
     assert noisy[-1] == ["critical firing"], noisy
     off = Harness(warning_confirm_ticks=2, warning_noise_ratio_max=0.0)
-    events = []
-    for _ in range(2):
-        off.now += 1.0
-        events += off.policy.update(
-            np.arange(1),
-            off.ids,
-            off.recent[:1],
-            np.full((1, off.horizon), HOT, np.float32),
-            off.interval[:1],
-            off.now,
-            None,
-            np.zeros(1),
-            np.array([3.0]),
-        )
+    events = off.tick(70.0, HOT, noise_ratio=3.0) + off.tick(70.0, HOT, noise_ratio=3.0)
     assert [e.severity for e in events] == ["warning"]
 
 
