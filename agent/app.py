@@ -644,8 +644,12 @@ class Agent:
         a batch never takes it past ``agent.max_pending_readings``.
         """
         self._pending.extend(batch.readings)
-        for reason, count in batch.rejected.items():
-            self.reject(reason, f"{batch.details[reason]} (gateway batch on {topic})", count)
+        self.reject_tally(batch, f" (gateway batch on {topic})")
+
+    def reject_tally(self, tally: Batch, where: str = "") -> None:
+        """Count a tally's rejections, one counter update and one log line per reason."""
+        for reason, count in tally.rejected.items():
+            self.reject(reason, tally.details[reason] + where, count)
 
     def reject(self, reason: str, detail: str, count: int = 1) -> None:
         self.metrics.rejected.labels(reason=reason).inc(count)
@@ -807,12 +811,13 @@ class Agent:
 
     def _report_refused(self, readings: list[Reading], refused: list[tuple[int, str]]) -> None:
         """Count refused readings by reason, one counter update and one log line per reason."""
-        by_reason: dict[str, list[int]] = {}
+        tally = Batch()
         for index, reason in refused:
-            by_reason.setdefault(reason, []).append(index)
-        for reason, indices in by_reason.items():
-            first = readings[indices[0]]
-            self.reject(reason, f"{first.machine_id} seq {first.seq} ts {first.ts}", len(indices))
+            r = readings[index]
+            tally.reject(
+                reason, "" if reason in tally.details else f"{r.machine_id} seq {r.seq} ts {r.ts}"
+            )
+        self.reject_tally(tally)
 
     def _time_forecasts(self, slots: NDArray[np.int64]) -> None:
         """Observe, for each reading this tick took in whose machine was forecast, the time
