@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from sklearn.linear_model import Ridge
 
 from models.checkpoint import Checkpoint, check_windows
 from models.normalise import window_stats_np
@@ -162,7 +161,13 @@ class RidgeForecaster(_Baseline):
         return inputs.reshape(len(windows), -1), ones * low[t], ones * span[t]
 
     def fit(self, windows: NDArray[np.float32], targets: NDArray[np.float32]) -> RidgeForecaster:
-        """Least squares with an L2 penalty; the global scaler, if any, from these windows."""
+        """Least squares with an L2 penalty; the global scaler, if any, from these windows.
+
+        scikit-learn is imported only here: serving a fitted Ridge needs its two arrays, not
+        the SciPy stack behind the estimator (see :meth:`FeatureScaler.fit`).
+        """
+        from sklearn.linear_model import Ridge
+
         self._check_fit(windows, targets)
         data = np.asarray(windows, dtype=np.float64)
         if self.normalisation == "global":
