@@ -3,9 +3,10 @@
 The agent exports no per-reading latency (``forewarn_tick_duration_seconds`` says how long a
 tick took, not how long a reading waited for it), so this runs the real :class:`Agent` — the
 same settings, threads, MQTT client and tick — with thin wrappers that note, per reading, the
-monotonic time paho handed it to the agent, and per tick the machines forecast and when their
-forecast was ready. Joining the two on (machine, seq) gives each reading's wait; the wrappers
-cost a list append per reading and two small array copies per tick.
+monotonic time paho handed it to the agent (``Reading.received``, stamped by the agent's message
+callback), and per tick the machines forecast and when their forecast was ready. Joining the two
+on (machine, seq) gives each reading's wait; the wrappers cost a list append per reading and
+two small array copies per tick.
 
 Started by ``bench.e2e`` as a process of its own (as ``forewarn agent`` would be), configured by
 the same ``FOREWARN_*`` variables. SIGUSR1 starts the measured span (after the windows have
@@ -23,7 +24,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from numpy.typing import NDArray
 
 from agent.app import Agent
 from agent.reading import Reading
-from agent.window import Batch
+from agent.window import Appended, Batch
 from bench.loadgen import parse_metrics, peak_rss_mb, percentile, rejected_by_reason, rss_mb
 from config.settings import load_settings
 
@@ -47,15 +48,19 @@ class LatencyProbe:
         self._current: tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]] | None = (
             None
         )
-        hand_off: Callable[[Reading], None] = agent.hand_off
+        append_many: Callable[[Sequence[Reading], float], Appended] = agent.store.append_many
         take_ready: Callable[[], Batch] = agent.store.take_ready
         forecast: Callable[[NDArray[np.float32]], NDArray[np.float32]] = agent.forecaster.forecast
         tick: Callable[[], Any] = agent.tick
         monotonic = time.monotonic
 
-        def timed_hand_off(reading: Reading) -> None:
-            self.arrivals.append((reading.machine_id, reading.seq, monotonic()))
-            hand_off(reading)
+        def timed_append_many(readings: Sequence[Reading], now: float) -> Appended:
+            self.arrivals.extend(
+                (reading.machine_id, reading.seq, reading.received)
+                for reading in readings
+                if reading.received > 0
+            )
+            return append_many(readings, now)
 
         def timed_take_ready() -> Batch:
             batch = take_ready()
@@ -91,8 +96,9 @@ class LatencyProbe:
             return events
 
         # Instance attributes shadow the methods: the agent's callbacks and tick loop call
-        # self.hand_off(...), self.store.take_ready(), self.forecaster.forecast(...), self.tick().
-        agent.hand_off = timed_hand_off  # type: ignore[method-assign]
+        # self.store.append_many(...), self.store.take_ready(), self.forecaster.forecast(...),
+        # self.tick().
+        agent.store.append_many = timed_append_many  # type: ignore[method-assign]
         agent.store.take_ready = timed_take_ready  # type: ignore[method-assign]
         agent.forecaster.forecast = timed_forecast  # type: ignore[method-assign]
         agent.tick = timed_tick  # type: ignore[method-assign]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 from numpy.typing import NDArray
 
 from agent.app import Agent
-from agent.reading import Reading
+from agent.reading import Arrival, Reading
 from config.settings import Settings
 from simulator.publish import SimulatorPublisher
 from tests.faultkit import (
@@ -271,14 +272,16 @@ def test_an_exception_in_a_callback_is_counted_and_the_loop_goes_on(
     broker: Broker, agents: list[Agent]
 ) -> None:
     agent = start_agent(agents, agent_settings(broker.port))
-    hand_off = agent.hand_off
 
-    def flaky(reading: Reading) -> None:
-        if reading.machine_id == "m-bad":
-            raise RuntimeError("injected fault")
-        hand_off(reading)
+    class FlakyHandOff(deque[Reading | Arrival]):
+        """The hand-off, failing for one machine's messages as the callback queues them."""
 
-    agent.hand_off = flaky  # type: ignore[method-assign]
+        def append(self, item: Reading | Arrival) -> None:
+            if isinstance(item, tuple) and item[0] == "m-bad":
+                raise RuntimeError("injected fault")
+            super().append(item)
+
+    agent._pending = FlakyHandOff()
     readings = Readings(broker)
     readings.burst({"m-bad": COOL_C}, 3)
     readings.burst({"m-good": COOL_C}, 25)

@@ -92,14 +92,23 @@ def publisher(mosquitto: Mosquitto) -> Iterator[mqtt.Client]:
 def wait_subscribed(agent: Agent, publisher: mqtt.Client, topic: str) -> None:
     """Wait until the agent's subscription covers ``topic`` (its SUBSCRIBE may be in flight).
 
-    Publishes an undecodable probe there until the agent counts a bad_json rejection.
+    Publishes an undecodable probe there until one reaches the agent: refused on arrival, or
+    waiting in its hand-off for the tick that decodes it. Then, once no probe can still be on
+    its way, ticks until the hand-off is empty, so the probes are counted (``bad_json``) and
+    gone before the test's own readings.
     """
     registry = agent.metrics.registry
     deadline = time.monotonic() + 10
-    while not registry.get_sample_value("forewarn_readings_rejected_total", {"reason": "bad_json"}):
+    while not agent._pending and not registry.get_sample_value(
+        "forewarn_readings_rejected_total", {"reason": "bad_json"}
+    ):
         assert time.monotonic() < deadline, f"the agent never subscribed to {topic}"
         publisher.publish(topic, b"probe", qos=1)
         time.sleep(0.1)
+    time.sleep(0.3)
+    while agent._pending:
+        agent.tick()
+    assert registry.get_sample_value("forewarn_readings_rejected_total", {"reason": "bad_json"})
 
 
 def wait_pending(agent: Agent, count: int, timeout_s: float = 10.0) -> None:

@@ -19,7 +19,7 @@ class _Forecaster:
 
 
 class _Agent:
-    """The agent's shape as the probe sees it: hand_off, a store, a forecaster, tick."""
+    """The agent's shape as the probe sees it: a store, a forecaster, tick."""
 
     def __init__(self) -> None:
         self.store = WindowStore(2, 4, 100)
@@ -30,8 +30,7 @@ class _Agent:
         self.pending.append(reading)
 
     def tick(self) -> Any:
-        for reading in self.pending:
-            self.store.append(reading, time.time())
+        self.store.append_many(self.pending, time.time())
         self.pending.clear()
         batch = self.store.take_ready()
         if len(batch):
@@ -40,7 +39,7 @@ class _Agent:
 
 
 def _reading(machine: str, seq: int) -> Reading:
-    return Reading(machine, time.time(), seq, np.ones(4, dtype=np.float32))
+    return Reading(machine, time.time(), seq, np.ones(4, dtype=np.float32), time.monotonic())
 
 
 def test_each_forecast_is_joined_to_its_readings_arrival():
