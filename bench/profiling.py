@@ -27,9 +27,7 @@ RATE_HZ = 100
 """Samples per second: enough for shares to a percent over a few seconds of work."""
 
 NETWORK_PARTS = (
-    ("agent callback (decode, validate, hand-off)", "Agent._on_message"),
-    ("  decode + validate (orjson, checks)", "ReadingDecoder.decode"),
-    ("  hand-off", "Agent.hand_off"),
+    ("agent callback (hand-off)", "Agent._on_message"),
     ("gateway batch callback", "Agent._on_batch"),
     ("paho: socket reads", "Client._sock_recv"),
     ("paho: select / loop", "Client._loop"),
@@ -39,6 +37,7 @@ NETWORK_PARTS = (
 
 TICK_PARTS = (
     ("drain hand-off into windows", "Agent._drain"),
+    ("  decode + validate (orjson, numpy)", "ReadingDecoder.decode_many"),
     ("  window store append", "WindowStore.append_many"),
     ("gather ready windows", "WindowStore.take_ready"),
     ("model forward", "TorchForecaster.forecast"),
