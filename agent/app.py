@@ -2,12 +2,14 @@
 
 Threads, each with one job:
 
-* paho's network thread runs :meth:`Agent._on_message` (and :meth:`Agent._on_batch` for a
-  gateway's batches), which only decodes, validates and appends to a bounded hand-off (a
-  deque; a full one drops and counts ``overload``);
-* the tick thread drains the hand-off into the window store, runs one batched forecast over
-  every machine with a full window and a new reading, advances the alert policy and publishes
-  the changes;
+* paho's network thread runs :meth:`Agent._on_message`, which appends each single reading's
+  message, undecoded, to a bounded hand-off (a deque; a full one drops and counts
+  ``overload``), and :meth:`Agent._on_batch`, which decodes a gateway's batch and appends its
+  readings;
+* the tick thread decodes the single messages of the hand-off together (rejections counted by
+  reason), stores every reading in the window store, runs one batched forecast over every
+  machine with a full window and a new reading, advances the alert policy and publishes the
+  changes;
 * the HTTP thread serves /metrics and /healthz;
 * a restore thread reads the retained alert states back once at start-up (ticks wait for it);
 * the watchdog thread ends the agent (``failure`` set, exit status 1) when the network thread
@@ -165,7 +167,11 @@ class Agent:
         self._received_slots: NDArray[np.int64] = np.empty(0, dtype=np.int64)
         self._received_at: NDArray[np.float64] = np.empty(0, dtype=np.float64)
         self._max_pending = settings.agent.max_pending_readings
-        self._max_payload_bytes = settings.limits.max_payload_bytes
+        # Payload bytes in the hand-off: added by the network thread, taken off by the tick
+        # thread, each counting up its own total (no lock, no lost update).
+        self._max_pending_bytes = settings.agent.max_pending_bytes
+        self._queued_bytes = 0
+        self._decoded_bytes = 0
         self._connected = threading.Event()
         self._last_tick = 0.0
         self._tick_thread: threading.Thread | None = None
@@ -576,7 +582,7 @@ class Agent:
         """A single reading: queued as it came, for the next tick to decode with the rest.
 
         The network thread is the agent's first limit (paho's own work per message comes
-        first), so its share here is a cached topic lookup, two length checks and one append.
+        first), so its share here is a cached topic lookup, three bounds checks and one append.
         """
         topic = message.topic
         machine_id = self._topic_machine_ids.get(topic)
@@ -584,12 +590,16 @@ class Agent:
             machine_id = self._telemetry.machine_id(topic) or ""
             _remember(self._topic_machine_ids, topic, machine_id, self._max_routes)
         payload = message.payload
-        if len(payload) > self._max_payload_bytes:  # not kept: the hand-off bounds a count
-            self.reject("too_large", f"{len(payload)} bytes > {self._max_payload_bytes}")
+        size = len(payload)
+        if size > self.decoder.max_bytes:  # refused before it takes room in the hand-off
+            self.reject("too_large", f"{size} bytes > {self.decoder.max_bytes}")
         elif len(self._pending) >= self._max_pending:
             self.reject("overload", f"{self._max_pending} readings already waiting")
+        elif self._queued_bytes - self._decoded_bytes + size > self._max_pending_bytes:
+            self.reject("overload", f"{self._max_pending_bytes} payload bytes already waiting")
         else:
             self._pending.append((machine_id, payload, time.monotonic()))
+            self._queued_bytes += size
 
     def _on_batch(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         """A gateway batch: its good readings are handed off, its bad ones counted by reason."""
@@ -819,6 +829,7 @@ class Agent:
         arrivals = [item for item in taken if isinstance(item, tuple)]
         if not arrivals:
             return [item for item in taken if isinstance(item, Reading)]
+        self._decoded_bytes += sum(len(arrival[1]) for arrival in arrivals)
         decoded, tally = self.decoder.decode_many(arrivals)
         self.reject_tally(tally)
         if len(arrivals) < len(taken):  # batch readings too: each decoded one to its place

@@ -96,7 +96,8 @@ class AgentMetrics:
         )
         self.pending = Gauge(
             "forewarn_pending_readings",
-            "Readings waiting in the hand-off for the next tick.",
+            "Readings waiting in the hand-off for the next tick, as the last tick left it "
+            "(single messages are decoded by the tick, so these include any it will reject).",
             registry=r,
         )
         self.pending_oldest_age = Gauge(
@@ -107,8 +108,9 @@ class AgentMetrics:
         )
         self.reading_to_forecast = BulkHistogram(
             "forewarn_reading_to_forecast_seconds",
-            "From a reading's arrival (decoded off the broker) to the end of the forecast that "
-            "used it; readings of a machine whose window is not full yet are not counted.",
+            "From a reading's arrival (paho handing the message to the agent) to the end of "
+            "the forecast that used it: the wait for a tick, the decoding and the forecast; "
+            "readings of a machine whose window is not full yet are not counted.",
             LATENCY_BUCKETS,
             registry=r,
         )

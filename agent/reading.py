@@ -1,10 +1,11 @@
 """Decoding and validating telemetry payloads: one reading, a tick's worth, or a gateway batch.
 
-Pure, so it can be fuzzed on its own. Every way a payload can be wrong maps to one reason from
-:data:`REJECT_REASONS`, the label values of ``forewarn_readings_rejected_total``. A batch's
-elements are judged one by one, by the same rules as single readings: one bad element costs
-only itself. A tick's single-reading payloads are judged together (:meth:`ReadingDecoder.
-decode_many`), column by column in numpy, with the same verdicts as one by one.
+Pure but for logging each kind of unexpected error once, so it can be fuzzed on its own. Every
+way a payload can be wrong maps to one reason from :data:`REJECT_REASONS`, the label values of
+``forewarn_readings_rejected_total``. A batch's elements are judged one by one, by the same
+rules as single readings: one bad element costs only itself. A tick's single-reading payloads
+are judged together (:meth:`ReadingDecoder.decode_many`), column by column in numpy, with the
+same verdicts as one by one.
 """
 
 from __future__ import annotations
@@ -82,8 +83,6 @@ id its topic names (``""`` when none), the payload, and when it arrived (``time.
 A plain tuple: the network thread's whole share of a reading is to make one and queue it."""
 
 _NUMBER_TYPES = frozenset((float, int))
-_ID_CACHE_LIMIT = 1 << 17
-"""How many good machine ids :meth:`ReadingDecoder.decode_many` remembers before it starts over."""
 
 
 BATCH_VERSION = 1
@@ -146,7 +145,7 @@ class ReadingDecoder:
             (name, max(low, -FLOAT32_MAX), min(high, FLOAT32_MAX), low, high)
             for name, (low, high) in zip(self.features, self.ranges, strict=True)
         ]
-        self._good_ids: set[str] = set()
+        self._logged: set[tuple[str, str]] = set()
 
     def decode(
         self,
@@ -185,8 +184,10 @@ class ReadingDecoder:
         if self.mapping is None and count:  # a mapping renames fields first: one by one
             try:
                 readings, slow = self._decode_columns(arrivals)
-            except Exception:  # a bug here must cost speed, never readings
-                logger.exception("decoding %d readings together failed; one by one instead", count)
+            except Exception as error:  # a bug here must cost speed, never readings
+                self._log_once(
+                    "decoding a tick's readings together failed; one by one instead", error
+                )
         decode = self.decode
         for index in slow:
             topic_id, payload, received = arrivals[index]
@@ -195,8 +196,17 @@ class ReadingDecoder:
             except Rejected as rejected:
                 tally.reject(rejected.reason, rejected.detail)
             except Exception as error:  # never lose the rest of the tick to one payload
+                self._log_once("unexpected error decoding a reading", error)
                 tally.reject("bad_json", f"undecodable: {type(error).__name__}: {error}")
         return readings, tally
+
+    def _log_once(self, what: str, error: Exception) -> None:
+        """Log an unexpected error with its traceback, once per kind: a lasting bug would
+        otherwise log every tick. Each reading it costs is still counted, as ``bad_json``."""
+        kind = (what, type(error).__name__)
+        if kind not in self._logged:
+            self._logged.add(kind)
+            logger.error("%s (%s; logged once)", what, kind[1], exc_info=error)
 
     def _decode_columns(
         self, arrivals: Sequence[Arrival]
@@ -205,15 +215,21 @@ class ReadingDecoder:
         check (``None`` for the others), and the indices of the others."""
         count = len(arrivals)
         payloads = [arrival[1] for arrival in arrivals]
-        try:
-            parsed = list(map(orjson.loads, payloads))
-        except orjson.JSONDecodeError:
-            parsed = [_loads_or_none(payload) for payload in payloads]
+        parsed: list[object] = []
+        remaining = iter(payloads)
+        while len(parsed) < count:  # map() in C; a payload that is not JSON costs only itself
+            try:
+                parsed.extend(map(orjson.loads, remaining))
+            except orjson.JSONDecodeError:
+                parsed.append(None)  # not an object: decode() says why
+        objects: list[dict[str, object]]
         if set(map(type, parsed)) == {dict}:
-            objects: list[dict[str, object]] = parsed
+            objects = parsed  # type: ignore[assignment]  # checked: each one is a dict
         else:
             objects = [data if type(data) is dict else {} for data in parsed]
-        clean = np.ones(count, dtype=np.bool_)
+        clean = np.fromiter(
+            (len(payload) <= self.max_bytes for payload in payloads), np.bool_, count
+        )
         machine_ids = self._machine_ids(objects, arrivals, clean)
         ts = _float_column([data.get("ts") for data in objects], clean)
         seq = _seq_column([data.get("seq") for data in objects], clean)
@@ -223,6 +239,8 @@ class ReadingDecoder:
             clean &= (numbers >= lowest) & (numbers <= highest)
             values[:, column] = numbers
         values[~clean] = 0.0  # rejected rows may hold what float32 cannot
+        # Each reading's values are a row of this one array: the window store copies them in
+        # the same tick, and the tick's readings go with it.
         stored = values.astype(np.float32)
         ts_list, seq_list = ts.tolist(), seq.tolist()
         readings: list[Reading | None] = [None] * count
@@ -243,11 +261,9 @@ class ReadingDecoder:
         clean: NDArray[np.bool_],
     ) -> list[str]:
         """Each payload's machine id, resolved against its topic's as :meth:`decode_fields`
-        does; ``clean`` is cleared where that would reject. Ids already found good are
-        remembered, so a fleet's ids are each checked once, not once per reading."""
-        known = self._good_ids
-        if len(known) > _ID_CACHE_LIMIT:
-            known.clear()
+        does; ``clean`` is cleared where that would reject. The id rule is about characters
+        and length, so one search over all the ids joined, and their shortest and longest,
+        clear a whole tick at once; only a tick with a bad id is checked id by id."""
         resolved: list[str] = []
         keep = resolved.append
         for data, arrival in zip(objects, arrivals, strict=True):
@@ -259,12 +275,9 @@ class ReadingDecoder:
                 keep(named)
             else:
                 keep("")  # not a good id: decode() says why
-        for index, machine_id in enumerate(resolved):
-            if machine_id not in known:
-                if _good_id(machine_id):
-                    known.add(machine_id)
-                else:
-                    clean[index] = False
+        lengths = list(map(len, resolved))
+        if min(lengths) == 0 or max(lengths) > 128 or _TOPIC_UNSAFE.search("".join(resolved)):
+            clean &= np.fromiter(map(_good_id, resolved), np.bool_, len(resolved))
         return resolved
 
     def decode_batch(self, payload: bytes | bytearray, room: int | None = None) -> Batch:
@@ -374,15 +387,6 @@ class ReadingDecoder:
             values=values,
             received=monotonic() if received is None else received,
         )
-
-
-def _loads_or_none(payload: bytes | bytearray) -> object:
-    """The parsed payload, or ``None`` (not an object, so :meth:`ReadingDecoder.decode` will
-    say why) when it is not JSON."""
-    try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
 
 
 def _good_id(machine_id: str) -> bool:

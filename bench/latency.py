@@ -39,7 +39,8 @@ from config.settings import load_settings
 
 
 class LatencyProbe:
-    """Wraps an agent's hand-off, gather, forecast and tick to time readings through it."""
+    """Wraps an agent's window store (append and gather), forecast and tick to time readings
+    through it."""
 
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
@@ -55,10 +56,11 @@ class LatencyProbe:
         monotonic = time.monotonic
 
         def timed_append_many(readings: Sequence[Reading], now: float) -> Appended:
+            since = self.started_at  # what arrived before start() is not joined
             self.arrivals.extend(
                 (reading.machine_id, reading.seq, reading.received)
                 for reading in readings
-                if reading.received > 0
+                if reading.received >= since
             )
             return append_many(readings, now)
 

@@ -555,8 +555,16 @@ class AgentSettings(_Section):
     max_pending_readings: int = Field(
         200_000,
         ge=1,
-        description="Readings waiting for the next tick; beyond it readings are dropped and "
+        description="Readings waiting for the next tick (single messages are decoded by the "
+        "tick, so those still to be judged count too); beyond it readings are dropped and "
         "counted as reason=overload.",
+    )
+    max_pending_bytes: int = Field(
+        67_108_864,
+        ge=4096,
+        description="Bytes of single-reading payloads waiting for the next tick to decode "
+        "them; beyond it readings are dropped and counted as reason=overload. With "
+        "max_pending_readings it bounds the hand-off's memory whatever size payloads come.",
     )
     max_machines: int = Field(
         100_000,

@@ -93,22 +93,36 @@ def wait_subscribed(agent: Agent, publisher: mqtt.Client, topic: str) -> None:
     """Wait until the agent's subscription covers ``topic`` (its SUBSCRIBE may be in flight).
 
     Publishes an undecodable probe there until one reaches the agent: refused on arrival, or
-    waiting in its hand-off for the tick that decodes it. Then, once no probe can still be on
-    its way, ticks until the hand-off is empty, so the probes are counted (``bad_json``) and
-    gone before the test's own readings.
+    waiting in its hand-off for the tick that decodes it. Then a last probe, a fence: the
+    broker delivers one publisher's messages on a topic in order, so once the fence has
+    arrived no earlier probe is still on its way. Ticks then empty the hand-off, so the probes
+    are counted (``bad_json``) and gone before the test's own readings.
     """
     registry = agent.metrics.registry
+
+    def rejected() -> float:
+        return (
+            registry.get_sample_value("forewarn_readings_rejected_total", {"reason": "bad_json"})
+            or 0.0
+        )
+
     deadline = time.monotonic() + 10
-    while not agent._pending and not registry.get_sample_value(
-        "forewarn_readings_rejected_total", {"reason": "bad_json"}
-    ):
+    while not agent._pending and not rejected():
         assert time.monotonic() < deadline, f"the agent never subscribed to {topic}"
         publisher.publish(topic, b"probe", qos=1)
         time.sleep(0.1)
-    time.sleep(0.3)
+    fence = f"fence {time.monotonic()}".encode()
+    refused = rejected()
+    publisher.publish(topic, fence, qos=1)
+    # The fence waits in the hand-off, or (a Sparkplug topic) is refused as it arrives.
+    while rejected() == refused and not any(
+        isinstance(item, tuple) and item[1] == fence for item in list(agent._pending)
+    ):
+        assert time.monotonic() < deadline, f"the fence on {topic} never arrived"
+        time.sleep(0.01)
     while agent._pending:
         agent.tick()
-    assert registry.get_sample_value("forewarn_readings_rejected_total", {"reason": "bad_json"})
+    assert rejected()
 
 
 def wait_pending(agent: Agent, count: int, timeout_s: float = 10.0) -> None:

@@ -131,9 +131,10 @@ def test_one_bad_reading_costs_only_itself() -> None:
         {key: value for key, value in GOOD.items() if key != "machine_id"},
         json.dumps({**GOOD, "seq": 2**64}).encode(),
         json.dumps({**GOOD, "ts": 10**400}).encode(),
+        {**GOOD, "padding": "x" * 5000},
     ],
 )
-@pytest.mark.parametrize("topic_id", ["", "m-007", "m-other"])
+@pytest.mark.parametrize("topic_id", ["", "m-007", "m-other", "a+b", "x" * 129, "a\x01"])
 def test_each_kind_of_bad_reading_as_one_by_one(bad: object, topic_id: str) -> None:
     arrivals = [arrival(GOOD, topic_id), arrival(bad, topic_id), arrival(GOOD, topic_id)]
     assert_same(DECODER, arrivals)
@@ -168,6 +169,34 @@ def test_a_failure_of_the_column_path_costs_speed_not_readings(
     assert [r.seq for r in readings if r is not None] == [0, 1, 2, 3, 4]
     assert tally.rejected == {"bad_json": 1}
     assert "one by one instead" in caplog.text
+
+
+def test_an_unexpected_error_in_one_payload_costs_only_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error decode() does not expect (a bug, say in a field mapping) is that payload's
+    bad_json, logged once with its traceback; the rest of the tick is decoded."""
+    mapping = FieldMapping(
+        MappingSettings.model_validate({"fields": {"asset": "machine_id"}}).field_maps(),
+        FEATURES,
+    )
+    decoder = ReadingDecoder(ReadingLimits(), mapping=mapping)
+    apply = mapping.apply
+
+    def flaky(data: dict[str, Any]) -> dict[str, Any]:
+        if data.get("seq") in (1, 3):
+            raise KeyError("a bug")
+        return apply(data)
+
+    monkeypatch.setattr(mapping, "apply", flaky)
+    arrivals = [arrival({**GOOD, "seq": i}) for i in range(5)]
+    with caplog.at_level(logging.ERROR, logger="agent.reading"):
+        readings, tally = decoder.decode_many(arrivals)
+    assert [r.seq for r in readings if r is not None] == [0, 2, 4]
+    assert tally.rejected == {"bad_json": 2}
+    assert "KeyError" in tally.details["bad_json"]
+    assert caplog.text.count("unexpected error decoding a reading") == 1
+    assert "Traceback" in caplog.text
 
 
 def test_nothing_to_decode() -> None:
@@ -225,12 +254,17 @@ good_payload = st.builds(
 )
 payloads = st.one_of(
     good_payload.map(orjson.dumps),
+    good_payload.map(lambda data: orjson.dumps({**data, "pad": "x" * 4000})),
     good_payload.map(lambda data: json.dumps(data).encode()),
     st.fixed_dictionaries({}, optional=fields).map(lambda data: json.dumps(data).encode()),
     st.binary(max_size=40),
 )
 arrivals = st.lists(
-    st.tuples(st.sampled_from(["", "m-1", "m-007"]), payloads, st.floats(0, 1e6)),
+    st.tuples(
+        st.sampled_from(["", "m-1", "m-007", "m-2", "a#b", "x" * 129, "tab\t"]),
+        payloads,
+        st.floats(0, 1e6),
+    ),
     max_size=40,
 )
 
@@ -313,6 +347,23 @@ def test_the_callback_refuses_oversized_payloads_and_a_full_hand_off_at_once() -
     assert sample(agent, "forewarn_readings_rejected_total", reason="overload") == 1
     agent.tick()
     assert sample(agent, "forewarn_readings_total") == 2
+
+
+def test_the_hand_off_is_bounded_in_payload_bytes_too() -> None:
+    """Undecoded payloads wait in the hand-off: their bytes are bounded as well as their
+    count, and what a tick decodes makes room again."""
+    agent = make_agent(max_pending_bytes=4096)
+    big = {**GOOD, "machine_id": "m-1", "pad": "x" * 1800}  # about 2,000 bytes
+    for seq in range(3):
+        deliver(agent, "factory/m-1/telemetry", {**big, "seq": seq})
+    assert sample(agent, "forewarn_readings_rejected_total", reason="overload") == 1
+    agent.tick()
+    assert sample(agent, "forewarn_readings_total") == 2
+    for seq in range(3, 5):
+        deliver(agent, "factory/m-1/telemetry", {**big, "seq": seq})
+    assert sample(agent, "forewarn_readings_rejected_total", reason="overload") == 1
+    agent.tick()
+    assert sample(agent, "forewarn_readings_total") == 4
 
 
 def test_a_reading_is_timed_from_its_arrival_not_its_decoding() -> None:

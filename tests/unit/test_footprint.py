@@ -26,7 +26,7 @@ from agent.reading import Reading
 from config.settings import load_settings
 
 TYPICAL = [60.0, 35.0, 120.0, 1650.0]
-settings = load_settings()
+settings = load_settings(_env_file=None)
 settings.metrics.host = "127.0.0.1"
 settings.metrics.port = 0
 agent = Agent(settings)
