@@ -63,6 +63,7 @@ E2E_ARGS ?=
 bench: $(STAMP) system-deps
 	@test -x $(BIN)/py-spy || $(BIN)/python -m pip install --quiet py-spy
 	$(BIN)/python -m bench.inference $(ARGS)
+	$(BIN)/python -m bench.decode $(ARGS)
 	$(BIN)/python -m bench.e2e $(ARGS) $(E2E_ARGS)
 
 clean:

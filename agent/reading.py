@@ -396,14 +396,14 @@ def _good_id(machine_id: str) -> bool:
 
 def _float_column(column: list[object], clean: NDArray[np.bool_]) -> NDArray[np.float64]:
     """A field as float64, as :func:`_number` reads it; ``clean`` is cleared where it would
-    reject (missing, not a number, a bool, not finite). When any value is not a plain float
-    or int, the column is rebuilt with those as NaN, and each is left to the one-by-one path."""
-    if set(map(type, column)) <= _NUMBER_TYPES:
-        try:
-            numbers = np.array(column, dtype=np.float64)
-        except OverflowError:  # an int beyond float64
-            numbers = np.array([_finite_or_nan(value) for value in column], dtype=np.float64)
-    else:
+    reject (missing, not a number, a bool, not finite). A value that is not a plain float or
+    int becomes NaN, and is left to the one-by-one path to say why."""
+    if not set(map(type, column)) <= _NUMBER_TYPES:
+        nan = math.nan
+        column = [value if type(value) is float or type(value) is int else nan for value in column]
+    try:
+        numbers = np.array(column, dtype=np.float64)
+    except OverflowError:  # an int beyond float64
         numbers = np.array([_finite_or_nan(value) for value in column], dtype=np.float64)
     clean &= np.isfinite(numbers)
     return numbers
@@ -420,12 +420,11 @@ def _finite_or_nan(value: object) -> float:
 def _seq_column(column: list[object], clean: NDArray[np.bool_]) -> NDArray[np.int64]:
     """``seq`` as int64; ``clean`` is cleared where :meth:`ReadingDecoder.decode_fields` would
     reject it (missing, not an int, a bool, outside [0, MAX_SEQ])."""
-    if set(map(type, column)) == {int}:
-        try:
-            seqs = np.array(column, dtype=np.int64)
-        except OverflowError:
-            seqs = np.array([_seq_or_minus_one(value) for value in column], dtype=np.int64)
-    else:
+    if set(map(type, column)) != {int}:
+        column = [value if type(value) is int else -1 for value in column]
+    try:
+        seqs = np.array(column, dtype=np.int64)
+    except OverflowError:  # an int beyond int64
         seqs = np.array([_seq_or_minus_one(value) for value in column], dtype=np.int64)
     clean &= (seqs >= 0) & (seqs <= MAX_SEQ)
     return seqs

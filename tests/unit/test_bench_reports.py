@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bench.decode import measure, tick_of
 from bench.e2e import targets
 from bench.memory import growth
 
@@ -36,3 +37,13 @@ def test_targets_need_the_ratio_and_no_loss():
     assert verdict["rss_10k"]["met"] is False
     report["details"]["latency"]["readings_per_s"] = 3000  # the agent fell behind
     assert targets(report)["latency_p99"]["met"] is False
+
+
+def test_the_decode_bench_times_both_ways_on_the_same_verdicts():
+    arrivals = tick_of(300, malformed_every=10)
+    assert sum(payload[:1] != b"{" or b"ts" not in payload for _, payload, _ in arrivals) == 30
+    row = measure(300, repeats=2, malformed_every=10)
+    assert row["readings"] == 300
+    assert row["kept"] == 270  # both ways kept the same ones, or measure() raises
+    assert row["together_us"] > 0 and row["one_by_one_us"] > 0
+    assert abs(row["speedup"] - row["one_by_one_us"] / row["together_us"]) < 0.02
