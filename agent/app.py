@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -112,6 +112,27 @@ MAX_CACHED_TOPIC = 256
 """Longer topics (legal up to 65,535 bytes) are routed afresh each time, never cached."""
 
 
+DECODE_SLICE_READINGS = 4096
+DECODE_SLICE_BYTES = 1 << 20
+"""A tick decodes its single messages in slices of at most this many, and this many payload
+bytes: a parsed payload takes several times its bytes (a simulator reading's 141 bytes become
+about 480), so a full hand-off decoded at once would briefly need several times its own size."""
+
+
+def _slices(arrivals: list[Arrival], most: int, most_bytes: int) -> Iterator[tuple[int, int, int]]:
+    """``(start, stop, payload bytes)`` of consecutive slices within both bounds (a payload
+    larger than ``most_bytes`` alone is a slice)."""
+    start, size = 0, 0
+    for index, arrival in enumerate(arrivals):
+        length = len(arrival[1])
+        if index > start and (index - start >= most or size + length > most_bytes):
+            yield start, index, size
+            start, size = index, 0
+        size += length
+    if start < len(arrivals):
+        yield start, len(arrivals), size
+
+
 def _remember(cache: dict[str, V], key: str, value: V, limit: int) -> None:
     """Cache ``value`` for the topic ``key``; a cache at ``limit`` entries starts over, and
     long topics stay out, so a flood of made-up topics can neither grow it nor fill memory."""
@@ -172,6 +193,7 @@ class Agent:
         self._max_pending_bytes = settings.agent.max_pending_bytes
         self._queued_bytes = 0
         self._decoded_bytes = 0
+        self._tick_lock = threading.Lock()
         self._connected = threading.Event()
         self._last_tick = 0.0
         self._tick_thread: threading.Thread | None = None
@@ -715,7 +737,13 @@ class Agent:
             self.tick()  # a last tick, so readings that arrived before the stop are forecast
 
     def tick(self) -> list[AlertEvent]:
-        """Drain, forecast every ready machine in one batch, alert; returns the events."""
+        """Drain, forecast every ready machine in one batch, alert; returns the events.
+
+        One tick at a time: the tick thread runs them, and a tool or test may run one too."""
+        with self._tick_lock:
+            return self._tick()
+
+    def _tick(self) -> list[AlertEvent]:
         started = time.perf_counter()
         now = time.time()
         self._drain(now)
@@ -829,8 +857,13 @@ class Agent:
         arrivals = [item for item in taken if isinstance(item, tuple)]
         if not arrivals:
             return [item for item in taken if isinstance(item, Reading)]
-        self._decoded_bytes += sum(len(arrival[1]) for arrival in arrivals)
-        decoded, tally = self.decoder.decode_many(arrivals)
+        decoded: list[Reading | None] = []
+        tally = Batch()
+        for start, stop, size in _slices(arrivals, DECODE_SLICE_READINGS, DECODE_SLICE_BYTES):
+            self._decoded_bytes += size
+            readings, rejected = self.decoder.decode_many(arrivals[start:stop])
+            decoded += readings
+            tally.merge(rejected)
         self.reject_tally(tally)
         if len(arrivals) < len(taken):  # batch readings too: each decoded one to its place
             each = iter(decoded)

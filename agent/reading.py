@@ -105,6 +105,11 @@ class Batch:
         self.rejected[reason] = self.rejected.get(reason, 0) + count
         self.details.setdefault(reason, detail)
 
+    def merge(self, other: Batch) -> None:
+        """Add another tally's rejections (its readings are not taken)."""
+        for reason, count in other.rejected.items():
+            self.reject(reason, other.details[reason], count)
+
 
 def _number(payload: dict[str, object], key: str) -> float:
     value = payload.get(key, _MISSING)
@@ -173,9 +178,9 @@ class ReadingDecoder:
         rejections tallied by reason. Decoding on the tick thread, a tick at a time, leaves the
         network thread one append per message, and a dozen Python checks per reading become a
         few numpy operations per field over all of them. Only what those column checks pass
-        cleanly is taken from them; every other payload (not JSON, not an object, a field
-        missing, of another type or out of range, an id to check) goes through :meth:`decode`
-        on its own, so each rejection keeps its exact reason and detail.
+        cleanly is taken from them; every other payload (too large, not JSON, not an object,
+        a field missing, of another type or out of range, a bad id) goes through
+        :meth:`decode` on its own, so each rejection keeps its exact reason and detail.
         """
         count = len(arrivals)
         tally = Batch()
@@ -215,21 +220,26 @@ class ReadingDecoder:
         check (``None`` for the others), and the indices of the others."""
         count = len(arrivals)
         payloads = [arrival[1] for arrival in arrivals]
+        limit = self.max_bytes
+        sizes = np.fromiter(map(len, payloads), np.int64, count)
+        clean = sizes <= limit
+        if not clean.all():  # not even parsed: decode() refuses it as too_large
+            payloads = [payload if len(payload) <= limit else b"" for payload in payloads]
         parsed: list[object] = []
         remaining = iter(payloads)
-        while len(parsed) < count:  # map() in C; a payload that is not JSON costs only itself
+        while True:  # map() in C; a payload that is not JSON costs only itself
             try:
                 parsed.extend(map(orjson.loads, remaining))
+                break
             except orjson.JSONDecodeError:
                 parsed.append(None)  # not an object: decode() says why
+        if len(parsed) != count:  # extend() keeps what it took before a raise; if it did not
+            raise RuntimeError(f"parsed {len(parsed)} payloads of {count}")
         objects: list[dict[str, object]]
         if set(map(type, parsed)) == {dict}:
             objects = parsed  # type: ignore[assignment]  # checked: each one is a dict
         else:
             objects = [data if type(data) is dict else {} for data in parsed]
-        clean = np.fromiter(
-            (len(payload) <= self.max_bytes for payload in payloads), np.bool_, count
-        )
         machine_ids = self._machine_ids(objects, arrivals, clean)
         ts = _float_column([data.get("ts") for data in objects], clean)
         seq = _seq_column([data.get("seq") for data in objects], clean)

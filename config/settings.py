@@ -564,7 +564,8 @@ class AgentSettings(_Section):
         ge=4096,
         description="Bytes of single-reading payloads waiting for the next tick to decode "
         "them; beyond it readings are dropped and counted as reason=overload. With "
-        "max_pending_readings it bounds the hand-off's memory whatever size payloads come.",
+        "max_pending_readings it bounds the hand-off's memory whatever size payloads come "
+        "(the tick decodes it in slices of at most 1 MiB). At least limits.max_payload_bytes.",
     )
     max_machines: int = Field(
         100_000,
@@ -887,6 +888,19 @@ class Settings(BaseSettings):
     simulator: SimulatorSettings = Field(
         default_factory=SimulatorSettings, description="Simulated fleet."
     )
+
+    @model_validator(mode="after")
+    def _a_payload_fits_the_hand_off(self) -> Settings:
+        # A single reading waits, undecoded, in a hand-off bounded in bytes: a payload the
+        # limits allow but that bound does not would be dropped as overload every time.
+        if self.agent.max_pending_bytes < self.limits.max_payload_bytes:
+            raise ValueError(
+                f"FOREWARN_AGENT__MAX_PENDING_BYTES={self.agent.max_pending_bytes} is below "
+                f"FOREWARN_LIMITS__MAX_PAYLOAD_BYTES={self.limits.max_payload_bytes}: a payload "
+                "within the limit could never wait for a tick; set it to at least "
+                f"{self.limits.max_payload_bytes} (default 67108864)"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

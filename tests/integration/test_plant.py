@@ -92,11 +92,13 @@ def publisher(mosquitto: Mosquitto) -> Iterator[mqtt.Client]:
 def wait_subscribed(agent: Agent, publisher: mqtt.Client, topic: str) -> None:
     """Wait until the agent's subscription covers ``topic`` (its SUBSCRIBE may be in flight).
 
-    Publishes an undecodable probe there until one reaches the agent: refused on arrival, or
-    waiting in its hand-off for the tick that decodes it. Then a last probe, a fence: the
-    broker delivers one publisher's messages on a topic in order, so once the fence has
-    arrived no earlier probe is still on its way. Ticks then empty the hand-off, so the probes
-    are counted (``bad_json``) and gone before the test's own readings.
+    Publishes an undecodable probe there until one reaches the agent: refused on arrival (a
+    Sparkplug topic), or waiting in its hand-off for the tick that decodes it. Then a last
+    probe, a fence: the broker delivers one publisher's messages on a topic in order, so once
+    the fence has reached the agent no earlier probe is still on its way. On a JSON topic the
+    fence itself is recognised, in the hand-off or as a tick decodes it; on a Sparkplug topic,
+    where every probe is refused as it arrives, by the next refusal. Ticks then empty the
+    hand-off, so the probes are counted (``bad_json``) and gone before the test's own readings.
     """
     registry = agent.metrics.registry
 
@@ -112,16 +114,30 @@ def wait_subscribed(agent: Agent, publisher: mqtt.Client, topic: str) -> None:
         publisher.publish(topic, b"probe", qos=1)
         time.sleep(0.1)
     fence = f"fence {time.monotonic()}".encode()
-    refused = rejected()
-    publisher.publish(topic, fence, qos=1)
-    # The fence waits in the hand-off, or (a Sparkplug topic) is refused as it arrives.
-    while rejected() == refused and not any(
-        isinstance(item, tuple) and item[1] == fence for item in list(agent._pending)
-    ):
-        assert time.monotonic() < deadline, f"the fence on {topic} never arrived"
-        time.sleep(0.01)
-    while agent._pending:
-        agent.tick()
+    decoded = threading.Event()
+    decode = agent.decoder.decode
+
+    def noting_the_fence(payload: bytes | bytearray, *args: Any) -> Any:
+        if payload == fence:
+            decoded.set()
+        return decode(payload, *args)
+
+    agent.decoder.decode = noting_the_fence  # type: ignore[method-assign]
+    try:
+        refused = rejected()
+        publisher.publish(topic, fence, qos=1)
+        sparkplug = topic.startswith("spBv1.0/")
+        while not (
+            decoded.is_set()
+            or any(isinstance(item, tuple) and item[1] == fence for item in list(agent._pending))
+            or (sparkplug and rejected() > refused)
+        ):
+            assert time.monotonic() < deadline, f"the fence on {topic} never arrived"
+            time.sleep(0.01)
+        while agent._pending:
+            agent.tick()
+    finally:
+        del agent.decoder.decode  # the class's method again
     assert rejected()
 
 

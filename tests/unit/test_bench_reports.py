@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.decode import measure, tick_of
+from bench.decode import measure, one_by_one, tick_of, together
 from bench.e2e import targets
 from bench.memory import growth
 
@@ -44,6 +44,18 @@ def test_the_decode_bench_times_both_ways_on_the_same_verdicts():
     assert sum(payload[:1] != b"{" or b"ts" not in payload for _, payload, _ in arrivals) == 30
     row = measure(300, repeats=2, malformed_every=10)
     assert row["readings"] == 300
-    assert row["kept"] == 270  # both ways kept the same ones, or measure() raises
+    assert row["kept"] == 270  # both ways gave the same verdicts, or measure() raises
+    assert row["rejected"] == {"bad_json": 20, "machine_mismatch": 10}
     assert row["together_us"] > 0 and row["one_by_one_us"] > 0
     assert abs(row["speedup"] - row["one_by_one_us"] / row["together_us"]) < 0.02
+
+
+def test_the_decode_bench_compares_verdicts_arrival_by_arrival():
+    from agent.reading import ReadingDecoder
+    from config.settings import ReadingLimits
+
+    decoder = ReadingDecoder(ReadingLimits())
+    arrivals = tick_of(50, malformed_every=7)
+    kept, reasons = together(decoder, arrivals)
+    assert (kept, reasons) == one_by_one(decoder, arrivals)
+    assert kept.count(False) == 7 and sum(reasons.values()) == 7

@@ -8,6 +8,7 @@ same first detail per reason, for mixtures of good payloads and every kind of ba
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
@@ -254,7 +255,11 @@ good_payload = st.builds(
 )
 payloads = st.one_of(
     good_payload.map(orjson.dumps),
-    good_payload.map(lambda data: orjson.dumps({**data, "pad": "x" * 4000})),
+    st.builds(  # around the 4,096-byte limit, on both sides
+        lambda data, pad: orjson.dumps({**data, "pad": "x" * pad}),
+        good_payload,
+        st.integers(3850, 4050),
+    ),
     good_payload.map(lambda data: json.dumps(data).encode()),
     st.fixed_dictionaries({}, optional=fields).map(lambda data: json.dumps(data).encode()),
     st.binary(max_size=40),
@@ -381,3 +386,32 @@ def test_a_reading_is_timed_from_its_arrival_not_its_decoding() -> None:
     assert sample(agent, "forewarn_reading_to_forecast_seconds_count") == window
     waited = sample(agent, "forewarn_reading_to_forecast_seconds_sum") / window
     assert 0.2 <= waited < 5
+
+
+def test_a_tick_decodes_in_slices_bounded_by_count_and_bytes() -> None:
+    from agent.app import _slices
+
+    sizes = [100] * 10 + [3000] + [10] * 7
+    arrivals: list[Arrival] = [("", b"x" * size, 0.0) for size in sizes]
+    slices = list(_slices(arrivals, 4, 1000))
+    assert slices[0][0] == 0 and slices[-1][1] == len(arrivals)
+    for (_, stop, _), (start, _, _) in itertools.pairwise(slices):
+        assert stop == start  # contiguous, in order
+    for start, stop, size in slices:
+        assert size == sum(sizes[start:stop])
+        assert stop - start <= 4
+        assert size <= 1000 or stop - start == 1  # a payload over the bound is a slice alone
+    assert (10, 11, 3000) in slices
+
+
+def test_a_large_tick_is_decoded_whole_across_slices() -> None:
+    agent = make_agent()
+    t0 = time.time() - 100
+    count = 9000  # more than two slices of 4,096
+    for i in range(count):
+        payload = {**GOOD, "machine_id": f"m-{i}", "seq": 0, "ts": t0}
+        deliver(agent, f"factory/m-{i}/telemetry", b"nope" if i == 8500 else payload)
+    agent.tick()
+    assert sample(agent, "forewarn_readings_total") == count - 1
+    assert sample(agent, "forewarn_readings_rejected_total", reason="bad_json") == 1
+    assert agent._queued_bytes == agent._decoded_bytes  # the hand-off is empty in bytes too

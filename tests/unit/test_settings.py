@@ -370,3 +370,18 @@ def test_qos_settings_parse_from_the_environment(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("FOREWARN_SIMULATOR__QOS", "1")
     settings = load_settings(_env_file=None)
     assert (settings.mqtt.telemetry_qos, settings.simulator.qos) == (0, 1)
+
+
+def test_the_hand_off_must_hold_one_payload_of_the_largest_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FOREWARN_LIMITS__MAX_PAYLOAD_BYTES", "8000")
+    monkeypatch.setenv("FOREWARN_AGENT__MAX_PENDING_BYTES", "5000")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    message = str(caught.value)
+    assert "FOREWARN_AGENT__MAX_PENDING_BYTES=5000" in message
+    assert "FOREWARN_LIMITS__MAX_PAYLOAD_BYTES=8000" in message
+    assert "at least 8000" in message
+    monkeypatch.setenv("FOREWARN_AGENT__MAX_PENDING_BYTES", "8000")
+    assert load_settings(_env_file=None).agent.max_pending_bytes == 8000
