@@ -615,11 +615,7 @@ class Agent:
         size = len(payload)
         if size > self.decoder.max_bytes:  # refused before it takes room in the hand-off
             self.reject("too_large", f"{size} bytes > {self.decoder.max_bytes}")
-        elif len(self._pending) >= self._max_pending:
-            self.reject("overload", f"{self._max_pending} readings already waiting")
-        elif self._queued_bytes - self._decoded_bytes + size > self._max_pending_bytes:
-            self.reject("overload", f"{self._max_pending_bytes} payload bytes already waiting")
-        else:
+        elif not self._full(size):
             self._pending.append((machine_id, payload, time.monotonic()))
             self._queued_bytes += size
 
@@ -668,10 +664,20 @@ class Agent:
 
     def hand_off(self, reading: Reading) -> None:
         """Queue a valid reading for the next tick, or drop and count it when overloaded."""
+        if not self._full():
+            self._pending.append(reading)
+
+    def _full(self, payload_bytes: int = 0) -> bool:
+        """Whether the hand-off has no room for one more reading (one of ``payload_bytes``
+        still to decode); when so, the reading is counted as ``overload``."""
         if len(self._pending) >= self._max_pending:
             self.reject("overload", f"{self._max_pending} readings already waiting")
-            return
-        self._pending.append(reading)
+            return True
+        waiting = self._queued_bytes - self._decoded_bytes
+        if waiting + payload_bytes > self._max_pending_bytes:
+            self.reject("overload", f"{self._max_pending_bytes} payload bytes already waiting")
+            return True
+        return False
 
     def hand_off_batch(self, batch: Batch, topic: str) -> None:
         """Queue a batch's valid readings and count its rejections, one update per reason.

@@ -48,6 +48,8 @@ agent when its hand-off is full.
 """
 
 MAX_SEQ = 2**62
+MAX_MACHINE_ID = 128
+"""The most characters a machine id may have: it is a metric label and a topic level."""
 _MISSING = object()
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 """Readings are stored as float32: a wider value would become inf, so it is out of range even
@@ -286,7 +288,7 @@ class ReadingDecoder:
             else:
                 keep("")  # not a good id: decode() says why
         lengths = np.fromiter(map(len, resolved), np.int64, len(resolved))
-        clean &= (lengths > 0) & (lengths <= 128)
+        clean &= (lengths > 0) & (lengths <= MAX_MACHINE_ID)
         if _TOPIC_UNSAFE.search("".join(resolved)):
             clean &= np.fromiter(map(_safe_id, resolved), np.bool_, len(resolved))
         return resolved
@@ -363,8 +365,10 @@ class ReadingDecoder:
             if topic_machine_id is None:
                 raise Rejected("missing_field", "no 'machine_id'")
             machine_id = topic_machine_id
-        if not isinstance(machine_id, str) or not machine_id or len(machine_id) > 128:
-            raise Rejected("bad_type", "'machine_id' must be a non-empty string of ≤ 128 chars")
+        if not isinstance(machine_id, str) or not machine_id or len(machine_id) > MAX_MACHINE_ID:
+            raise Rejected(
+                "bad_type", f"'machine_id' must be a non-empty string of ≤ {MAX_MACHINE_ID} chars"
+            )
         if _TOPIC_UNSAFE.search(machine_id):
             # It becomes a topic level of the machine's alerts topic: '/', '+', '#' or NUL
             # there would make that publish fail (or land elsewhere); a newline or an escape

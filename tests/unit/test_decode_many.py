@@ -18,13 +18,14 @@ import numpy as np
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.mapping import FieldMapping
 from agent.reading import Arrival, Batch, Reading, ReadingDecoder, Rejected
 from config.settings import MappingSettings, ReadingLimits, load_settings
 from simulator.signal import FEATURES
+from tests.payloads import FUZZ, WIDE_DECODER, json_values
 
 if TYPE_CHECKING:
     from agent.app import Agent as AgentType
@@ -206,24 +207,8 @@ def test_nothing_to_decode() -> None:
 
 # ---------------------------------------------------------------- property
 
-FUZZ = settings(
-    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
-)
+FUZZ_TICKS = settings(FUZZ, max_examples=300)
 
-json_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**63), max_value=2**64 - 1),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=6),
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: (
-        st.lists(children, max_size=2) | st.dictionaries(st.text(max_size=4), children)
-    ),
-    max_leaves=3,
-)
 numbers = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.integers(min_value=-(2**70), max_value=2**70),
@@ -274,28 +259,18 @@ arrivals = st.lists(
 )
 
 
-@FUZZ
+@FUZZ_TICKS
 @given(batch=arrivals)
 def test_decoding_together_is_decoding_one_by_one(batch: list[Arrival]) -> None:
     assert_same(DECODER, batch)
 
 
-WIDE = ReadingDecoder(
-    ReadingLimits(
-        temperature_c=(-1e308, 1e308),
-        vibration_hz=(-1e308, 1e308),
-        pressure_psi=(-1e308, 1e308),
-        rpm=(-1e308, 1e308),
-    )
-)
-
-
-@FUZZ
+@FUZZ_TICKS
 @given(batch=arrivals)
 def test_decoding_together_is_decoding_one_by_one_with_the_widest_limits(
     batch: list[Arrival],
 ) -> None:
-    assert_same(WIDE, batch)
+    assert_same(WIDE_DECODER, batch)
 
 
 # ---------------------------------------------------------------- through the agent

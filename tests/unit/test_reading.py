@@ -9,13 +9,14 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.reading import MAX_SEQ, REJECT_REASONS, Reading, ReadingDecoder, Rejected
 from config.settings import ReadingLimits
 from simulator.payload import encode_reading
 from simulator.signal import FEATURES
+from tests.payloads import FUZZ, WIDE_DECODER, json_values
 
 LIMITS = ReadingLimits()
 DECODER = ReadingDecoder(LIMITS)
@@ -282,29 +283,8 @@ def check_outcome(raw: bytes, topic: str | None = None) -> None:
         assert low <= value <= high
 
 
-FUZZ = settings(
-    max_examples=200,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-
 FUZZ_MORE = settings(FUZZ, max_examples=1000)
 
-json_scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**63), max_value=2**64 - 1),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=20),
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
-    ),
-    max_leaves=5,
-)
 field_names = st.sampled_from(["machine_id", "ts", "seq", *FEATURES]) | st.text(max_size=12)
 plausible = {
     "machine_id": st.one_of(st.text(min_size=0, max_size=140), json_values),
@@ -392,16 +372,6 @@ def test_fuzz_extreme_numbers(ts: float, seq: float, values: list[float], wide: 
     assert np.all(np.isfinite(reading.values))
     assert math.isfinite(reading.ts)
     assert 0 <= reading.seq <= MAX_SEQ
-
-
-WIDE_DECODER = ReadingDecoder(
-    ReadingLimits(
-        temperature_c=(-1e308, 1e308),
-        vibration_hz=(-1e308, 1e308),
-        pressure_psi=(-1e308, 1e308),
-        rpm=(-1e308, 1e308),
-    )
-)
 
 
 @FUZZ
