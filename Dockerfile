@@ -15,12 +15,14 @@ ENV PATH=/opt/forewarn/bin:$PATH
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY forewarn/ forewarn/
 COPY agent/ agent/
+COPY wire/ wire/
 COPY simulator/ simulator/
 COPY models/ models/
 COPY config/ config/
 RUN pip install --no-cache-dir . \
-    && python -c "import agent.cli, simulator.publish, models.checkpoint"
+    && python -c "import forewarn.cli, agent.app, simulator.publish, models.checkpoint, wire.mqtt"
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="forewarn" \

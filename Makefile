@@ -16,7 +16,7 @@ ARGS ?=
 help:
 	@echo "make demo      run simulator + agent on an embedded broker (ARGS=\"--duration 60\")"
 	@echo "make test      run the whole test suite (installs mosquitto, prometheus, amtool, docker-compose if missing)"
-	@echo "make lint      ruff (lint + format check) and mypy"
+	@echo "make lint      ruff (lint + format check), mypy and the import layers (lint-imports)"
 	@echo "make train     retrain the shipped default checkpoint (models/default.pt)"
 	@echo "make bench     forecast path, end to end through mosquitto, memory, py-spy profile (~10 min; ARGS=--json)"
 
@@ -49,6 +49,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff format .

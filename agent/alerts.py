@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from config.settings import AlertSettings
+from config.alerts import AlertSettings
 
 OK, WARNING, CRITICAL = 0, 1, 2
 SEVERITY_NAMES = {WARNING: "warning", CRITICAL: "critical"}

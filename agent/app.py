@@ -15,7 +15,7 @@ Threads, each with one job:
 * the watchdog thread ends the agent (``failure`` set, exit status 1) when the network thread
   or the tick thread dies or stalls, so the agent is never a zombie that looks connected.
 
-One stop event ends them all; SIGINT/SIGTERM set it (see ``agent.cli``).
+One stop event ends them all; SIGINT/SIGTERM set it (see ``forewarn.cli``).
 """
 
 from __future__ import annotations
@@ -35,33 +35,37 @@ from numpy.typing import NDArray
 from agent import __version__
 from agent.alerts import CRITICAL, STATE_NAMES, WARNING, AlertEvent, AlertPolicy
 from agent.anomaly import AnomalyScorer
-from agent.gateway import default_batch_topic
 from agent.health import MetricsServer
-from agent.mapping import FieldMapping
 from agent.metrics import AgentMetrics
-from agent.mqtt import (
+from agent.publish import AlertPublisher, status_payload
+from agent.restore import RestoredAlert, read_retained_alerts
+from agent.silence import SilenceBook
+from agent.throttle import LogThrottle
+from agent.window import WindowStore
+from config.mqtt import MqttSettings
+from config.settings import Settings
+from config.topics import (
     SHARE_PREFIX,
+    SPARKPLUG_NAMESPACE,
+    default_batch_topic,
+    shared,
+    silence_filter,
+    status_topic,
+)
+from models.base import Forecaster
+from models.checkpoint import forecaster_from_settings
+from wire.mapping import FieldMapping
+from wire.mqtt import (
     connect_options,
     describe_connect_failure,
     make_client,
     network_thread,
     reading_filters,
-    shared,
-    status_topic,
 )
-from agent.publish import AlertPublisher, status_payload
-from agent.reading import Arrival, Batch, Reading, ReadingDecoder, Rejected
-from agent.restore import RestoredAlert, read_retained_alerts
-from agent.silence import SilenceBook, silence_filter
-from agent.sparkplug import BIRTH_TYPES, DEATH_TYPES, DecodeError, SparkplugIngest
-from agent.sparkplug import NAMESPACE as SPARKPLUG_NAMESPACE
-from agent.sparkplug import parse_topic as parse_sparkplug_topic
-from agent.throttle import LogThrottle
-from agent.tls import check_broker
-from agent.window import WindowStore
-from config.settings import MqttSettings, Settings
-from models.base import Forecaster
-from models.checkpoint import forecaster_from_settings
+from wire.reading import Arrival, Batch, Reading, ReadingDecoder, Rejected
+from wire.sparkplug import BIRTH_TYPES, DEATH_TYPES, DecodeError, SparkplugIngest
+from wire.sparkplug import parse_topic as parse_sparkplug_topic
+from wire.tls import check_broker
 
 logger = logging.getLogger(__name__)
 

@@ -27,9 +27,8 @@ import paho.mqtt.client as mqtt
 
 from agent.alerts import AlertEvent
 from agent.metrics import AgentMetrics
-from agent.mqtt import alerts_topic, status_topic
 from agent.throttle import LogThrottle
-from agent.topics import TopicTemplate
+from config.topics import TopicTemplate, alerts_topic, status_topic
 
 logger = logging.getLogger(__name__)
 

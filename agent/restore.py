@@ -27,9 +27,9 @@ import orjson
 import paho.mqtt.client as mqtt
 
 from agent.alerts import CRITICAL, OK, WARNING
-from agent.mqtt import describe_connect_failure, make_client, restore_marker_topic
-from agent.topics import TopicTemplate
-from config.settings import MqttSettings
+from config.mqtt import MqttSettings
+from config.topics import TopicTemplate, restore_marker_topic
+from wire.mqtt import describe_connect_failure, make_client
 
 logger = logging.getLogger(__name__)
 

@@ -22,14 +22,6 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def silence_topic(prefix: str, machine_id: str) -> str:
-    return f"{prefix}/{machine_id}/silence"
-
-
-def silence_filter(prefix: str) -> str:
-    return f"{prefix}/+/silence"
-
-
 def parse_duration(text: str) -> float:
     """``"90"``, ``"90s"``, ``"30m"``, ``"2h"``, ``"1d"`` → seconds."""
     match = _DURATION.match(text)

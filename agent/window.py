@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.reading import Reading
+from wire.reading import Reading
 
 _INITIAL_CAPACITY = 1024
 _INTERVAL_SMOOTHING = 0.2

@@ -30,14 +30,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.app import Agent
-from agent.reading import Reading, Rejected
 from config.settings import Settings, load_settings
+from config.simulator import FAULT_KINDS
 from models.base import Forecaster
 from models.baselines import LinearExtrapolationForecaster, PersistenceForecaster
 from models.checkpoint import TorchForecaster
 from simulator.badpayload import bad_payloads
-from simulator.faults import BAD_PAYLOAD_PROBABILITY, CROSSING_KINDS, FAULT_KINDS, first_crossing
+from simulator.faults import BAD_PAYLOAD_PROBABILITY, CROSSING_KINDS, first_crossing
 from simulator.fleet import Fleet
+from wire.reading import Reading, Rejected
 
 MIX = {
     "overheat": 30,

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from agent.reading import Arrival, ReadingDecoder, Rejected
-from config.settings import ReadingLimits
-from simulator.payload import encode_reading
+from config.readings import ReadingLimits
+from wire.payload import encode_reading
+from wire.reading import Arrival, ReadingDecoder, Rejected
 
 MALFORMED = (b"{not json", b'{"machine_id": "m-1"}', b"[]")
 

@@ -4,7 +4,7 @@
     python -m bench.e2e --json     # one JSON object on stdout
 
 Every measurement gets a fresh mosquitto (unbounded queues, no persistence) on a free loopback
-port; the agent runs as its own process (``python -m agent.cli agent``, configured by
+port; the agent runs as its own process (``python -m forewarn.cli agent``, configured by
 ``FOREWARN_*`` variables, as deployed), so its CPU and memory are its own.
 
 **Ingest: a backlog drain.** On a 2-core machine a Python publisher is slower than the agent
@@ -56,7 +56,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from agent.broker import free_port
 from bench import memory, profiling
 from bench.loadgen import (
     Broker,
@@ -77,6 +76,7 @@ from bench.loadgen import (
     suspend,
     sustained_rate,
 )
+from forewarn.broker import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = "bench"
@@ -107,7 +107,7 @@ class AgentProcess:
         port: int,
         qos: int,
         name: str,
-        module: tuple[str, ...] = ("agent.cli", "agent"),
+        module: tuple[str, ...] = ("forewarn.cli", "agent"),
         profile_to: Path | None = None,
     ) -> None:
         self.metrics_port = free_port()

@@ -34,11 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from agent.reading import Reading
 from agent.window import Batch, WindowStore
 from config.settings import load_settings
 from models.checkpoint import TorchForecaster
 from simulator.fleet import Fleet
+from wire.reading import Reading
 
 
 def _rate(times: list[float], windows: int) -> float:

@@ -32,10 +32,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.app import Agent
-from agent.reading import Reading
 from agent.window import Appended, Batch
 from bench.loadgen import parse_metrics, peak_rss_mb, percentile, rejected_by_reason, rss_mb
 from config.settings import load_settings
+from wire.reading import Reading
 
 
 class LatencyProbe:

@@ -6,7 +6,7 @@ agent or the bare drain subscriber, has its CPU to itself apart from the broker 
 publishers that are part of the measurement.
 
 Publishers pre-encode their payloads before they connect: what they publish is exactly the
-simulator's payload (:func:`simulator.payload.encode_reading`), and a backlog's timing never
+simulator's payload (:func:`wire.payload.encode_reading`), and a backlog's timing never
 includes encoding. Each machine belongs to exactly one publisher, which publishes its
 readings in ``seq`` and ``ts`` order, so the agent's ordering rule accepts all of them.
 """
@@ -31,9 +31,9 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.broker import free_port, stop_process, wait_for_port
+from forewarn.broker import free_port, stop_process, wait_for_port
 from simulator.fleet import Fleet
-from simulator.payload import encode_reading
+from wire.payload import encode_reading
 
 MAX_OUTSTANDING = 10_000
 """Messages a publisher lets paho hold unacknowledged (QoS 1) or unwritten (QoS 0).

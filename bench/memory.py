@@ -46,7 +46,7 @@ def _agent() -> Any:
 
 def feed(machines: int, extra_ticks: int = 0) -> dict[str, Any]:
     """Build an agent, fill ``machines`` windows, tick; RSS before and after, tick times."""
-    from agent.reading import Reading
+    from wire.reading import Reading
 
     pid = os.getpid()
     agent = _agent()

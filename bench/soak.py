@@ -30,7 +30,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from agent.broker import free_port, stop_process, wait_for_port
+from forewarn.broker import free_port, stop_process, wait_for_port
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -74,7 +74,7 @@ def soak(machines: int, rate_hz: float, duration_s: float, workdir: Path) -> dic
         "FOREWARN_METRICS__HOST": "127.0.0.1",
         "FOREWARN_METRICS__PORT": str(metrics_port),
     }
-    command = [sys.executable, "-m", "agent.cli"]
+    command = [sys.executable, "-m", "forewarn.cli"]
     logs = {name: (workdir / f"{name}.log").open("wb") for name in ("broker", "agent", "sim")}
     processes: list[subprocess.Popen[bytes]] = []
     report: dict[str, object] = {"machines": machines, "rate_hz": rate_hz, "duration_s": duration_s}

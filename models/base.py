@@ -9,12 +9,12 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
+from config.model import DEFAULT_CUDA_CHUNK_SIZE
+
+__all__ = ["DEFAULT_CUDA_CHUNK_SIZE", "NETWORK_KINDS", "Forecaster", "TrainableForecaster"]
+
 NETWORK_KINDS: tuple[str, ...] = ("lstm", "gru", "bilstm")
 """Recurrent networks (models.zoo), trained by gradient descent."""
-
-DEFAULT_CUDA_CHUNK_SIZE = 16_384
-"""Most windows in one forward pass on a GPU (``model.cuda_chunk_size``). A GPU wants far
-larger chunks than a CPU's cache does; ``python -m bench.inference`` times several on a device."""
 
 
 @runtime_checkable

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from config.fields import FEATURES
 from models.checkpoint import Checkpoint, check_windows
 from models.normalise import window_stats_np
 from models.scaling import FeatureScaler
-from simulator.signal import FEATURES
 
 BASELINE_KINDS: tuple[str, ...] = ("persistence", "linear_extrapolation", "ridge")
 

@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from models.base import DEFAULT_CUDA_CHUNK_SIZE, NETWORK_KINDS, TrainableForecaster
+from config.fields import FEATURES
+from config.model import DEFAULT_CUDA_CHUNK_SIZE
+from models.base import NETWORK_KINDS, TrainableForecaster
 from models.fitting import FitOptions, FitResult, ProgressFn, fit_network
 from models.normalise import NORMALISATIONS
 from models.scaling import FeatureScaler
 from models.zoo import RecurrentForecaster
-from simulator.signal import FEATURES
 
 logger = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from config.fields import FEATURES
 from models.base import NETWORK_KINDS, TrainableForecaster
 from models.baselines import (
     LinearExtrapolationForecaster,
@@ -31,7 +32,7 @@ from models.fitting import FitOptions, ProgressFn
 from models.normalise import NORMALISATIONS
 from simulator.faults import CROSSING_KINDS, MIN_RAMP_RUN_TICKS, parse_mix
 from simulator.fleet import Fleet
-from simulator.signal import FEATURES, seed_series
+from simulator.signal import seed_series
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import BaseModel
 
-from config.settings import ENV_NESTED_DELIMITER, ENV_PREFIX, Settings
+from config.base import ENV_NESTED_DELIMITER, ENV_PREFIX
+from config.settings import Settings
 
 
 def union_members(annotation: Any) -> list[type[BaseModel]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.payload import encode_reading
+from wire.payload import encode_reading
 
 BAD_KINDS: tuple[str, ...] = (
     "malformed_json",

@@ -25,17 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from config.simulator import FAULT_KINDS
 from simulator.signal import FloatArray, MachineParams
 
-FAULT_KINDS: tuple[str, ...] = (
-    "overheat",
-    "cooling_failure",
-    "dropout",
-    "stuck_sensor",
-    "spikes",
-    "noisy_sensor",
-    "bad_payload",
-)
 CROSSING_KINDS = frozenset({"overheat", "cooling_failure"})
 NOISE_FACTOR = 3.0
 MIN_RAMP_RUN_TICKS = 400

@@ -12,19 +12,19 @@ import numpy as np
 import orjson
 import paho.mqtt.client as mqtt
 
-from agent.gateway import gateway_topic
-from agent.mapping import FieldMapping
-from agent.mqtt import describe_connect_failure, make_client
-from agent.tls import check_broker
-from agent.topics import MACHINE_ID
-from config.settings import MqttSettings, SimulatorSettings
+from config.mqtt import MqttSettings
+from config.simulator import SimulatorSettings
+from config.topics import MACHINE_ID, gateway_topic
 from simulator.badpayload import bad_payloads
 from simulator.faults import BAD_PAYLOAD_PROBABILITY
 from simulator.fleet import Fleet
 from simulator.groundtruth import GroundTruthLog
-from simulator.payload import batch_element, encode_batch, encode_reading
 from simulator.replay import ReplayRow, load_replay, replay
 from simulator.sparkplug import SparkplugEdge
+from wire.mapping import FieldMapping
+from wire.mqtt import describe_connect_failure, make_client
+from wire.payload import batch_element, encode_batch, encode_reading
+from wire.tls import check_broker
 
 logger = logging.getLogger(__name__)
 

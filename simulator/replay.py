@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from simulator.payload import encode_reading
-from simulator.signal import FEATURES
+from config.fields import FEATURES
+from wire.payload import encode_reading
 
 logger = logging.getLogger(__name__)
 

@@ -14,9 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-FEATURES: tuple[str, ...] = ("temperature_c", "vibration_hz", "pressure_psi", "rpm")
-"""Feature order everywhere in forewarn: payload fields, window columns, model inputs."""
-
 SPIKE_PROBABILITY = 0.02
 SPIKE_LOW_C, SPIKE_HIGH_C = 5.0, 15.0
 

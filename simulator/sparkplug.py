@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.mapping import FieldMapping
-from agent.sparkplug import NAMESPACE, encode
-from simulator.signal import FEATURES
+from config.fields import FEATURES
+from config.topics import SPARKPLUG_NAMESPACE as NAMESPACE
+from wire.mapping import FieldMapping
+from wire.sparkplug import encode
 
 DEFAULT_GROUP = "forewarn"
 

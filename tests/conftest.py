@@ -22,8 +22,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.app import Agent
-from agent.broker import free_port, stop_process, wait_for_port
 from config.settings import Settings
+from forewarn.broker import free_port, stop_process, wait_for_port
 
 __all__ = ["free_port", "wait_for_port"]  # shared with the test modules
 
@@ -172,7 +172,7 @@ def forewarn_env(mosquitto: Mosquitto | None = None, **extra: str) -> dict[str, 
 
 
 def forewarn_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "agent.cli", *args]
+    return [sys.executable, "-m", "forewarn.cli", *args]
 
 
 @pytest.fixture

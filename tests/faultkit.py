@@ -20,8 +20,8 @@ import paho.mqtt.client as mqtt
 from numpy.typing import NDArray
 from paho.mqtt.enums import CallbackAPIVersion
 
+from config.fields import FEATURES
 from config.settings import Settings, load_settings
-from simulator.signal import FEATURES
 from tests.conftest import find_tool, free_port, wait_for_port
 
 HOT_C = 100.0

@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from agent.reading import ReadingDecoder
-from config.settings import ReadingLimits
+from config.readings import ReadingLimits
+from wire.reading import ReadingDecoder
 
 FUZZ = settings(
     max_examples=200,

@@ -16,8 +16,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.app import Agent
-from agent.silence import silence_payload, silence_topic
+from agent.silence import silence_payload
 from config.settings import Settings, load_settings
+from config.topics import silence_topic
 from simulator.publish import SimulatorPublisher
 from tests.conftest import Mosquitto, Recorder
 
@@ -98,7 +99,7 @@ def test_every_fault_kind_end_to_end(
             silent_s = (int(record["end_tick"]) - int(record["start_tick"])) / 40.0
             if silent_s > 2.0:  # clearly longer than stale_after_s (1 s) plus a tick
                 assert ("stale", "firing") in seen and ("stale", "resolved") in seen, seen
-    schema = json.loads((resources.files("agent") / "schemas/alert.schema.json").read_text())
+    schema = json.loads((resources.files("wire") / "schemas/alert.schema.json").read_text())
     for _, payload, _retained in alerts.snapshot():
         jsonschema.validate(payload, schema)  # every published alert matches the shipped schema
     rejected = {

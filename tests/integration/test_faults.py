@@ -19,7 +19,6 @@ import pytest
 from numpy.typing import NDArray
 
 from agent.app import Agent
-from agent.reading import Arrival, Reading
 from config.settings import Settings
 from simulator.publish import SimulatorPublisher
 from tests.faultkit import (
@@ -38,6 +37,7 @@ from tests.faultkit import (
     wait_until,
 )
 from tests.faultproxy import FaultProxy
+from wire.reading import Arrival, Reading
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -160,7 +160,7 @@ WATCHDOG_SCRIPT = textwrap.dedent(
     import sys
 
     import agent.app as app
-    from agent.cli import main
+    from forewarn.cli import main
 
     original_start = app.Agent.start
 

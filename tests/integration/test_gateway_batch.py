@@ -19,11 +19,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.app import Agent, MachineView
-from agent.reading import REJECT_REASONS
 from config.settings import Settings, load_settings
 from simulator.publish import SimulatorPublisher, build_fleet
 from tests.conftest import Mosquitto, Recorder
 from tests.faultkit import holds_within
+from wire.reading import REJECT_REASONS
 
 pytestmark = pytest.mark.integration
 

@@ -24,12 +24,12 @@ from numpy.typing import NDArray
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.app import Agent
-from agent.reading import REJECT_REASONS
+from config.fields import FEATURES
 from config.settings import Settings, load_settings
 from models.base import Forecaster
 from models.checkpoint import TorchForecaster
-from simulator.signal import FEATURES
 from tests.conftest import Mosquitto
+from wire.reading import REJECT_REASONS
 
 pytestmark = pytest.mark.integration
 

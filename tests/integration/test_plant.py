@@ -14,17 +14,20 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent import sparkplug
 from agent.alerts import AlertEvent
 from agent.app import Agent, MachineView
-from agent.mapping import FieldMapping
-from config.settings import ConfigError, MappingSettings, MqttSettings, Settings, load_settings
+from config.errors import ConfigError
+from config.fields import FEATURES
+from config.mqtt import MqttSettings
+from config.readings import MappingSettings
+from config.settings import Settings, load_settings
 from models.checkpoint import TorchForecaster
 from simulator.fleet import Fleet
-from simulator.payload import encode_reading
 from simulator.publish import SimulatorPublisher
-from simulator.signal import FEATURES
 from tests.conftest import Mosquitto, Recorder, forewarn_command, forewarn_env
+from wire import sparkplug
+from wire.mapping import FieldMapping
+from wire.payload import encode_reading
 
 pytestmark = pytest.mark.integration
 

@@ -28,8 +28,8 @@ import pytest
 import yaml
 
 from agent.app import Agent
-from agent.broker import stop_process
 from config.settings import Settings, load_settings
+from forewarn.broker import stop_process
 from simulator.publish import SimulatorPublisher, build_fleet
 from tests.conftest import REPO, Mosquitto, free_port
 

@@ -27,10 +27,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.alerts import AlertEvent
 from agent.app import Agent
-from agent.broker import stop_process
-from agent.cli import main
-from agent.tls import BrokerCheckError, check_broker, tls_context
-from config.settings import ConfigError, MqttSettings, Settings, load_settings
+from config.errors import ConfigError
+from config.mqtt import MqttSettings
+from config.settings import Settings, load_settings
+from forewarn.broker import stop_process
+from forewarn.cli import main
 from simulator.publish import SimulatorPublisher
 from tests.conftest import (
     REPO,
@@ -41,6 +42,7 @@ from tests.conftest import (
     free_port,
     wait_for_port,
 )
+from wire.tls import BrokerCheckError, check_broker, tls_context
 
 pytestmark = pytest.mark.integration
 

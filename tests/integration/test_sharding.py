@@ -16,8 +16,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.app import Agent
-from agent.silence import silence_payload, silence_topic
+from agent.silence import silence_payload
 from config.settings import Settings, load_settings
+from config.topics import silence_topic
 from simulator.publish import SimulatorPublisher, simulated_topic
 from tests.conftest import Mosquitto
 from tests.faultkit import holds_within

@@ -21,7 +21,7 @@ from agent.alerts import (
     AlertPolicy,
     time_to_threshold,
 )
-from config.settings import AlertSettings
+from config.alerts import AlertSettings
 
 COOL, WARM, HOT = 80.0, 94.0, 96.0  # below clear (93), in the hysteresis band, over (95)
 

@@ -8,13 +8,15 @@ import numpy as np
 import orjson
 import pytest
 
-from agent.gateway import filters_overlap, gateway_topic
-from agent.mapping import FieldMapping
-from agent.reading import REJECT_REASONS, Batch, ReadingDecoder, Rejected
 from agent.window import WindowStore
-from config.settings import ConfigError, FieldMap, ReadingLimits, load_settings
-from simulator.payload import batch_element, encode_batch, encode_reading
-from simulator.signal import FEATURES
+from config.errors import ConfigError
+from config.fields import FEATURES
+from config.readings import FieldMap, ReadingLimits
+from config.settings import load_settings
+from config.topics import filters_overlap, gateway_topic
+from wire.mapping import FieldMapping
+from wire.payload import batch_element, encode_batch, encode_reading
+from wire.reading import REJECT_REASONS, Batch, ReadingDecoder, Rejected
 
 VALUES = np.array([71.25, 35.5, 121.75, 1642.0])
 DECODER = ReadingDecoder(ReadingLimits())
@@ -344,7 +346,7 @@ def test_gateway_mode_and_sparkplug_exclude_each_other() -> None:
 
 
 def test_simulate_takes_a_gateway_batch_flag() -> None:
-    from agent.cli import build_parser
+    from forewarn.cli import build_parser
 
     args = build_parser().parse_args(["simulate", "--gateway-batch", "250"])
     assert args.gateway_batch == 250

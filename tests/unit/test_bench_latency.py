@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from agent.reading import Reading
 from agent.window import WindowStore
 from bench.latency import LatencyProbe
+from wire.reading import Reading
 
 
 class _Forecaster:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from agent.reading import ReadingDecoder
 from bench.loadgen import (
     FleetSlice,
     batch_payload,
@@ -15,7 +14,8 @@ from bench.loadgen import (
     slice_messages,
     sustained_rate,
 )
-from config.settings import ReadingLimits
+from config.readings import ReadingLimits
+from wire.reading import ReadingDecoder
 
 
 def _slice(worker: int, **kwargs: object) -> FleetSlice:

@@ -51,8 +51,8 @@ def test_the_decode_bench_times_both_ways_on_the_same_verdicts():
 
 
 def test_the_decode_bench_compares_verdicts_arrival_by_arrival():
-    from agent.reading import ReadingDecoder
-    from config.settings import ReadingLimits
+    from config.readings import ReadingLimits
+    from wire.reading import ReadingDecoder
 
     decoder = ReadingDecoder(ReadingLimits())
     arrivals = tick_of(50, malformed_every=7)

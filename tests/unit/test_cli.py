@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from agent import __version__
-from agent.cli import apply_overrides, build_parser, main
-from config.settings import ConfigError, Settings, load_settings
+from config.errors import ConfigError
+from config.settings import Settings, load_settings
+from forewarn.cli import apply_overrides, build_parser, main
 from models.checkpoint import Checkpoint
 
 

@@ -21,11 +21,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.mapping import FieldMapping
-from agent.reading import Arrival, Batch, Reading, ReadingDecoder, Rejected
-from config.settings import MappingSettings, ReadingLimits, load_settings
-from simulator.signal import FEATURES
+from config.fields import FEATURES
+from config.readings import MappingSettings, ReadingLimits
+from config.settings import load_settings
 from tests.payloads import FUZZ, WIDE_DECODER, json_values
+from wire.mapping import FieldMapping
+from wire.reading import Arrival, Batch, Reading, ReadingDecoder, Rejected
 
 if TYPE_CHECKING:
     from agent.app import Agent as AgentType
@@ -166,7 +167,7 @@ def test_a_failure_of_the_column_path_costs_speed_not_readings(
 
     monkeypatch.setattr(decoder, "_decode_columns", broken)
     arrivals = [arrival({**GOOD, "seq": i}) for i in range(5)] + [arrival(b"nope")]
-    with caplog.at_level(logging.ERROR, logger="agent.reading"):
+    with caplog.at_level(logging.ERROR, logger="wire.reading"):
         readings, tally = decoder.decode_many(arrivals)
     assert [r.seq for r in readings if r is not None] == [0, 1, 2, 3, 4]
     assert tally.rejected == {"bad_json": 1}
@@ -192,7 +193,7 @@ def test_an_unexpected_error_in_one_payload_costs_only_it(
 
     monkeypatch.setattr(mapping, "apply", flaky)
     arrivals = [arrival({**GOOD, "seq": i}) for i in range(5)]
-    with caplog.at_level(logging.ERROR, logger="agent.reading"):
+    with caplog.at_level(logging.ERROR, logger="wire.reading"):
         readings, tally = decoder.decode_many(arrivals)
     assert [r.seq for r in readings if r is not None] == [0, 2, 4]
     assert tally.rejected == {"bad_json": 2}

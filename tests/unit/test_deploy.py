@@ -5,8 +5,8 @@ from __future__ import annotations
 import configparser
 from pathlib import Path
 
-from agent.cli import EXIT_CONFIG
-from config.settings import MqttSettings
+from config.mqtt import MqttSettings
+from forewarn.cli import EXIT_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.cli import main
-from agent.detect import DetectError, run_detect
+from forewarn.cli import main
+from forewarn.detect import DetectError, run_detect
 
 
 def write_series(path: Path, values: np.ndarray, stamps: list[str] | None = None) -> None:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from agent.cli import main
+from config.fields import FEATURES
+from forewarn.cli import main
 from models.baselines import PersistenceForecaster, RidgeForecaster
 from models.checkpoint import Checkpoint, default_checkpoint_path, load_forecaster
 from models.data import make_windows
@@ -29,7 +30,6 @@ from models.evaluate import (
     warning_lead,
 )
 from simulator.fleet import Fleet
-from simulator.signal import FEATURES
 
 SMALL = FleetSpec(machines=8, overheat=4, ticks=300, overheat_within_ticks=220)
 

@@ -21,8 +21,8 @@ SERVE = """
 import json, sys
 import numpy as np
 from agent.app import Agent
-from agent.cli import main  # noqa: F401  (the command line's own imports)
-from agent.reading import Reading
+from forewarn.cli import main  # noqa: F401  (the command line's own imports)
+from wire.reading import Reading
 from config.settings import load_settings
 
 TYPICAL = [60.0, 35.0, 120.0, 1650.0]

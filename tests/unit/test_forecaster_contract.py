@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from agent.app import Agent
-from agent.reading import Reading
+from config.fields import FEATURES
 from config.settings import load_settings
 from models.base import NETWORK_KINDS, Forecaster, TrainableForecaster
 from models.baselines import (
@@ -27,7 +27,7 @@ from models.checkpoint import TorchForecaster, load_forecaster
 from models.data import make_windows
 from models.fitting import FitOptions
 from simulator.fleet import Fleet
-from simulator.signal import FEATURES
+from wire.reading import Reading
 
 KINDS = ("lstm", "gru", "bilstm", "ridge", "persistence", "linear_extrapolation")
 HORIZON = 5

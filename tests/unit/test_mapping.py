@@ -9,15 +9,17 @@ import numpy as np
 import orjson
 import pytest
 
-from agent import sparkplug
-from agent.cli import build_parser
-from agent.mapping import FieldMapping
-from agent.reading import ReadingDecoder, Rejected
 from agent.restore import parse_retained_alert
-from agent.topics import TemplateError, TopicTemplate, alerts_template
-from config.settings import ConfigError, FieldMap, ReadingLimits, load_settings
+from config.errors import ConfigError
+from config.fields import FEATURES
+from config.readings import FieldMap, ReadingLimits
+from config.settings import load_settings
+from config.topics import TemplateError, TopicTemplate, alerts_template
+from forewarn.cli import build_parser
 from models.checkpoint import CheckpointError, TorchForecaster
-from simulator.signal import FEATURES
+from wire import sparkplug
+from wire.mapping import FieldMapping
+from wire.reading import ReadingDecoder, Rejected
 
 
 def mapping(fields: dict[str, Any], features: tuple[str, ...] = FEATURES) -> FieldMapping:

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from agent.alerts import SEVERITIES
 from agent.metrics import AgentMetrics
-from agent.reading import REJECT_REASONS
+from wire.reading import REJECT_REASONS
 
 
 @pytest.fixture

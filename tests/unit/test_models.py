@@ -11,12 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from config.settings import (
-    CheckpointModelSettings,
-    ConfigError,
-    LinearExtrapolationModelSettings,
-    load_settings,
-)
+from config.errors import ConfigError
+from config.fields import FEATURES
+from config.model import CheckpointModelSettings, LinearExtrapolationModelSettings
+from config.settings import load_settings
 from models.base import Forecaster
 from models.baselines import RidgeForecaster
 from models.checkpoint import (
@@ -40,7 +38,7 @@ from models.train import (
 )
 from models.zoo import RecurrentForecaster
 from simulator.fleet import Fleet
-from simulator.signal import FEATURES, readings_from_temperature, seed_series
+from simulator.signal import readings_from_temperature, seed_series
 
 TINY = TrainConfig(episodes=3, machines=4, ticks=120, epochs=1, horizon=5, device="cpu")
 

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.reading import MAX_SEQ, REJECT_REASONS, Reading, ReadingDecoder, Rejected
-from config.settings import ReadingLimits
-from simulator.payload import encode_reading
-from simulator.signal import FEATURES
+from config.fields import FEATURES
+from config.readings import ReadingLimits
 from tests.payloads import FUZZ, WIDE_DECODER, json_values
+from wire.payload import encode_reading
+from wire.reading import MAX_SEQ, REJECT_REASONS, Reading, ReadingDecoder, Rejected
 
 LIMITS = ReadingLimits()
 DECODER = ReadingDecoder(LIMITS)
@@ -176,7 +176,7 @@ def test_seq_bounds_are_inclusive() -> None:
 def test_non_finite_is_unreachable_through_json_but_checked() -> None:
     # orjson cannot produce inf or nan, so the decoder's non_finite check guards only against a
     # parser change; exercise the helper directly to show it is wired to that reason.
-    from agent.reading import _number
+    from wire.reading import _number
 
     for value in (math.inf, -math.inf, math.nan):
         with pytest.raises(Rejected) as caught:

@@ -12,7 +12,7 @@ from agent.alerts import CRITICAL, OK, WARNING, AlertEvent, AlertPolicy
 from agent.metrics import AgentMetrics
 from agent.publish import AlertPublisher
 from agent.restore import parse_retained_alert
-from config.settings import AlertSettings
+from config.alerts import AlertSettings
 
 
 def retained(**fields: object) -> bytes:

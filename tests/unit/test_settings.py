@@ -8,15 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import (
-    ConfigError,
-    MqttSettings,
-    Settings,
-    SimulatorSettings,
-    env_name,
-    load_settings,
-    masked_settings,
-)
+from config.errors import ConfigError
+from config.mqtt import MqttSettings
+from config.settings import Settings, env_name, load_settings, masked_settings
+from config.simulator import SimulatorSettings
 
 
 @pytest.fixture(autouse=True)
@@ -255,7 +250,7 @@ def test_subscriptions_read_as_json_list_or_comma_separated(
 
 @pytest.mark.parametrize("value", ["", "  ", "[]"])
 def test_empty_subscriptions_mean_the_template(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent.mqtt import reading_filters
+    from wire.mqtt import reading_filters
 
     monkeypatch.setenv("FOREWARN_MQTT__TELEMETRY_TOPIC", PLANT_TEMPLATE)
     monkeypatch.setenv("FOREWARN_MQTT__SUBSCRIPTIONS", value)
@@ -315,7 +310,7 @@ def test_subscriptions_follow_the_default_template(monkeypatch: pytest.MonkeyPat
 
 
 def test_shared_group_shares_readings_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent.mqtt import reading_filters
+    from wire.mqtt import reading_filters
 
     monkeypatch.setenv("FOREWARN_MQTT__TELEMETRY_TOPIC", PLANT_TEMPLATE)
     monkeypatch.setenv("FOREWARN_MQTT__SUBSCRIPTIONS", "plant/line-1/+/sensors")
@@ -344,7 +339,7 @@ def test_shared_group_refuses_sparkplug() -> None:
 
 
 def test_protocol_defaults_to_3_1_1_and_takes_5(monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent.mqtt import connect_options
+    from wire.mqtt import connect_options
 
     mqtt = load_settings().mqtt
     assert mqtt.protocol == "3.1.1"

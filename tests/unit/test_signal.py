@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from config.settings import SimulatorSettings
+from config.fields import FEATURES
+from config.simulator import SimulatorSettings
 from simulator.fleet import Fleet, plan_overheats
 from simulator.publish import build_fleet, encode_reading, overheat_within_ticks
-from simulator.signal import FEATURES, MachineParams, seed_series
+from simulator.signal import MachineParams, seed_series
 
 # The seed evaluated next-step forecasts on the last 20 % of its 980 windows of 20 readings:
 # windows 784..979, whose targets are readings t = 804..999.

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from agent.tls import connect_packet
-from config.settings import MqttSettings
+from config.mqtt import MqttSettings
+from wire.tls import connect_packet
 
 
 def decode_connect(packet: bytes) -> dict[str, object]:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.reading import Reading
 from agent.window import WindowStore
+from wire.reading import Reading
 
 F = 4
 

@@ -7,9 +7,9 @@ import sys
 import threading
 
 from agent.app import Agent
-from agent.broker import EmbeddedBroker, free_port
-from agent.view import LiveView, PlainView
 from config.settings import Settings
+from forewarn.broker import EmbeddedBroker, free_port
+from forewarn.view import LiveView, PlainView
 from simulator.publish import SimulatorPublisher
 
 logger = logging.getLogger(__name__)

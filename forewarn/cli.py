@@ -19,13 +19,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from agent import __version__
-from config.settings import (
-    ConfigError,
-    Settings,
-    env_name,
-    load_settings,
-    masked_settings,
-)
+from config.errors import ConfigError
+from config.settings import Settings, env_name, load_settings, masked_settings
 
 logger = logging.getLogger("forewarn")
 
@@ -349,9 +344,9 @@ def _cmd_agent(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from agent.mapping import FieldMapping
+    from config.fields import FEATURES
     from simulator.publish import SimulatorPublisher
-    from simulator.signal import FEATURES
+    from wire.mapping import FieldMapping
 
     apply_overrides(
         settings,
@@ -392,10 +387,10 @@ def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    from config.fields import FEATURES
     from models.checkpoint import CheckpointError, servable_features
     from models.data import DataError, read_csv
     from models.train import Split, TrainConfig, split_history, train
-    from simulator.signal import FEATURES
 
     features = FEATURES
     target_index = 0
@@ -517,7 +512,7 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from agent.demo import run_demo
+    from forewarn.demo import run_demo
 
     apply_overrides(settings, {**_broker_overrides(args.broker), **_simulation_overrides(args)})
     stop = threading.Event()
@@ -584,8 +579,9 @@ def _add_silence(commands: Any) -> None:
 def _cmd_silence(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
-    from agent.mqtt import make_client
-    from agent.silence import parse_duration, silence_payload, silence_topic
+    from agent.silence import parse_duration, silence_payload
+    from config.topics import silence_topic
+    from wire.mqtt import make_client
 
     apply_overrides(settings, _broker_overrides(args.broker))
     payload = b""
@@ -619,7 +615,7 @@ def _cmd_silence(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_detect(args: argparse.Namespace, settings: Settings) -> int:
-    from agent.detect import DetectError, run_detect
+    from forewarn.detect import DetectError, run_detect
 
     columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
     try:

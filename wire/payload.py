@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import orjson
 
-from agent.reading import BATCH_VERSION
-from simulator.signal import FEATURES
+from config.fields import FEATURES
+from wire.reading import BATCH_VERSION
 
 SCHEMA_VERSION = 1
 _BATCH_HEAD = b'{"v":%d,"readings":[' % BATCH_VERSION

@@ -26,11 +26,11 @@ from numpy.typing import NDArray
 
 from agent.alerts import STATE_NAMES, AlertPolicy
 from agent.anomaly import AnomalyScorer
-from agent.reading import Reading
 from agent.window import WindowStore
-from config.settings import AlertSettings
+from config.alerts import AlertSettings
 from models.baselines import RidgeForecaster
 from models.data import make_windows
+from wire.reading import Reading
 
 WINDOW = 20
 OUTPUT_COLUMNS = ("forecast", "residual", "anomaly_score", "alert_state")

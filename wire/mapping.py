@@ -17,37 +17,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from config.settings import ConfigError, FieldMap
-
-ENVELOPE = ("machine_id", "ts", "seq")
-"""Reading fields that are not features but may be renamed too (ts may be scaled: ms → s)."""
-
-_UNITS: dict[str, dict[str, tuple[float, float]]] = {
-    # feature -> unit (lower case) -> (factor, offset) with feature_value = value*factor + offset
-    "temperature_c": {
-        "c": (1.0, 0.0),
-        "degc": (1.0, 0.0),
-        "°c": (1.0, 0.0),
-        "f": (5.0 / 9.0, -32.0 * 5.0 / 9.0),
-        "degf": (5.0 / 9.0, -32.0 * 5.0 / 9.0),
-        "°f": (5.0 / 9.0, -32.0 * 5.0 / 9.0),
-        "k": (1.0, -273.15),
-    },
-    "pressure_psi": {
-        "psi": (1.0, 0.0),
-        "bar": (14.503773773, 0.0),
-        "kpa": (0.14503773773, 0.0),
-        "mpa": (145.03773773, 0.0),
-        "pa": (0.00014503773773, 0.0),
-    },
-    "vibration_hz": {"hz": (1.0, 0.0), "cpm": (1.0 / 60.0, 0.0)},
-    "rpm": {"rpm": (1.0, 0.0), "hz": (60.0, 0.0)},
-}
-
-
-def units_for(feature: str) -> list[str]:
-    """The units a feature's values may arrive in (for messages and the README)."""
-    return sorted(_UNITS.get(feature, {}))
+from config.errors import ConfigError
+from config.fields import ENVELOPE, UNITS, units_for
+from config.readings import FieldMap
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +61,7 @@ class FieldMapping:
                     f"{where} maps to 'ts', which takes a scale (0.001 for ms), not a unit"
                 )
             if spec.unit:
-                units = _UNITS.get(target, {})
+                units = UNITS.get(target, {})
                 conversion = units.get(spec.unit.lower())
                 if conversion is None:
                     raise ConfigError(

@@ -21,9 +21,9 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from agent.mapping import FieldMapping
-from config.settings import ReadingLimits
-from simulator.signal import FEATURES
+from config.fields import FEATURES
+from config.readings import ReadingLimits
+from wire.mapping import FieldMapping
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class ReadingDecoder:
 
     ``features`` are the served model's (a model trained on a subset of the simulator's reads
     only those, in its order); ``mapping`` renames and converts a plant's fields first (see
-    :mod:`agent.mapping`), so limits and rejection reasons apply to forewarn's own fields.
+    :mod:`wire.mapping`), so limits and rejection reasons apply to forewarn's own fields.
     """
 
     def __init__(

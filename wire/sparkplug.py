@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
-NAMESPACE = "spBv1.0"
+from config.topics import SPARKPLUG_NAMESPACE as NAMESPACE
+
 DATA_TYPES = ("NDATA", "DDATA")
 BIRTH_TYPES = ("NBIRTH", "DBIRTH")
 DEATH_TYPES = ("NDEATH", "DDEATH")

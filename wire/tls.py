@@ -16,7 +16,8 @@ import ssl
 
 import paho.mqtt.client as mqtt
 
-from config.settings import ConfigError, MqttSettings
+from config.errors import ConfigError
+from config.mqtt import MqttSettings
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,66 @@
+"""The overheat alert policy's thresholds, timings and anomaly score."""
+
+from __future__ import annotations
+
+from pydantic import (
+    Field,
+    field_validator,
+)
+
+from config.base import Section
+
+
+class AlertSettings(Section):
+    """The overheat alert policy."""
+
+    threshold_c: float = Field(95.0, description="Overheat threshold in °C.")
+    warning_confirm_ticks: int = Field(
+        3, ge=1, description="Consecutive ticks the forecast must cross before a warning fires."
+    )
+    critical_confirm_readings: int = Field(
+        3,
+        ge=1,
+        description="Consecutive readings at or over the threshold before a critical fires "
+        "(rides out single-reading spikes).",
+    )
+    clear_margin_c: float = Field(
+        2.0, ge=0, description="Hysteresis: an alert resolves only below threshold - margin."
+    )
+    clear_confirm_ticks: int = Field(
+        4, ge=1, description="Consecutive clear ticks before an alert resolves."
+    )
+    overrides: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-machine thresholds in °C by machine id or shell pattern, e.g. "
+        '{"oven-*": 190, "bearing-7": 60}; an exact id wins over patterns.',
+    )
+    warning_sigma: float = Field(
+        2.0,
+        ge=0,
+        description="Widen the warning: it fires when forecast + this many standard deviations "
+        "of the machine's own recent forecast error reaches the threshold (0: the forecast "
+        "alone). The widening stands for the sensor noise that takes a reading over the "
+        "threshold before the machine's temperature itself gets there.",
+    )
+    warning_margin_max_c: float = Field(
+        3.0, ge=0, description="Cap on that widening, so a noisy sensor cannot warn on its own."
+    )
+    warning_noise_ratio_max: float = Field(
+        1.5,
+        ge=0,
+        description="Forecasts made while a machine's forecast error is more than this many "
+        "times its usual one (a sensor turned noisy) do not count towards a warning; 0: no "
+        "such check.",
+    )
+
+    @field_validator("warning_noise_ratio_max")
+    @classmethod
+    def _ratio_off_or_above_usual(cls, value: float) -> float:
+        # A machine behaving as usual has a ratio of about 1 (exactly 1 while warming up), so a
+        # limit below 1 would silently discard every forecast: no warning could ever fire.
+        if 0 < value < 1:
+            raise ValueError(
+                f"warning_noise_ratio_max {value} would hold back every warning (a machine's "
+                "usual ratio is 1): use 0 to turn the check off, or a value of 1.2 or more"
+            )
+        return value
