@@ -48,8 +48,7 @@ def test_an_upside_down_house_is_reported(tmp_path: Path) -> None:
     reversed_layers = list(reversed(["forewarn", "agent", "models", "simulator", "wire", "config"]))
     config = tmp_path / "upside-down.toml"
     config.write_text(
-        "[tool.importlinter]\n"
-        f"root_packages = {settings['root_packages']!r}\n".replace("'", '"')
+        f"[tool.importlinter]\nroot_packages = {settings['root_packages']!r}\n".replace("'", '"')
         + "[[tool.importlinter.contracts]]\n"
         'name = "upside down"\n'
         'type = "layers"\n'
