@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import (
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from config.base import Section
 from config.fields import ENVELOPE, FEATURES, units_for

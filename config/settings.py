@@ -1,9 +1,11 @@
-"""Every knob of forewarn, in one place.
+"""The whole configuration: every section of ``config/`` gathered, and how it loads.
 
-Settings come from (highest first): command-line flags, environment variables with the
-``FOREWARN_`` prefix (``__`` separates nesting: ``FOREWARN_MQTT__HOST``), a ``.env`` file in the
-working directory, and the defaults below. Each model forbids unknown keys so that a typo in an
-env var or ``.env`` file stops start-up instead of being silently ignored.
+Each concern defines its own section (``config/mqtt.py``, ``config/model.py``, ...); this
+module puts them under one root and reads it. Settings come from (highest first): command-line
+flags, environment variables with the ``FOREWARN_`` prefix (``__`` separates nesting:
+``FOREWARN_MQTT__HOST``), a ``.env`` file in the working directory, and the defaults. Each
+section forbids unknown keys so that a typo in an env var or ``.env`` file stops start-up
+instead of being silently ignored.
 """
 
 from __future__ import annotations
@@ -11,16 +13,8 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import (
-    Field,
-    ValidationError,
-    model_validator,
-)
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from config.agent import AgentSettings
 from config.alerts import AlertSettings
