@@ -8,7 +8,7 @@ port; the agent runs as its own process (``python -m forewarn.cli agent``, confi
 ``FOREWARN_*`` variables, as deployed), so its CPU and memory are its own.
 
 **Ingest: a backlog drain.** On a 2-core machine a Python publisher is slower than the agent
-(docs/PERFORMANCE.md), so publishing live would measure the publisher. Instead the consumer
+(docs/sizing.md), so publishing live would measure the publisher. Instead the consumer
 is frozen (SIGSTOP: it stays connected and subscribed, and the broker queues for it as it
 does for a persistent session that is away), several publisher processes queue N readings
 (5,000 machines, each its readings in ``seq`` and ``ts`` order), and the consumer is thawed:

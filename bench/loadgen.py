@@ -39,8 +39,7 @@ MAX_OUTSTANDING = 10_000
 """Messages a publisher lets paho hold unacknowledged (QoS 1) or unwritten (QoS 0).
 
 paho numbers QoS 1 messages with 16-bit ids and loses messages once more than 65,535 wait
-for their acknowledgement (docs/PERFORMANCE.md); far below that, and enough to keep the
-socket busy."""
+for their acknowledgement; far below that, and enough to keep the socket busy."""
 
 PUBLISHER_INFLIGHT = 100
 """paho's own QoS 1 in-flight window per publisher. paho walks its queued messages on every

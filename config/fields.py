@@ -36,5 +36,5 @@ UNITS: dict[str, dict[str, tuple[float, float]]] = {
 
 
 def units_for(feature: str) -> list[str]:
-    """The units a feature's values may arrive in (for messages and the README)."""
+    """The units a feature's values may arrive in (for messages and docs/plant.md)."""
     return sorted(UNITS.get(feature, {}))

@@ -72,17 +72,18 @@ class MqttSettings(Section):
     subscriptions: Annotated[list[str] | None, NoDecode] = Field(
         None,
         description="Topic filters the agent takes readings from instead of the whole telemetry "
-        "template, to share a fleet out among agents (README: Scaling out), as a JSON list or "
-        "comma-separated, e.g. plant/line-1/+/sensors,plant/line-2/+/sensors. Each narrows the "
-        "template: its levels, each the template's fixed text, or + or a fixed value where it "
-        "has a {placeholder}; no #, no two overlapping. Unset or empty: the template's filter.",
+        "template, to share a fleet out among agents (docs/operating.md: Scaling out), as a "
+        "JSON list or comma-separated, e.g. plant/line-1/+/sensors,plant/line-2/+/sensors. Each "
+        "narrows the template: its levels, each the template's fixed text, or + or a fixed value "
+        "where it has a {placeholder}; no #, no two overlapping. Unset or empty: the template's "
+        "filter.",
     )
     shared_group: str | None = Field(
         None,
         description="Shared-subscription group of the agent's reading subscriptions "
         "($share/<group>/<filter>): the broker gives each reading to one agent of the group; "
         "silences still reach every agent. Needs a broker that keeps each topic on one agent "
-        "(EMQX: hash_topic); mosquitto takes turns per message (README: Scaling out). "
+        "(EMQX: hash_topic); mosquitto takes turns per message (docs/operating.md: Scaling out). "
         "Unset or empty: no group.",
     )
     sparkplug_group: str | None = Field(
@@ -94,9 +95,9 @@ class MqttSettings(Section):
     batch_topic: str | None = Field(
         None,
         description="Subscription filter of gateway batches, many machines' readings in one "
-        "message (README: Gateway batches), e.g. plant/gateways/+/batch; it must match none "
-        "of the agent's other topics. Unset: <prefix>/_gateway/+/telemetry (+: the gateway "
-        "id). off: no batches.",
+        "message (docs/plant.md: Gateway batches), e.g. plant/gateways/+/batch; it must match "
+        "none of the agent's other topics. Unset: <prefix>/_gateway/+/telemetry (+: the "
+        "gateway id). off: no batches.",
     )
     keepalive_s: int = Field(
         30,

@@ -81,7 +81,7 @@ class FieldMap(Section):
 
 
 class MappingSettings(Section):
-    """How a plant's payload fields become forewarn's (see README, "Connecting your plant")."""
+    """How a plant's payload fields become forewarn's (see docs/plant.md)."""
 
     fields: dict[str, str | dict[str, Any]] = Field(
         default_factory=dict,

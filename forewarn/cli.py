@@ -180,7 +180,7 @@ def _add_train(commands: Any) -> None:
     train.add_argument(
         "--despike",
         action="store_true",
-        help="take isolated spikes out of the model's input windows (see README, The model)",
+        help="take isolated spikes out of the model's input windows (see docs/model.md)",
     )
     train.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults.device)
     train.add_argument(

@@ -64,7 +64,7 @@ class TrainConfig:
     # further ahead grow unsure whether a rising machine is halfway up its cycle or near its
     # top, and a healthy machine's forecast peak then reaches the threshold (measured: false
     # warnings on 6 of 24 healthy machines at 30 steps, none at 15, with a longer median lead
-    # than the level-aware model it replaces had at 30). See README, "The model".
+    # than the level-aware model it replaces had at 30). See docs/model.md.
     horizon: int = 15
     hidden: int = 64
     layers: int = 2

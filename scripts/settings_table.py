@@ -1,4 +1,4 @@
-"""Prints the README's settings table from the settings classes (one source of truth)."""
+"""Prints the settings table of docs/settings.md from the settings classes (one source of truth)."""
 
 from __future__ import annotations
 

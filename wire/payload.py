@@ -1,7 +1,7 @@
 """The reading payload: one single-line JSON object per reading, units in the field names.
 
 A gateway batch carries many of them: ``{"v": 1, "readings": [reading, ...]}``, each element
-exactly a single reading's object (see README, "Gateway batches").
+exactly a single reading's object (see docs/plant.md, "Gateway batches").
 """
 
 from __future__ import annotations

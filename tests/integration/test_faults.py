@@ -214,7 +214,7 @@ def test_alerts_raised_while_the_broker_is_down_are_queued_then_delivered(
         f"(first seen after {delivered_s:.2f} s); lost silently: 0"
     )
     # QoS 1 may deliver a message twice (a resend racing its acknowledgement on reconnect);
-    # subscribers deduplicate on (alert_id, seq), as the README says, and so does this check.
+    # subscribers deduplicate on (alert_id, seq), as docs/plant.md says, and so does this check.
     unique = {(p["machine_id"], p["alert_id"], p["seq"]): p for p in payloads}
     assert len(unique) == 6, payloads
     assert all(p["severity"] == "critical" and p["status"] == "firing" for p in unique.values())

@@ -139,7 +139,7 @@ def test_a_shared_group_gives_each_reading_to_one_agent_but_splits_machines_on_m
     """mosquitto hands a shared group's messages out in turn, whatever their topic: every
     reading reaches exactly one agent, yet each machine's readings are split between both
     (with an odd fleet the turns do not line up with machines), so neither holds a whole
-    window. This is why the README shards by topic on mosquitto."""
+    window. This is why docs/operating.md shards by topic on mosquitto."""
     caplog.set_level(logging.INFO, logger="agent.app")
     first = running_agent(settings_for(mosquitto, "forewarn-a", shared_group="forewarn"))
     second = running_agent(settings_for(mosquitto, "forewarn-b", shared_group="forewarn"))

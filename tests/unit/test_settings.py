@@ -360,7 +360,7 @@ def test_unknown_protocol_names_the_choices() -> None:
 
 
 def test_qos_settings_parse_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Environment values are strings: "0" must become QoS 0, as the README documents."""
+    """Environment values are strings: "0" must become QoS 0, as docs/settings.md documents."""
     monkeypatch.setenv("FOREWARN_MQTT__TELEMETRY_QOS", "0")
     monkeypatch.setenv("FOREWARN_SIMULATOR__QOS", "1")
     settings = load_settings(_env_file=None)

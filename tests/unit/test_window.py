@@ -339,7 +339,7 @@ def rule_store(max_machines: int) -> WindowStore:
 
 
 class Reference:
-    """The ordering and gap rule as the README states it, written plainly, one machine."""
+    """The ordering and gap rule as docs/plant.md states it, written plainly, one machine."""
 
     def __init__(self, window: int, max_missing: int, stale_after_s: float, max_future_s: float):
         self.window, self.max_missing = window, max_missing
