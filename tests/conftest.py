@@ -162,8 +162,11 @@ def subscribe(mosquitto: Mosquitto) -> Iterator[Callable[[str], Recorder]]:
 
 
 def forewarn_env(mosquitto: Mosquitto | None = None, **extra: str) -> dict[str, str]:
-    """Environment for a `forewarn` subprocess: no stray .env settings, our broker."""
+    """Environment for a `forewarn` subprocess: no stray .env settings, our broker, and this
+    checkout's code first on the path (an editable install elsewhere, a second git worktree
+    say, would otherwise be what the subprocess runs while the tests run this one's)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FOREWARN_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     if mosquitto is not None:
         env["FOREWARN_MQTT__HOST"] = mosquitto.host
         env["FOREWARN_MQTT__PORT"] = str(mosquitto.port)
