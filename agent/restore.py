@@ -13,6 +13,10 @@ packets in order and queues a subscription's retained messages before anything t
 publishes later, so when the token comes back every retained alert has arrived. Should the
 token never come back (an ACL that forbids the topic, say), the read ends after
 ``restore_timeout_s`` with what arrived.
+
+:class:`AlertRestore` runs the read in its own thread at start-up, retrying until the broker
+answers, and hands the states to the tick thread (the alert policy's only writer), which
+resumes them before its first tick; ticks wait for it.
 """
 
 from __future__ import annotations
@@ -26,8 +30,12 @@ from dataclasses import dataclass
 import orjson
 import paho.mqtt.client as mqtt
 
-from agent.alerts import CRITICAL, OK, WARNING
+from agent.alerts import CRITICAL, OK, WARNING, AlertPolicy
+from agent.anomaly import AnomalyScorer
+from agent.throttle import LogThrottle
+from agent.window import WindowStore
 from config.mqtt import MqttSettings
+from config.settings import Settings
 from config.topics import TopicTemplate, restore_marker_topic
 from wire.mqtt import describe_connect_failure, make_client
 
@@ -175,3 +183,82 @@ def read_retained_alerts(
     if skipped:
         logger.warning("restore: ignored %d retained alert message(s) that were not valid", skipped)
     return list(found.values())
+
+
+class AlertRestore:
+    """The retained alert states, read once at start-up and resumed by the tick thread.
+
+    ``start`` reads them in a thread of their own (none when ``mqtt.restore_timeout_s`` is 0:
+    every machine starts ok); ``result`` holds them once read, and ``resume`` applies them and
+    sets ``done``, which ticks and readiness wait for.
+    """
+
+    def __init__(self, settings: Settings, stop_event: threading.Event) -> None:
+        self._settings = settings
+        self._stop_event = stop_event
+        self._throttle = LogThrottle(logger)
+        self.result: list[RestoredAlert] | None = None
+        """The states read back; None until the read is over."""
+        self.done = threading.Event()
+        """Set once the tick thread has resumed the states."""
+
+    def start(self) -> None:
+        if self._settings.mqtt.restore_timeout_s > 0:
+            threading.Thread(target=self._read, name="forewarn-restore", daemon=True).start()
+        else:
+            self.result = []
+
+    def _read(self) -> None:
+        """Read the retained alert states, retrying until the broker answers or the agent stops."""
+        m = self._settings.mqtt
+        delay = m.reconnect_min_s
+        while not self._stop_event.is_set():
+            try:
+                result = read_retained_alerts(
+                    m, m.restore_timeout_s, self._settings.agent.max_machines
+                )
+            except ConnectionError as error:
+                self._throttle.warning(
+                    "restore", "cannot read the retained alert states yet (%s); retrying", error
+                )
+                self._stop_event.wait(delay)
+                delay = min(2 * delay, m.reconnect_max_s)
+                continue
+            except Exception:
+                logger.exception("cannot read the retained alert states; every machine starts ok")
+                result = []
+            self.result = result
+            return
+
+    def resume(
+        self,
+        restored: list[RestoredAlert],
+        store: WindowStore,
+        policy: AlertPolicy,
+        anomaly: AnomalyScorer,
+    ) -> None:
+        """Resume each machine's alert (tick thread: the policy's only writer)."""
+        counts = {WARNING: 0, CRITICAL: 0}
+        stale = 0
+        for alert in restored:
+            slot = store.slot_for(alert.machine_id)
+            if slot is None:
+                continue
+            policy.ensure_capacity(store.capacity)
+            anomaly.ensure_capacity(store.capacity)
+            # A stale machine resumes as ok, its seq continuing: "stale" is decided afresh
+            # from the readings that arrive (or do not) after the restart.
+            alert_id = None if alert.stale else alert.alert_id
+            policy.restore(slot, alert.state, alert_id, alert.seq)
+            stale += alert.stale
+            if alert.state in counts:
+                counts[alert.state] += 1
+        logger.info(
+            "resumed the alert state of %d machine(s) from the retained alerts: %d warning, "
+            "%d critical, %d stale (resumed as ok)",
+            len(restored),
+            counts[WARNING],
+            counts[CRITICAL],
+            stale,
+        )
+        self.done.set()

@@ -509,12 +509,12 @@ def profiles(workdir: Path, args: argparse.Namespace) -> dict[str, Any] | None:
             drain_file,
             [
                 ("network thread", "Client.loop_forever", profiling.NETWORK_PARTS),
-                ("tick thread", "Agent._tick_loop", profiling.TICK_PARTS),
+                ("tick thread", "Ticker._loop", profiling.TICK_PARTS),
             ],
         ),
         "drain_qos1_per_s_under_profiler": under_profiler["per_s"],
         "tick_5000": profiling.profile_file(
-            tick_file, [("tick", "Agent.tick", profiling.TICK_PARTS)]
+            tick_file, [("tick", "Ticker.tick", profiling.TICK_PARTS)]
         ),
     }
 

@@ -32,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.app import Agent
+from agent.tick import Ticker
 from agent.window import Appended, Batch
 from bench.loadgen import parse_metrics, peak_rss_mb, percentile, rejected_by_reason, rss_mb
 from config.settings import load_settings
@@ -39,20 +40,20 @@ from wire.reading import Reading
 
 
 class LatencyProbe:
-    """Wraps an agent's window store (append and gather), forecast and tick to time readings
-    through it."""
+    """Wraps an agent's tick (its window store's append and gather, its forecast and the tick
+    itself) to time readings through it."""
 
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(self, ticker: Ticker) -> None:
+        self.ticker = ticker
         self.measuring = False
         self._reset()
         self._current: tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]] | None = (
             None
         )
-        append_many: Callable[[Sequence[Reading], float], Appended] = agent.store.append_many
-        take_ready: Callable[[], Batch] = agent.store.take_ready
-        forecast: Callable[[NDArray[np.float32]], NDArray[np.float32]] = agent.forecaster.forecast
-        tick: Callable[[], Any] = agent.tick
+        append_many: Callable[[Sequence[Reading], float], Appended] = ticker.store.append_many
+        take_ready: Callable[[], Batch] = ticker.store.take_ready
+        forecast: Callable[[NDArray[np.float32]], NDArray[np.float32]] = ticker.forecaster.forecast
+        tick: Callable[[], Any] = ticker.tick
         monotonic = time.monotonic
 
         def timed_append_many(readings: Sequence[Reading], now: float) -> Appended:
@@ -66,7 +67,7 @@ class LatencyProbe:
 
         def timed_take_ready() -> Batch:
             batch = take_ready()
-            store = agent.store
+            store = ticker.store
             self._current = (
                 batch.slots.copy(),
                 store.last_seq[batch.slots].copy(),
@@ -97,13 +98,12 @@ class LatencyProbe:
                     self.forecasting_ticks.append(ended - started)
             return events
 
-        # Instance attributes shadow the methods: the agent's callbacks and tick loop call
-        # self.store.append_many(...), self.store.take_ready(), self.forecaster.forecast(...),
-        # self.tick().
-        agent.store.append_many = timed_append_many  # type: ignore[method-assign]
-        agent.store.take_ready = timed_take_ready  # type: ignore[method-assign]
-        agent.forecaster.forecast = timed_forecast  # type: ignore[method-assign]
-        agent.tick = timed_tick  # type: ignore[method-assign]
+        # Instance attributes shadow the methods: the tick loop calls self.tick(), which calls
+        # self.store.append_many(...), self.store.take_ready(), self.forecaster.forecast(...).
+        ticker.store.append_many = timed_append_many  # type: ignore[method-assign]
+        ticker.store.take_ready = timed_take_ready  # type: ignore[method-assign]
+        ticker.forecaster.forecast = timed_forecast  # type: ignore[method-assign]
+        ticker.tick = timed_tick  # type: ignore[method-assign]
 
     def _reset(self) -> None:
         self.arrivals: list[tuple[str, int, float]] = []
@@ -125,7 +125,7 @@ class LatencyProbe:
         """Latency percentiles (ms), tick and forecast durations (s), counts."""
         self.measuring = False
         arrived = {(machine, seq): at for machine, seq, at in self.arrivals}
-        ids = self.agent.store.machine_ids
+        ids = self.ticker.store.machine_ids
         to_forecast: list[float] = []
         from_publish: list[float] = []
         to_tick_end: list[float] = []
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, stream=sys.stderr)
     agent = Agent(settings)
-    probe = LatencyProbe(agent)
+    probe = LatencyProbe(agent.ticker)
     signal.signal(signal.SIGUSR1, lambda *_: probe.start())
     signal.signal(signal.SIGTERM, lambda *_: agent.stop_event.set())
     signal.signal(signal.SIGINT, lambda *_: agent.stop_event.set())

@@ -27,8 +27,8 @@ RATE_HZ = 100
 """Samples per second: enough for shares to a percent over a few seconds of work."""
 
 NETWORK_PARTS = (
-    ("agent callback (hand-off)", "Agent._on_message"),
-    ("gateway batch callback", "Agent._on_batch"),
+    ("agent callback (hand-off)", "Ingest._on_message"),
+    ("gateway batch callback", "Ingest._on_batch"),
     ("paho: socket reads", "Client._sock_recv"),
     ("paho: select / loop", "Client._loop"),
     ("paho: PUBACK send", "Client._send_puback"),
@@ -36,15 +36,15 @@ NETWORK_PARTS = (
 """Parts of paho's network thread: the agent's callback, and paho's own work around it."""
 
 TICK_PARTS = (
-    ("drain hand-off into windows", "Agent._drain"),
+    ("drain hand-off into windows", "Ticker._drain"),
     ("  decode + validate (orjson, numpy)", "ReadingDecoder.decode_many"),
     ("  window store append", "WindowStore.append_many"),
     ("gather ready windows", "WindowStore.take_ready"),
     ("model forward", "TorchForecaster.forecast"),
     ("anomaly scorer", "AnomalyScorer.update"),
     ("alert policy", "AlertPolicy.update"),
-    ("per-machine gauges", "Agent._export_machines"),
-    ("staleness", "Agent._track_staleness"),
+    ("per-machine gauges", "Ticker._export_machines"),
+    ("staleness", "Ticker._track_staleness"),
     ("alert publishing", "AlertPublisher.pump"),
 )
 """Parts of a tick, in the order the tick runs them."""
@@ -85,7 +85,7 @@ class Stack:
 
 
 def _frame(text: str) -> str:
-    """``Agent.tick (agent/app.py:640)`` -> ``Agent.tick (agent/app.py)``."""
+    """``Ticker.tick (agent/tick.py:640)`` -> ``Ticker.tick (agent/tick.py)``."""
     name, _, where = text.partition(" (")
     return f"{name} ({where.rsplit(':', 1)[0]})" if where else name
 
@@ -106,7 +106,7 @@ def _name(frame: str) -> str:
 
 
 def select(stacks: Iterable[Stack], function: str) -> list[Stack]:
-    """The stacks that pass through ``function`` (a qualified name, e.g. ``Agent._tick_loop``)."""
+    """The stacks that pass through ``function`` (a qualified name, e.g. ``Ticker._loop``)."""
     return [s for s in stacks if any(_name(f) == function for f in s.frames)]
 
 

@@ -9,7 +9,7 @@ from collections import deque
 from typing import TextIO
 
 from agent.alerts import AlertEvent
-from agent.app import MachineView
+from agent.tick import MachineView
 
 _STATE_ORDER = {"critical": 0, "warning": 1, "ok": 2}
 _COLOURS = {"critical": "\033[1;31m", "warning": "\033[1;33m", "ok": "\033[32m"}

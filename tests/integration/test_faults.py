@@ -281,7 +281,7 @@ def test_an_exception_in_a_callback_is_counted_and_the_loop_goes_on(
                 raise RuntimeError("injected fault")
             super().append(item)
 
-    agent._pending = FlakyHandOff()
+    agent.ingest._pending = FlakyHandOff()
     readings = Readings(broker)
     readings.burst({"m-bad": COOL_C}, 3)
     readings.burst({"m-good": COOL_C}, 25)

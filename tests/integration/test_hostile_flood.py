@@ -57,7 +57,7 @@ def deliver(agent: Agent, machine_id: str, seq: int, ts: float, temperature: flo
             "rpm": 1650.0,
         }
     )
-    agent._on_message(agent.client, None, message)
+    agent.ingest._on_message(agent.client, None, message)
 
 
 def series(agent: Agent) -> set[str]:
@@ -168,7 +168,7 @@ def test_stale_machines_lose_their_series() -> None:
     assert series(agent) == {"quiet", "chatty"}
     slot = agent.store.slot_of["chatty"]
     agent.store.last_seen[slot] = now + 25  # chatty spoke 25 s later; quiet did not
-    agent._next_stale_check = 0.0
-    agent._drop_stale(now + 31)
+    agent.ticker._next_stale_check = 0.0
+    agent.ticker._drop_stale(now + 31)
     assert series(agent) == {"chatty"}
     assert agent.store.stale(now + 31).tolist() == [agent.store.slot_of["quiet"]]

@@ -111,8 +111,9 @@ def wait_subscribed(agent: Agent, publisher: mqtt.Client, topic: str) -> None:
             or 0.0
         )
 
+    pending = agent.ingest._pending
     deadline = time.monotonic() + 10
-    while not agent._pending and not rejected():
+    while not pending and not rejected():
         assert time.monotonic() < deadline, f"the agent never subscribed to {topic}"
         publisher.publish(topic, b"probe", qos=1)
         time.sleep(0.1)
@@ -132,12 +133,12 @@ def wait_subscribed(agent: Agent, publisher: mqtt.Client, topic: str) -> None:
         sparkplug = topic.startswith("spBv1.0/")
         while not (
             decoded.is_set()
-            or any(isinstance(item, tuple) and item[1] == fence for item in list(agent._pending))
+            or any(isinstance(item, tuple) and item[1] == fence for item in list(pending))
             or (sparkplug and rejected() > refused)
         ):
             assert time.monotonic() < deadline, f"the fence on {topic} never arrived"
             time.sleep(0.01)
-        while agent._pending:
+        while pending:
             agent.tick()
     finally:
         del agent.decoder.decode  # the class's method again
@@ -145,9 +146,10 @@ def wait_subscribed(agent: Agent, publisher: mqtt.Client, topic: str) -> None:
 
 
 def wait_pending(agent: Agent, count: int, timeout_s: float = 10.0) -> None:
+    pending = agent.ingest._pending
     deadline = time.monotonic() + timeout_s
-    while len(agent._pending) < count:
-        assert time.monotonic() < deadline, f"{len(agent._pending)} of {count} readings arrived"
+    while len(pending) < count:
+        assert time.monotonic() < deadline, f"{len(pending)} of {count} readings arrived"
         time.sleep(0.005)
 
 

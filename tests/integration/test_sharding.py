@@ -88,7 +88,7 @@ def test_topic_sharded_agents_each_own_their_lines_and_together_cover_the_fleet(
     running_agent: Callable[[Settings], Agent],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="agent.app")
+    caplog.set_level(logging.INFO, logger="agent.ingest")
     line_1 = running_agent(
         settings_for(mosquitto, "forewarn-line-1", subscriptions=["plant/line-1/+/telemetry"])
     )
@@ -140,7 +140,7 @@ def test_a_shared_group_gives_each_reading_to_one_agent_but_splits_machines_on_m
     reading reaches exactly one agent, yet each machine's readings are split between both
     (with an odd fleet the turns do not line up with machines), so neither holds a whole
     window. This is why docs/operating.md shards by topic on mosquitto."""
-    caplog.set_level(logging.INFO, logger="agent.app")
+    caplog.set_level(logging.INFO, logger="agent.ingest")
     first = running_agent(settings_for(mosquitto, "forewarn-a", shared_group="forewarn"))
     second = running_agent(settings_for(mosquitto, "forewarn-b", shared_group="forewarn"))
     # A retained silence must reach every agent of the group: control topics are not shared.

@@ -290,7 +290,7 @@ def deliver(agent: AgentType, topic: str, payload: object) -> None:
     """One message through the agent's paho callback, as its network thread delivers it."""
     message = mqtt.MQTTMessage(topic=topic.encode())
     message.payload = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-    agent._dispatch(agent.client, None, message)
+    agent.ingest._dispatch(agent.client, None, message)
 
 
 def sample(agent: AgentType, name: str, **labels: str) -> float:
@@ -365,7 +365,7 @@ def test_a_reading_is_timed_from_its_arrival_not_its_decoding() -> None:
 
 
 def test_a_tick_decodes_in_slices_bounded_by_count_and_bytes() -> None:
-    from agent.app import _slices
+    from agent.ingest import _slices
 
     sizes = [100] * 10 + [3000] + [10] * 7
     arrivals: list[Arrival] = [("", b"x" * size, 0.0) for size in sizes]
@@ -390,4 +390,5 @@ def test_a_large_tick_is_decoded_whole_across_slices() -> None:
     agent.tick()
     assert sample(agent, "forewarn_readings_total") == count - 1
     assert sample(agent, "forewarn_readings_rejected_total", reason="bad_json") == 1
-    assert agent._queued_bytes == agent._decoded_bytes  # the hand-off is empty in bytes too
+    ingest = agent.ingest
+    assert ingest._queued_bytes == ingest._decoded_bytes  # the hand-off is empty in bytes too

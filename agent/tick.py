@@ -1,0 +1,400 @@
+"""The tick: the agent's one thread that forecasts, decides alerts and publishes them.
+
+Every ``tick_interval_s`` the tick thread takes the hand-off (decoding its single messages
+together, rejections counted by reason), stores every reading in the window store, runs one
+batched forecast over every machine with a full window and a new reading, advances the alert
+policy and publishes the changes (:mod:`agent.publish`), except for silenced machines. It also
+marks machines that stopped reporting stale, republishes where a machine stands when its
+silence ends, and drops the metric series of machines gone quiet.
+
+It is the only writer of the window store, the alert policy and the anomaly scorer, so none
+of them takes a lock; it resumes the restored alert states before its first tick (ticks wait
+for them). A tick that overruns makes the loop skip ticks, not burst.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agent.alerts import STATE_NAMES, AlertEvent, AlertPolicy
+from agent.anomaly import AnomalyScorer
+from agent.ingest import Ingest
+from agent.metrics import AgentMetrics
+from agent.publish import AlertPublisher
+from agent.restore import AlertRestore
+from agent.silence import SilenceBook
+from agent.throttle import LogThrottle
+from agent.window import WindowStore
+from config.settings import Settings
+from models.base import Forecaster
+from wire.reading import Batch, Reading
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL_S = 1.0
+"""Assumed reading interval of a machine until two of its readings show the real one."""
+
+
+@dataclass(frozen=True)
+class MachineView:
+    """One machine's row in a tick snapshot (for the demo's live view)."""
+
+    machine_id: str
+    temperature_c: float
+    forecast_c: float
+    state: str
+
+
+TickListener = Callable[[list[MachineView]], None]
+AlertListener = Callable[[AlertEvent], None]
+
+Heard = TypeVar("Heard", bool, np.bool_, NDArray[np.bool_])
+
+
+class Ticker:
+    """Runs the tick loop in its own thread (``start``); ``tick`` runs one tick.
+
+    Every alert event goes to ``publisher`` (unless silenced) and to each of
+    ``alert_listeners``; each tick that forecast calls ``tick_listeners`` with its machines.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        forecaster: Forecaster,
+        store: WindowStore,
+        policy: AlertPolicy,
+        anomaly: AnomalyScorer,
+        ingest: Ingest,
+        restore: AlertRestore,
+        publisher: AlertPublisher,
+        silences: SilenceBook,
+        metrics: AgentMetrics,
+        stop_event: threading.Event,
+        alert_listeners: list[AlertListener],
+        tick_listeners: list[TickListener],
+    ) -> None:
+        self._settings = settings
+        self.forecaster = forecaster
+        self.store = store
+        self.policy = policy
+        self.anomaly = anomaly
+        self._ingest = ingest
+        self._restore = restore
+        self._publisher = publisher
+        self._silences = silences
+        self._metrics = metrics
+        self._stop_event = stop_event
+        self._alert_listeners = alert_listeners
+        self._tick_listeners = tick_listeners
+        self.thread: threading.Thread | None = None
+        self.last_tick = 0.0
+        """When the loop last started or ended a tick (monotonic), for the watchdog."""
+        self._lock = threading.Lock()
+        # The readings the current tick took in, for forewarn_reading_to_forecast_seconds.
+        self._received_slots: NDArray[np.int64] = np.empty(0, dtype=np.int64)
+        self._received_at: NDArray[np.float64] = np.empty(0, dtype=np.float64)
+        self._throttle = LogThrottle(logger)
+        # With narrowed or shared subscriptions, other agents own some of the machines whose
+        # retained alerts this one restores: it publishes and counts only the ones it hears.
+        self._shares_fleet = bool(settings.mqtt.subscriptions) or bool(settings.mqtt.shared_group)
+        self._next_stale_check = 0.0
+
+    def start(self) -> None:
+        self.last_tick = time.monotonic()
+        # A daemon thread: a tick stuck in the forecaster must not keep a failed agent alive.
+        self.thread = threading.Thread(target=self._loop, name="forewarn-tick", daemon=True)
+        self.thread.start()
+
+    def join(self, timeout_s: float) -> None:
+        """Wait at most ``timeout_s`` for the loop to end (after the stop event)."""
+        if self.thread is not None:
+            self.thread.join(timeout=timeout_s)
+
+    def _loop(self) -> None:
+        """Tick every ``tick_interval_s``; a tick that overruns makes the loop skip, not burst.
+
+        A model slower than the readings thus costs skipped ticks (counted, logged) and, once
+        the bounded hand-off is full, readings dropped as ``overload``; the network thread
+        keeps reading and the keepalive keeps going. Ticks wait for the restored alert states.
+        """
+        interval = self._settings.agent.tick_interval_s
+        next_at = time.monotonic()
+        while not self._stop_event.is_set():
+            self.last_tick = time.monotonic()
+            try:
+                if self._restore.done.is_set():
+                    self.tick()
+                elif (restored := self._restore.result) is not None:
+                    self._restore.resume(restored, self.store, self.policy, self.anomaly)
+                self._publisher.pump()
+            except Exception:
+                logger.exception("tick failed; the next tick starts afresh")
+            now = self.last_tick = time.monotonic()
+            next_at += interval
+            delay = next_at - now
+            if delay < 0:
+                skipped = int(-delay // interval)
+                if skipped:
+                    self._metrics.ticks_skipped.inc(skipped)
+                    self._throttle.warning(
+                        "slow-tick",
+                        "a tick took %.2f s, over the %.2f s tick interval: skipped %d tick(s) "
+                        "(the model is slower than the readings; see forewarn_ticks_skipped_total)",
+                        interval - delay,
+                        interval,
+                        skipped,
+                    )
+                next_at = now  # behind: skip the missed ticks instead of bursting
+                delay = 0.0
+            if self._stop_event.wait(delay):
+                break
+        if self._restore.done.is_set():
+            self.tick()  # a last tick, so readings that arrived before the stop are forecast
+
+    def tick(self) -> list[AlertEvent]:
+        """Drain, forecast every ready machine in one batch, alert; returns the events.
+
+        One tick at a time: the tick thread runs them, and a tool or test may run one too."""
+        with self._lock:
+            return self._tick()
+
+    def _tick(self) -> list[AlertEvent]:
+        started = time.perf_counter()
+        now = time.time()
+        self._drain(now)
+        for machine_id in self._ingest.take_deaths():  # stale now, not after stale_after_s
+            slot = self.store.slot_of.get(machine_id)
+            if slot is not None:
+                self.store.last_seen[slot] = 0.0
+        self.policy.ensure_capacity(self.store.capacity)
+        self.anomaly.ensure_capacity(self.store.capacity)
+        batch = self.store.take_ready()
+        events: list[AlertEvent] = []
+        if len(batch):
+            forecast_started = time.perf_counter()
+            forecasts = self.forecaster.forecast(batch.windows)
+            self._metrics.forecast_duration.observe(time.perf_counter() - forecast_started)
+            self._time_forecasts(batch.slots)
+            latest = batch.windows[:, -1, 0]
+            scores = self.anomaly.update(
+                batch.slots, latest, self.store.last_seq[batch.slots], forecasts
+            )
+            interval = self.store.interval_s[batch.slots]
+            interval = np.where(np.isnan(interval), DEFAULT_INTERVAL_S, interval)
+            events = self.policy.update(
+                batch.slots,
+                self.store.machine_ids,
+                batch.windows[:, :, 0],
+                forecasts,
+                interval,
+                now,
+                scores,
+                self.anomaly.spread(batch.slots),
+                self.anomaly.noise_ratio(batch.slots),
+            )
+            self._emit(events, now)
+            self._metrics.forecasts.inc(len(batch))
+            self._export_machines(batch.slots, latest, forecasts, scores)
+        self._metrics.batch_size.set(len(batch))
+        self._metrics.machines.set(len(self.store))
+        self._metrics.pending.set(self._ingest.waiting())
+        used = len(self.store)
+        ours = self._ours(self.store.last_seq[:used] >= 0)
+        for severity, count in self.policy.firing_counts(used, ours).items():
+            self._metrics.alerts_firing.labels(severity=severity).set(count)
+        events += self._track_staleness(now)
+        events += self._end_silences(now)
+        self._drop_stale(now)
+        self._metrics.ticks.inc()
+        self._metrics.last_tick.set(now)
+        self._metrics.tick_duration.observe(time.perf_counter() - started)
+        if self._tick_listeners and len(batch):
+            self._notify_tick(batch.slots, batch.windows[:, -1, 0], forecasts)
+        return events
+
+    def _drain(self, now: float) -> None:
+        """Move the hand-off into the window store, then clean up after evictions.
+
+        A slot reused for a new machine starts with the policy's and the scorer's state reset,
+        and the evicted machine's metric series go, so neither memory nor Prometheus
+        cardinality grows with the number of machine ids ever seen.
+        """
+        store = self.store
+        readings = self._ingest.take()
+        appended = store.append_many(readings, now)
+        accepted = appended.accepted
+        self._metrics.readings.inc(int(accepted.sum()))
+        self._report_refused(readings, appended.rejected)
+        received = np.fromiter((r.received for r in readings), np.float64, len(readings))
+        # Timed: readings a forecast this tick can use (made here, by tests or tools: no time).
+        timed = appended.in_window & (received > 0)
+        self._received_slots = appended.slots[timed]
+        self._received_at = received[timed]
+        stamped = received[received > 0]
+        oldest = time.monotonic() - float(stamped.min()) if len(stamped) else 0.0
+        self._metrics.pending_oldest_age.set(oldest)
+        evicted_ids, evicted_slots, evicted_heard = store.take_evicted()
+        if evicted_ids:
+            self.policy.ensure_capacity(store.capacity)
+            self.anomaly.ensure_capacity(store.capacity)
+            # An evicted machine that was alerting would otherwise stay "firing" in its
+            # retained alert forever: say it is stale before its slot is handed over. Not for a
+            # machine this agent never heard (known only from a restored alert): under topic
+            # sharding its alerts are another agent's to publish.
+            self._emit(
+                [
+                    event
+                    for machine_id, slot, heard in zip(
+                        evicted_ids, evicted_slots.tolist(), evicted_heard, strict=True
+                    )
+                    if self._ours(heard)
+                    and (event := self.policy.retire(slot, machine_id, now)) is not None
+                ],
+                now,
+            )
+            self.policy.reset(evicted_slots)
+            self.anomaly.reset(evicted_slots)
+            for machine_id in evicted_ids:
+                self._metrics.drop_machine(machine_id)
+            self._metrics.machines_evicted.inc(len(evicted_ids))
+            self._throttle.warning(
+                "evicted",
+                "evicted %d least recently seen machines (max_machines %d reached), e.g. %r",
+                len(evicted_ids),
+                store.max_machines,
+                evicted_ids[0],
+            )
+
+    def _report_refused(self, readings: list[Reading], refused: list[tuple[int, str]]) -> None:
+        """Count refused readings by reason, one counter update and one log line per reason."""
+        tally = Batch()
+        for index, reason in refused:
+            r = readings[index]
+            tally.reject(
+                reason, "" if reason in tally.details else f"{r.machine_id} seq {r.seq} ts {r.ts}"
+            )
+        self._ingest.reject_tally(tally)
+
+    def _time_forecasts(self, slots: NDArray[np.int64]) -> None:
+        """Observe, for each reading this tick took in whose machine was forecast, the time
+        from its arrival to now (the forecast's end)."""
+        if not len(self._received_slots):
+            return
+        forecast = np.zeros(self.store.capacity, dtype=np.bool_)
+        forecast[slots] = True
+        used = forecast[self._received_slots]
+        self._metrics.reading_to_forecast.observe_many(time.monotonic() - self._received_at[used])
+
+    def _export_machines(
+        self,
+        slots: NDArray[np.int64],
+        latest: NDArray[np.float32],
+        forecasts: NDArray[np.float32],
+        scores: NDArray[np.float64],
+    ) -> None:
+        peaks = forecasts.max(axis=1)
+        ids = self.store.machine_ids
+        states = self.policy.state[slots]
+        for slot, temperature, peak, score, state in zip(
+            slots.tolist(),
+            latest.tolist(),
+            peaks.tolist(),
+            scores.tolist(),
+            states.tolist(),
+            strict=True,
+        ):
+            self._metrics.set_machine(ids[slot], temperature, peak, score, state)
+
+    def _track_staleness(self, now: float) -> list[AlertEvent]:
+        """Publish "stale" for machines that stopped reporting, and its end when they resume."""
+        used = len(self.store)
+        silent = self.store.stale(now)
+        was_stale = self.policy.stale[:used]
+        newly = silent[~was_stale[silent]]
+        quiet = np.zeros(used, dtype=np.bool_)
+        quiet[silent] = True
+        # A slot that has not reported since it was restored as stale is still stale.
+        reported = self.store.last_seq[:used] >= 0
+        resumed = np.flatnonzero(was_stale & ~quiet & reported)
+        ids = self.store.machine_ids
+        events = self.policy.mark_stale(newly, ids, self.store.latest(newly)[:, 0], now)
+        events += self.policy.mark_resumed(resumed, ids, self.store.latest(resumed)[:, 0], now)
+        self._emit(events, now)
+        return events
+
+    def _emit(self, events: list[AlertEvent], now: float) -> None:
+        """Publish alert changes, except for silenced machines, whose changes are only counted."""
+        for event in events:
+            if self._silences.silenced(event.machine_id, now):
+                self._metrics.alerts_silenced.labels(severity=event.severity).inc()
+                logger.info("silenced: %s", event.line())
+            else:
+                self._publisher.publish(event)
+            for listener in self._alert_listeners:
+                listener(event)
+
+    def _ours(self, heard: Heard) -> Heard:
+        """Whether machines are this agent's to publish and count, from whether it has heard
+        them (a bool or a boolean array): all of them for an agent that takes the whole fleet;
+        with narrowed or shared subscriptions only the ones it hears, since a machine known
+        only from a restored retained alert may report to another agent."""
+        return heard | (not self._shares_fleet)
+
+    def _end_silences(self, now: float) -> list[AlertEvent]:
+        """When a silence ends on an alerting machine, publish where the machine stands now."""
+        events = []
+        for machine_id in self._silences.ended(now):
+            slot = self.store.slot_of.get(machine_id)
+            # With a shared fleet, only machines this agent hears: a restored alert of a
+            # machine that reports to another agent is that agent's to republish.
+            if slot is not None and self._ours(self.store.last_seq[slot] >= 0):
+                temperature = float(self.store.latest(np.array([slot]))[0, 0])
+                event = self.policy.current_event(slot, machine_id, temperature, now)
+                if event is not None:
+                    events.append(event)
+        self._emit(events, now)
+        self._metrics.machines_silenced.set(self._silences.active_count(now))
+        return events
+
+    def _drop_stale(self, now: float) -> None:
+        """Drop the series of machines that went stale (the window store's stale rule).
+
+        Only machines that have series are looked at (at most ``max_machine_series``), so the
+        check costs the same with a hundred thousand silent machines in the store.
+        """
+        if now < self._next_stale_check:
+            return
+        self._next_stale_check = now + min(5.0, self._settings.agent.stale_after_s / 2)
+        store = self.store
+        cutoff = now - store.stale_after_s
+        for machine_id in self._metrics.series_machines():
+            slot = store.slot_of.get(machine_id)
+            if slot is None or store.last_seen[slot] < cutoff:
+                self._metrics.drop_machine(machine_id)
+
+    def _notify_tick(
+        self, slots: NDArray[np.int64], latest: NDArray[np.float32], forecasts: NDArray[np.float32]
+    ) -> None:
+        ids = self.store.machine_ids
+        peaks = forecasts.max(axis=1)
+        rows = [
+            MachineView(
+                machine_id=ids[slot],
+                temperature_c=float(latest[i]),
+                forecast_c=float(peaks[i]),
+                state=STATE_NAMES[int(self.policy.state[slot])],
+            )
+            for i, slot in enumerate(slots.tolist())
+        ]
+        for listener in self._tick_listeners:
+            listener(rows)
