@@ -94,11 +94,14 @@ class Watchdog:
         while not self._stop_event.wait(period):
             now = time.monotonic()
             problem = None
-            ingest, tick_thread = self._ingest, self._ticker.thread
+            tick_thread = self._ticker.thread
+            # Read once: the network thread sets it back to 0.0 when a callback returns, and a
+            # second read could see 0.0 and take "now - 0" for a callback running for hours.
+            since = self._ingest.callback_since
             if self.network is None or not self.network.is_alive():
                 problem = "the MQTT network thread died"
-            elif ingest.callback_since and now - ingest.callback_since >= self._stall_s:
-                problem = f"an MQTT callback has run for {now - ingest.callback_since:.0f} s"
+            elif since and now - since >= self._stall_s:
+                problem = f"an MQTT callback has run for {now - since:.0f} s"
             elif tick_thread is None or not tick_thread.is_alive():
                 problem = "the tick thread died"
             elif now - self._ticker.last_tick >= self._stall_s:
