@@ -53,7 +53,7 @@ from config.topics import (
     status_topic,
 )
 from models.base import Forecaster
-from models.checkpoint import forecaster_from_settings
+from models.serving import forecaster_from_settings
 from wire.mapping import FieldMapping
 from wire.mqtt import (
     connect_options,
