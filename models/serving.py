@@ -25,6 +25,7 @@ import importlib.util
 import json
 import logging
 import os
+import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -374,7 +375,7 @@ class ServingModel:
         try:
             with np.load(weights_file, allow_pickle=False) as arrays:
                 model.weights = {name: arrays[name] for name in arrays.files}
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
             raise CheckpointError(
                 f"weights {weights_file} of serving file {path} cannot be read: {error}"
             ) from error
