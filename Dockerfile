@@ -21,7 +21,7 @@ COPY wire/ wire/
 COPY simulator/ simulator/
 COPY models/ models/
 COPY config/ config/
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir ".[train]" \
     && python -c "import forewarn.cli, agent.app, simulator.publish, models.checkpoint, wire.mqtt"
 
 FROM ${PYTHON_IMAGE}

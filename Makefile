@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Everything: the serving base, the `train` extra (torch, onnx, scikit-learn, matplotlib) and the
+# dev tools. A gateway that only serves installs `pip install .` without torch (docs/runtimes.md).
 # Pinned: an unpinned torch pulls a multi-GB CUDA build. Where a pip index or wheel cache
 # offers the CPU build (as on forewarn's CI machines), this pin takes it. On another machine
 # without a GPU, add the CPU wheel index: make demo TORCH_PIP_ARGS="--index-url <cpu index>"
@@ -25,7 +27,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { echo "cannot create a virtualenv: run 'sudo apt-get install -y python3-venv'"; exit 1; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,train]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -41,7 +41,7 @@ from agent.window import WindowStore
 from config.settings import Settings
 from config.topics import status_topic
 from models.base import Forecaster
-from models.checkpoint import forecaster_from_settings
+from models.serving import forecaster_from_settings
 from wire.mapping import FieldMapping
 from wire.mqtt import connect_options, make_client, network_thread
 from wire.reading import Batch, Reading, ReadingDecoder

@@ -7,7 +7,10 @@ neighbour's burst of CPU slows all three alike and the ratios hold on a noisy ma
 * agent: what a tick does for its batch — gather the ready windows from the window store,
   then ``forecaster.forecast`` (chunked, padded to a batch quantum);
 * bare torch: ``module(windows)`` on the whole batch at once, nothing else;
-* loop: one ``module(window)`` per machine (for 10,000, timed on the first 1,000).
+* loop: one ``module(window)`` per machine (for 10,000, timed on the first 1,000);
+* serving: the agent's path with each torch-free runtime (``model.runtime`` onnx and numpy,
+  docs/runtimes.md) on the same model, its serving file made in memory: ``serving.<runtime>
+  _per_s`` beside ``agent_per_s`` (the torch runtime), and their ratio to it, paired by round.
 
 Two more rows, because they decide how a deployment performs:
 
@@ -36,6 +39,7 @@ import torch
 
 from agent.window import Batch, WindowStore
 from config.settings import load_settings
+from models.base import Forecaster
 from models.checkpoint import TorchForecaster
 from simulator.fleet import Fleet
 from wire.reading import Reading
@@ -93,8 +97,34 @@ def _filled_store(batch: int, window: int, features: int) -> WindowStore:
     return store
 
 
-def _runs(batch: int, forecaster: TorchForecaster) -> dict[str, tuple[Callable[[], object], int]]:
-    """The three ways to forecast one batch, as (callable, windows it forecasts)."""
+SERVING_RUNTIMES = ("onnx", "numpy")
+
+
+def serving_forecasters(forecaster: TorchForecaster) -> dict[str, Forecaster]:
+    """The torch-free runtimes on ``forecaster``'s model, with its threads and chunk size: the
+    serving file is made in memory (the ONNX graph needs the onnx package, the runtime
+    onnxruntime; a runtime that cannot be made is left out)."""
+    import importlib.util
+
+    from models.numpy_runtime import NumpyForecaster
+
+    serving = forecaster.checkpoint.to_serving()
+    threads, chunk = forecaster.threads, forecaster.chunk_size
+    out: dict[str, Forecaster] = {}
+    if importlib.util.find_spec("onnx") and importlib.util.find_spec("onnxruntime"):
+        from models.onnx_graph import build_graph
+        from models.onnx_runtime import OnnxForecaster
+
+        serving.onnx_graph = build_graph(serving)
+        out["onnx"] = OnnxForecaster(serving, threads=threads, chunk_size=chunk)
+    out["numpy"] = NumpyForecaster(serving, threads=threads, chunk_size=chunk)
+    return out
+
+
+def _runs(
+    batch: int, forecaster: TorchForecaster, serving: dict[str, Forecaster] | None = None
+) -> dict[str, tuple[Callable[[], object], int]]:
+    """The ways to forecast one batch, as (callable, windows it forecasts)."""
     store = _filled_store(batch, forecaster.window, len(forecaster.features))
     windows = store.windows(np.arange(batch))
     # The network normalises its own input, so the bare forward takes the raw windows.
@@ -115,16 +145,27 @@ def _runs(batch: int, forecaster: TorchForecaster) -> dict[str, tuple[Callable[[
     def per_machine_loop() -> object:
         return [module(raw[i : i + 1]) for i in range(loop_windows)]
 
-    return {
+    runs = {
         "agent_per_s": (agent_path, batch),
         "torch_per_s": (bare_torch, batch),
         "loop_per_s": (per_machine_loop, loop_windows),
     }
+    for runtime, served in (serving or {}).items():
+
+        def serving_path(served: Forecaster = served) -> object:
+            store.fresh[:batch] = True
+            return served.forecast(store.take_ready().windows)
+
+        runs[f"serving.{runtime}_per_s"] = (serving_path, batch)
+    return runs
 
 
 def measure(
-    batches: list[int], forecaster: TorchForecaster, seconds: float
-) -> dict[str, dict[str, float]]:
+    batches: list[int],
+    forecaster: TorchForecaster,
+    seconds: float,
+    serving: dict[str, Forecaster] | None = None,
+) -> dict[str, dict[str, Any]]:
     """Every batch size and way, interleaved in one loop: so also 10,000 against 1,000.
 
     Rates are of the least disturbed repeats; ratios are medians of same-round pairs.
@@ -132,12 +173,12 @@ def measure(
     runs = {
         f"{batch}/{name}": run
         for batch in batches
-        for name, run in _runs(batch, forecaster).items()
+        for name, run in _runs(batch, forecaster, serving).items()
     }
     times = interleaved_times(runs, seconds)
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, Any]] = {}
     for batch in batches:
-        r = {
+        r: dict[str, Any] = {
             name: _rate(times[f"{batch}/{name}"], runs[f"{batch}/{name}"][1])
             for name in ("agent_per_s", "torch_per_s", "loop_per_s")
         }
@@ -146,8 +187,30 @@ def measure(
         r["agent_vs_loop"] = paired_ratio(times, runs, agent, f"{batch}/loop_per_s")
         if 1000 in batches and batch != 1000:
             r["agent_vs_agent_1000"] = paired_ratio(times, runs, agent, "1000/agent_per_s")
+        if serving:
+            lean: dict[str, float] = {}
+            for runtime in serving:
+                name = f"{batch}/serving.{runtime}_per_s"
+                lean[f"{runtime}_per_s"] = _rate(times[name], runs[name][1])
+                lean[f"{runtime}_vs_agent"] = paired_ratio(times, runs, name, agent)
+            r["serving"] = lean
         results[str(batch)] = r
     return results
+
+
+def serving_accuracy(
+    forecaster: TorchForecaster, serving: dict[str, Forecaster]
+) -> dict[str, float]:
+    """Largest difference (°C) of each runtime's forecasts from the torch agent path's on the
+    seed's test split."""
+    from models.evaluate import seed_split_data
+
+    windows = seed_split_data()["x_test"]
+    expected = forecaster.forecast(windows)
+    return {
+        f"{runtime}_max_abs_diff_c": float(np.abs(served.forecast(windows) - expected).max())
+        for runtime, served in serving.items()
+    }
 
 
 def _spin(stop: Any) -> None:
@@ -277,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", default="100,1000,10000", help="comma-separated sizes")
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     parser.add_argument("--no-busy-core", dest="busy", action="store_false")
+    parser.add_argument(
+        "--no-serving", dest="serving", action="store_false", help="time the torch paths only"
+    )
     args = parser.parse_args(argv)
     settings = load_settings().model
     forecaster = TorchForecaster.from_path(
@@ -285,12 +351,14 @@ def main(argv: list[str] | None = None) -> int:
         threads=settings.threads,
         chunk_size=settings.chunk_size,
     )
-    batches = measure([int(b) for b in args.batches.split(",")], forecaster, args.seconds)
+    serving = serving_forecasters(forecaster) if args.serving else {}
+    batches = measure([int(b) for b in args.batches.split(",")], forecaster, args.seconds, serving)
     report: dict[str, Any] = {
         "threads": forecaster.threads,
         "chunk_size": forecaster.chunk_size,
         "model": forecaster.version,
         "batches": batches,
+        "serving_accuracy": serving_accuracy(forecaster, serving) if serving else None,
         "busy_core": busy_core(forecaster, args.seconds) if args.busy else None,
         "cuda_100k": cuda_tick(args.seconds),
     }
@@ -302,10 +370,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def targets(batches: dict[str, dict[str, float]], cuda: dict[str, Any] | None) -> dict[str, Any]:
+def targets(batches: dict[str, dict[str, Any]], cuda: dict[str, Any] | None) -> dict[str, Any]:
     """The issue's forecast-path targets, each as {"target", "value", "met"}."""
     out: dict[str, Any] = {}
     at_1k, at_10k = batches.get("1000"), batches.get("10000")
+    lean = (at_1k or {}).get("serving")
+    if lean:
+        best = max(
+            (k.removesuffix("_vs_agent") for k in lean if k.endswith("_vs_agent")),
+            key=lambda runtime: lean[f"{runtime}_vs_agent"],
+        )
+        ratio = lean[f"{best}_vs_agent"]
+        out["serving_vs_torch_1000"] = {
+            "target": ">= 1.3x the torch agent path at 1,000 (fastest torch-free runtime)",
+            "value": f"{ratio:.2f}x ({best})",
+            "met": ratio >= 1.3,
+        }
     if at_1k:
         out["vs_torch_1000"] = {
             "target": ">= 0.9x bare torch at 1,000",
@@ -346,6 +426,23 @@ def table(report: dict[str, Any]) -> str:
         lines.append(
             f"{int(batch):>7,} {r['agent_per_s']:>10,.0f} {r['torch_per_s']:>11,.0f} "
             f"{r['loop_per_s']:>9,.0f} {r['agent_vs_torch']:>12.2f} {r['agent_vs_loop']:>11.1f}"
+        )
+    for batch, r in report["batches"].items():
+        lean = r.get("serving")
+        if lean:
+            names = [k.removesuffix("_per_s") for k in lean if k.endswith("_per_s")]
+            shown = ", ".join(
+                f"{name} {lean[name + '_per_s']:,.0f}/s ({lean[name + '_vs_agent']:.2f}x)"
+                for name in names
+            )
+            lines.append(f"{int(batch):>7,} torch-free runtimes, agent path: {shown}")
+    accuracy = report.get("serving_accuracy")
+    if accuracy:
+        lines.append(
+            "largest forecast difference from the torch path on the seed split: "
+            + ", ".join(
+                f"{k.removesuffix('_max_abs_diff_c')} {v:.1e} °C" for k, v in accuracy.items()
+            )
         )
     at_10k = report["batches"].get("10000", {})
     if "agent_vs_agent_1000" in at_10k:

@@ -38,24 +38,32 @@ class _ModelCommon(Section):
         description="Most windows in one forward pass on a GPU, rounded up to a multiple of 128 "
         "(the whole batch crosses to the device in one copy either way).",
     )
+    runtime: Literal["auto", "torch", "onnx", "numpy"] = Field(
+        "auto",
+        description="What runs a network (rnn, lstm, gru, bilstm): torch, onnx (ONNX Runtime on "
+        "the serving file's graph), numpy, or auto: torch on CUDA, else onnx when onnxruntime is "
+        "installed, else numpy (see docs/runtimes.md). onnx and numpy never import torch; the "
+        "baselines are numpy code whatever this says.",
+    )
 
 
-MODEL_KINDS = ("lstm", "gru", "bilstm", "ridge", "persistence", "linear_extrapolation")
+MODEL_KINDS = ("rnn", "lstm", "gru", "bilstm", "ridge", "persistence", "linear_extrapolation")
 
 
 class CheckpointModelSettings(_ModelCommon):
     """A trained forecaster read from a checkpoint: a recurrent network or Ridge regression."""
 
-    kind: Literal["lstm", "gru", "bilstm", "ridge"] = Field(
+    kind: Literal["rnn", "lstm", "gru", "bilstm", "ridge"] = Field(
         "lstm",
-        description="Forecaster: lstm, gru, bilstm or ridge (served from a checkpoint of that "
-        "kind, see `forewarn train --kind`); persistence or linear_extrapolation (baselines, "
-        "no checkpoint).",
+        description="Forecaster: rnn, lstm, gru, bilstm or ridge (served from a checkpoint of "
+        "that kind, see `forewarn train --kind`); persistence or linear_extrapolation "
+        "(baselines, no checkpoint).",
     )
     checkpoint: Path | None = Field(
         None,
-        description="Checkpoint file to serve; unset: the default shipped with forewarn (an "
-        "lstm). Not for the baselines.",
+        description="Checkpoint to serve: a torch checkpoint (.pt) or its serving file (.json, "
+        "written beside it by `forewarn train` and `forewarn export`); unset: the default "
+        "shipped with forewarn (an lstm). Not for the baselines.",
     )
 
     @field_validator("kind", mode="before")

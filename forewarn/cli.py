@@ -1,4 +1,4 @@
-"""The `forewarn` command: agent, simulate, train, evaluate, demo, config check.
+"""The `forewarn` command: agent, simulate, train, export, evaluate, demo, config check.
 
 Flags override settings from the environment and ``.env``; a bad value from any source stops
 the command with exit status 2 and a message naming the setting, the value and what is allowed.
@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--metrics-port", type=int, help="port of /metrics and /healthz")
     agent.add_argument("--checkpoint", type=Path, help="model checkpoint to serve")
     agent.add_argument("--device", choices=["auto", "cpu", "cuda"], help="inference device")
+    agent.add_argument(
+        "--runtime",
+        choices=["auto", "torch", "onnx", "numpy"],
+        help="what runs the network (FOREWARN_MODEL__RUNTIME; see docs/runtimes.md)",
+    )
 
     simulate = commands.add_parser("simulate", help="publish a simulated fleet's readings")
     _add_simulation(simulate)
@@ -108,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     _add_train(commands)
+    _add_export(commands)
     _add_evaluate(commands)
     _add_detect(commands)
     _add_silence(commands)
@@ -206,6 +212,28 @@ def _add_train(commands: Any) -> None:
     )
     train.add_argument(
         "--group", metavar="COLUMN", help="with --csv: the column naming each row's machine"
+    )
+
+
+def _add_export(commands: Any) -> None:
+    export = commands.add_parser(
+        "export",
+        help="write a checkpoint's serving file, which serves without torch",
+        description="Read a torch checkpoint (.pt) and write its serving file beside it: "
+        "NAME.json (the model's facts), NAME.npz (its weights) and, for a network, NAME.onnx "
+        "(its forward pass for ONNX Runtime). An agent serves it with FOREWARN_MODEL__RUNTIME "
+        "onnx or numpy, without torch installed (see docs/runtimes.md). Reading the checkpoint "
+        "needs torch; building the graph needs the onnx package.",
+    )
+    export.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a .pt checkpoint")
+    export.add_argument(
+        "--output",
+        type=Path,
+        metavar="PATH.json",
+        help="where to write the serving file (default: beside the checkpoint, NAME.json)",
+    )
+    export.add_argument(
+        "--no-onnx", dest="onnx", action="store_false", help="write no ONNX graph (numpy only)"
     )
 
 
@@ -315,7 +343,7 @@ def _simulation_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def _cmd_agent(args: argparse.Namespace, settings: Settings) -> int:
     from agent.app import Agent
-    from models.checkpoint import CheckpointError
+    from models.serving import CheckpointError
 
     apply_overrides(
         settings,
@@ -325,6 +353,7 @@ def _cmd_agent(args: argparse.Namespace, settings: Settings) -> int:
             "metrics.port": args.metrics_port,
             "model.checkpoint": args.checkpoint,
             "model.device": args.device,
+            "model.runtime": args.runtime,
         },
     )
     try:
@@ -386,7 +415,24 @@ def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _needs_torch(command: str) -> bool:
+    """Print why ``command`` cannot run and return True where torch is not installed."""
+    from models.serving import torch_installed
+
+    if torch_installed():
+        return False
+    print(
+        f"error: `forewarn {command}` needs torch, which is not installed here: install "
+        "forewarn with its train extra (`pip install 'forewarn[train]'`); an install without "
+        "it serves models (see docs/runtimes.md)",
+        file=sys.stderr,
+    )
+    return True
+
+
 def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
+    if _needs_torch("train"):
+        return EXIT_CONFIG
     from config.fields import FEATURES
     from models.checkpoint import CheckpointError, servable_features
     from models.data import DataError, read_csv
@@ -434,11 +480,13 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CONFIG
     checkpoint.save(args.output)
+    serving = _write_serving(args.output)
     report = checkpoint.report
     print(
         json.dumps(
             {k: report[k] for k in report if k not in ("config", "history")}
-            | {"checkpoint": str(args.output)},
+            | {"checkpoint": str(args.output)}
+            | serving,
             indent=2,
         )
     )
@@ -459,7 +507,56 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _write_serving(
+    checkpoint: Path, output: Path | None = None, onnx: bool = True
+) -> dict[str, str]:
+    """Write a checkpoint's serving file and say where (see ``forewarn export``)."""
+    from models.checkpoint import export
+
+    paths = export(checkpoint, output, onnx_graph=onnx)
+    written = {"serving_file": str(paths.json), "weights": str(paths.npz)}
+    if paths.onnx.exists():
+        written["onnx_graph"] = str(paths.onnx)
+    return written
+
+
+def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from models.serving import CheckpointError, torch_installed
+
+    if args.output is not None and args.output.suffix != ".json":
+        print(
+            f"error: --output {args.output} must name the serving file's .json (its .npz and "
+            ".onnx are written beside it)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    if args.checkpoint.suffix != ".pt":
+        print(
+            f"error: {args.checkpoint} is not a torch checkpoint (.pt); `forewarn export` reads "
+            "one written by `forewarn train`",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    if not torch_installed():
+        print(
+            f"error: reading checkpoint {args.checkpoint} needs torch, which is not installed: "
+            "run `forewarn export` where forewarn was installed with its train extra "
+            "(`pip install 'forewarn[train]'`), and copy the serving file it writes",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    try:
+        written = _write_serving(args.checkpoint, args.output, args.onnx)
+    except CheckpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(json.dumps(written, indent=2))
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    if _needs_torch("evaluate"):
+        return EXIT_CONFIG
     from models.checkpoint import CheckpointError, load_forecaster
     from models.evaluate import FleetSpec, evaluate, plot
 
@@ -640,6 +737,7 @@ COMMANDS = {
     "agent": _cmd_agent,
     "simulate": _cmd_simulate,
     "train": _cmd_train,
+    "export": _cmd_export,
     "evaluate": _cmd_evaluate,
     "demo": _cmd_demo,
     "detect": _cmd_detect,

@@ -13,7 +13,7 @@ from config.model import DEFAULT_CUDA_CHUNK_SIZE
 
 __all__ = ["DEFAULT_CUDA_CHUNK_SIZE", "NETWORK_KINDS", "Forecaster", "TrainableForecaster"]
 
-NETWORK_KINDS: tuple[str, ...] = ("lstm", "gru", "bilstm")
+NETWORK_KINDS: tuple[str, ...] = ("rnn", "lstm", "gru", "bilstm")
 """Recurrent networks (models.zoo), trained by gradient descent."""
 
 

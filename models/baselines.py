@@ -1,23 +1,35 @@
 """Baselines every forecaster must beat: persistence, linear extrapolation and Ridge.
 
 They follow the same contract as the networks (fit, forecast, save, load), so the agent can
-serve any of them and evaluation can put them side by side.
+serve any of them and evaluation can put them side by side. They are numpy code: serving one
+never imports torch (``model.runtime`` does not apply to them); only writing or reading a torch
+checkpoint (``.pt``) does.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from config.fields import FEATURES
-from models.checkpoint import Checkpoint, check_windows
 from models.normalise import window_stats_np
 from models.scaling import FeatureScaler
+from models.serving import BASELINE_KINDS, ServingModel, check_windows
 
-BASELINE_KINDS: tuple[str, ...] = ("persistence", "linear_extrapolation", "ridge")
+if TYPE_CHECKING:
+    from models.checkpoint import Checkpoint
+
+__all__ = [
+    "BASELINE_KINDS",
+    "LinearExtrapolationForecaster",
+    "PersistenceForecaster",
+    "RidgeForecaster",
+    "baseline_from_checkpoint",
+    "ridge_from_serving",
+]
 
 
 class _Baseline:
@@ -71,10 +83,14 @@ class _Baseline:
     def warm_up(self) -> None:
         self.forecast(np.zeros((2, self.window, len(self.features)), dtype=np.float32))
 
-    def _state(self) -> dict[str, torch.Tensor]:
+    def _state(self) -> dict[str, NDArray[np.float64]]:
         return {}
 
     def to_checkpoint(self) -> Checkpoint:
+        import torch
+
+        from models.checkpoint import Checkpoint
+
         return Checkpoint(
             kind=self.kind,
             version=self.version,
@@ -82,7 +98,7 @@ class _Baseline:
             window=self.window,
             horizon=self.horizon,
             target_index=self.target_index,
-            state_dict=self._state(),
+            state_dict={name: torch.from_numpy(a) for name, a in self._state().items()},
             report=dict(self.report),
         )
 
@@ -184,13 +200,13 @@ class RidgeForecaster(_Baseline):
         inputs, centre, scale = self._normalise(windows)
         return np.asarray(centre + scale * (inputs @ self.coef.T + self.intercept))
 
-    def _state(self) -> dict[str, torch.Tensor]:
+    def _state(self) -> dict[str, NDArray[np.float64]]:
         if self.coef is None or self.intercept is None:
             raise RuntimeError("cannot save a Ridge forecaster that has not been fitted")
         return {
-            "coef": torch.from_numpy(self.coef.copy()),
-            "intercept": torch.from_numpy(self.intercept.copy()),
-            "alpha": torch.tensor(self.alpha, dtype=torch.float64),
+            "coef": self.coef.copy(),
+            "intercept": self.intercept.copy(),
+            "alpha": np.asarray(self.alpha, dtype=np.float64),
         }
 
     def to_checkpoint(self) -> Checkpoint:
@@ -202,38 +218,81 @@ class RidgeForecaster(_Baseline):
 
 def baseline_from_checkpoint(checkpoint: Checkpoint, chunk_size: int = 1000) -> _Baseline:
     """Rebuild a baseline from its checkpoint (raises ValueError/KeyError on a bad one)."""
-    common = {
-        "horizon": checkpoint.horizon,
-        "window": checkpoint.window,
-        "features": checkpoint.features,
-        "target_index": checkpoint.target_index,
-        "version": checkpoint.version,
+    state = {
+        name: np.asarray(value, dtype=np.float64) for name, value in checkpoint.state_dict.items()
+    }
+    return _baseline(
+        checkpoint.kind,
+        checkpoint.horizon,
+        checkpoint.window,
+        checkpoint.features,
+        checkpoint.target_index,
+        checkpoint.version,
+        chunk_size,
+        state,
+        checkpoint.normalisation,
+        checkpoint.scaler,
+        dict(checkpoint.report),
+    )
+
+
+def ridge_from_serving(model: ServingModel, chunk_size: int = 1000) -> RidgeForecaster:
+    """A Ridge forecaster from a serving file's arrays, without torch."""
+    ridge = _baseline(
+        model.kind,
+        model.horizon,
+        model.window,
+        model.features,
+        model.target_index,
+        model.version,
+        chunk_size,
+        {name: np.asarray(value, dtype=np.float64) for name, value in model.weights.items()},
+        model.normalisation,
+        model.scaler,
+        dict(model.report),
+    )
+    assert isinstance(ridge, RidgeForecaster)
+    return ridge
+
+
+def _baseline(
+    kind: str,
+    horizon: int,
+    window: int,
+    features: tuple[str, ...],
+    target_index: int,
+    version: str,
+    chunk_size: int,
+    state: dict[str, NDArray[np.float64]],
+    normalisation: str,
+    scaler: FeatureScaler | None,
+    report: dict[str, Any],
+) -> _Baseline:
+    common: dict[str, Any] = {
+        "horizon": horizon,
+        "window": window,
+        "features": features,
+        "target_index": target_index,
+        "version": version,
         "chunk_size": chunk_size,
     }
     baseline: _Baseline
-    if checkpoint.kind == "persistence":
-        baseline = PersistenceForecaster(**common)  # type: ignore[arg-type]
-    elif checkpoint.kind == "linear_extrapolation":
+    if kind == "persistence":
+        baseline = PersistenceForecaster(**common)
+    elif kind == "linear_extrapolation":
         baseline = LinearExtrapolationForecaster(**common)
-    elif checkpoint.kind == "ridge":
-        state = checkpoint.state_dict
-        ridge = RidgeForecaster(
-            **common,
-            alpha=float(state["alpha"]),
-            normalisation=checkpoint.normalisation,
-        )
-        coef = state["coef"].double().numpy()
-        intercept = state["intercept"].double().numpy()
-        inputs = checkpoint.window * len(checkpoint.features)
-        if coef.shape != (checkpoint.horizon, inputs) or intercept.shape != (checkpoint.horizon,):
+    elif kind == "ridge":
+        ridge = RidgeForecaster(**common, alpha=float(state["alpha"]), normalisation=normalisation)
+        coef, intercept = state["coef"], state["intercept"]
+        inputs = window * len(features)
+        if coef.shape != (horizon, inputs) or intercept.shape != (horizon,):
             raise ValueError(
                 f"Ridge weights of shape {tuple(coef.shape)} do not fit window "
-                f"{checkpoint.window} x {len(checkpoint.features)} features, horizon "
-                f"{checkpoint.horizon}"
+                f"{window} x {len(features)} features, horizon {horizon}"
             )
-        ridge.coef, ridge.intercept, ridge.scaler = coef, intercept, checkpoint.scaler
+        ridge.coef, ridge.intercept, ridge.scaler = coef, intercept, scaler
         baseline = ridge
     else:
-        raise ValueError(f"{checkpoint.kind!r} is not a baseline")
-    baseline.report = dict(checkpoint.report)
+        raise ValueError(f"{kind!r} is not a baseline")
+    baseline.report = report
     return baseline

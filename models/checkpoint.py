@@ -1,8 +1,10 @@
-"""Checkpoints that carry everything needed to serve, and the batched serving wrappers.
+"""Checkpoints that carry everything needed to serve, and the torch serving wrapper.
 
 A checkpoint is a plain dict of tensors, numbers, strings and lists, so it loads with
 ``torch.load(weights_only=True)``: loading a model never runs code from the file. Every kind of
-forecaster, network or baseline, saves to and loads from the same format.
+forecaster, network or baseline, saves to and loads from the same format. Its torch-free twin,
+the serving file (:mod:`models.serving`), holds the same facts and arrays;
+:meth:`Checkpoint.to_serving` and :meth:`Checkpoint.from_serving` convert between the two.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +25,42 @@ from models.base import NETWORK_KINDS, TrainableForecaster
 from models.fitting import FitOptions, FitResult, ProgressFn, fit_network
 from models.normalise import NORMALISATIONS
 from models.scaling import FeatureScaler
+from models.serving import (
+    DEFAULT_CHECKPOINT_NAME,
+    CheckpointError,
+    ServingModel,
+    ServingPaths,
+    check_servable,
+    check_windows,
+    default_checkpoint_path,
+    default_threads,
+    forecaster_from_settings,
+    servable_features,
+    sha256_of,
+)
 from models.zoo import RecurrentForecaster
+
+__all__ = [
+    "DEFAULT_CHECKPOINT_NAME",
+    "Checkpoint",
+    "CheckpointError",
+    "TorchForecaster",
+    "check_windows",
+    "default_checkpoint_path",
+    "default_threads",
+    "export",
+    "forecaster_from_checkpoint",
+    "forecaster_from_settings",
+    "load_forecaster",
+    "resolve_device",
+    "servable_features",
+]
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 """Format 1 (global scaling only) predates per-window normalisation; it still loads."""
-DEFAULT_CHECKPOINT_NAME = "default.pt"
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be served; the message says which file and why."""
 
 
 @dataclass
@@ -108,7 +133,10 @@ class Checkpoint:
 
     @classmethod
     def load(cls, path: Path, servable: bool = True) -> Checkpoint:
-        """Read a checkpoint; with ``servable`` also check that the agent can serve it."""
+        """Read a checkpoint (or a serving file, NAME.json); with ``servable`` also check that
+        the agent can serve it."""
+        if path.suffix == ".json":
+            return cls.from_serving(ServingModel.load(path, servable=servable))
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except FileNotFoundError as error:
@@ -186,38 +214,62 @@ class Checkpoint:
             ) from error
 
     def check_servable(self, path: Path) -> None:
-        """Raise :class:`CheckpointError` unless the agent's readings fit this checkpoint.
+        """Raise :class:`CheckpointError` unless the agent's readings fit this checkpoint
+        (see :func:`models.serving.check_servable`)."""
+        check_servable(self.features, self.target_index, f"checkpoint {path}")
 
-        A model of fewer features (a machine that reports only some) is servable when they are
-        forewarn's names, each once, temperature first: the agent reads the temperature from
-        the first column, and the decoder reads exactly the model's features.
-        """
-        if not servable_features(self.features):
-            raise CheckpointError(
-                f"checkpoint {path} expects features {list(self.features)}, but readings carry "
-                f"some of {list(FEATURES)}, each once, temperature_c first (map your fields to "
-                "these names with FOREWARN_MAPPING__FIELDS)"
-            )
-        if self.target_index != FEATURES.index("temperature_c"):
-            raise CheckpointError(
-                f"checkpoint {path} forecasts {self.features[self.target_index]!r}, "
-                "not the temperature"
-            )
+    def to_serving(self, source: Path | None = None) -> ServingModel:
+        """The same model as a serving file's contents; ``source`` is the ``.pt`` it came
+        from, recorded with its SHA-256 so a stale export is never served in its place."""
+        return ServingModel(
+            kind=self.kind,
+            version=self.version,
+            features=self.features,
+            window=self.window,
+            horizon=self.horizon,
+            target_index=self.target_index,
+            normalisation=self.normalisation,
+            despike=self.despike,
+            hidden=self.hidden,
+            layers=self.layers,
+            scaler=self.scaler,
+            weights={
+                name: tensor.detach().cpu().numpy().copy()
+                for name, tensor in self.state_dict.items()
+            },
+            report=dict(self.report),
+            source=None if source is None else {"file": source.name, "sha256": sha256_of(source)},
+        )
+
+    @classmethod
+    def from_serving(cls, model: ServingModel) -> Checkpoint:
+        """The torch checkpoint of a serving file's model (dropout is a training setting:
+        it is 0 here and changes nothing in a forward pass)."""
+        return cls(
+            kind=model.kind,
+            version=model.version,
+            features=model.features,
+            window=model.window,
+            horizon=model.horizon,
+            hidden=model.hidden,
+            layers=model.layers,
+            scaler=model.scaler,
+            state_dict={name: torch.from_numpy(np.array(a)) for name, a in model.weights.items()},
+            target_index=model.target_index,
+            normalisation=model.normalisation,
+            report=dict(model.report),
+            despike=model.despike,
+        )
 
 
-def servable_features(features: tuple[str, ...]) -> bool:
-    """Whether the agent can serve a model of these input features (see ``check_servable``)."""
-    return (
-        bool(features)
-        and features[0] == "temperature_c"
-        and len(set(features)) == len(features)
-        and set(features) <= set(FEATURES)
-    )
-
-
-def default_checkpoint_path() -> Path:
-    """The checkpoint shipped inside the ``models`` package."""
-    return Path(str(resources.files("models") / DEFAULT_CHECKPOINT_NAME))
+def export(
+    checkpoint_path: Path, output: Path | None = None, onnx_graph: bool = True
+) -> ServingPaths:
+    """Write the serving file of the checkpoint at ``checkpoint_path`` (default: beside it,
+    NAME.json / NAME.npz / NAME.onnx); what ``forewarn export`` and ``forewarn train`` do."""
+    checkpoint = Checkpoint.load(checkpoint_path, servable=False)
+    serving = checkpoint.to_serving(source=checkpoint_path)
+    return serving.save(output or checkpoint_path, onnx_graph=onnx_graph)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -230,18 +282,6 @@ def resolve_device(requested: str) -> torch.device:
             "available; use auto or cpu"
         )
     return torch.device(requested)
-
-
-def default_threads() -> int:
-    """One thread per core, at most two: measured here, more threads collapse under load."""
-    return max(1, min(2, os.cpu_count() or 1))
-
-
-def check_windows(windows: NDArray[np.floating], window: int, features: int) -> None:
-    if windows.ndim != 3 or windows.shape[1:] != (window, features):
-        raise ValueError(
-            f"windows must have shape (batch, {window}, {features}), got {windows.shape}"
-        )
 
 
 class TorchForecaster:
@@ -495,17 +535,9 @@ def load_forecaster(
     return forecaster_from_checkpoint(checkpoint, device, threads, chunk_size, cuda_chunk_size)
 
 
-def forecaster_from_settings(model: Any) -> TrainableForecaster:
-    """The forecaster that ``settings.model`` (any kind of ``config.settings.ModelSettings``)
-    asks for. A checkpoint kind must match the checkpoint's, so that a configuration never
-    silently serves another model than it names."""
-    from models.baselines import LinearExtrapolationForecaster, PersistenceForecaster
-
-    if model.kind == "persistence":
-        return PersistenceForecaster(horizon=model.horizon, chunk_size=model.chunk_size)
-    if model.kind == "linear_extrapolation":
-        return LinearExtrapolationForecaster(horizon=model.horizon, chunk_size=model.chunk_size)
-    path = model.checkpoint or default_checkpoint_path()
+def torch_forecaster_from_settings(model: Any, path: Path) -> TrainableForecaster:
+    """The torch runtime's forecaster of ``settings.model`` for the file at ``path`` (a
+    ``.pt`` checkpoint or a serving file); its kind must be the one the settings name."""
     checkpoint = Checkpoint.load(path)
     if checkpoint.kind != model.kind:
         where = "the shipped checkpoint" if model.checkpoint is None else f"checkpoint {path}"

@@ -23,11 +23,13 @@ the threshold, a warning caused by a sensor glitch alone.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:  # torch is imported where tensors are handled: serving runs without it
+    import torch
 
 Normalisation = Literal["window", "global"]
 NORMALISATIONS: tuple[Normalisation, ...] = ("window", "global")
@@ -55,7 +57,14 @@ def window_stats_np(
 
 
 def window_stats_torch(windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same as :func:`window_stats_np` for a tensor, on the tensor's device and dtype."""
+    """The same as :func:`window_stats_np` for a tensor, on the tensor's device and dtype.
+
+    For an even number of steps (an odd window) the median is the lower of the two middle
+    values (torch's rule), where :func:`window_stats_np` averages them; the networks use this
+    one and :func:`network_window_stats_np` reproduces it without torch.
+    """
+    import torch
+
     centre = windows.mean(dim=1, keepdim=True)
     steps = (windows[:, 1:] - windows[:, :-1]).abs()
     noise = steps.median(dim=1, keepdim=True).values / NOISE_FROM_STEPS
@@ -70,6 +79,8 @@ neighbours is a spike. Gaussian noise rarely gets there; the seed's spikes (2.5-
 
 
 def _median_of_three(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    import torch
+
     return torch.maximum(torch.minimum(a, b), torch.minimum(torch.maximum(a, b), c))
 
 
@@ -82,6 +93,8 @@ def despike_torch(windows: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     features) is the window's noise scale from :func:`window_stats_torch`, which spikes barely
     move. A genuine step is kept: from its second reading on, its neighbours agree with it.
     """
+    import torch
+
     if windows.shape[1] < 3:
         return windows
     left = torch.cat([windows[:, 1:2], windows[:, :-2], windows[:, -3:-2]], dim=1)
@@ -89,3 +102,35 @@ def despike_torch(windows: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     median = _median_of_three(left, windows, right)
     spike = (windows - median).abs() > DESPIKE_SIGMAS * scale
     return torch.where(spike, median, windows)
+
+
+def network_window_stats_np(
+    windows: NDArray[np.floating],
+) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
+    """:func:`window_stats_torch` in numpy, in the windows' own float dtype: what a network
+    computes in its forward pass, for serving and testing without torch.
+
+    The median of an even number of steps is the lower middle value, as torch takes it.
+    """
+    centre = windows.mean(axis=1, keepdims=True)
+    steps = np.abs(np.diff(windows, axis=1))
+    if steps.shape[1]:
+        middle = (steps.shape[1] - 1) // 2
+        noise = np.partition(steps, middle, axis=1)[:, middle : middle + 1] / NOISE_FROM_STEPS
+    else:  # a one-step window has no steps: the floors decide
+        noise = np.zeros_like(centre)
+    spread = windows.std(axis=1, keepdims=True)
+    floor = np.maximum(RELATIVE_FLOOR * np.abs(centre), ABSOLUTE_FLOOR)
+    scale = np.maximum(np.maximum(noise, SPREAD_FLOOR * spread), floor)
+    return centre, scale.astype(windows.dtype, copy=False)
+
+
+def despike_np(windows: NDArray[np.floating], scale: NDArray[np.floating]) -> NDArray[np.floating]:
+    """:func:`despike_torch` in numpy: isolated spikes replaced by the median of three."""
+    if windows.shape[1] < 3:
+        return windows
+    left = np.concatenate([windows[:, 1:2], windows[:, :-2], windows[:, -3:-2]], axis=1)
+    right = np.concatenate([windows[:, 2:3], windows[:, 2:], windows[:, -2:-1]], axis=1)
+    median = np.maximum(np.minimum(left, windows), np.minimum(np.maximum(left, windows), right))
+    spike = np.abs(windows - median) > DESPIKE_SIGMAS * scale
+    return np.where(spike, median, windows)

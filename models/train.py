@@ -14,7 +14,7 @@ import logging
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -26,13 +26,15 @@ from models.baselines import (
     PersistenceForecaster,
     RidgeForecaster,
 )
-from models.checkpoint import Checkpoint, TorchForecaster
 from models.data import make_windows
-from models.fitting import FitOptions, ProgressFn
 from models.normalise import NORMALISATIONS
+from models.options import FitOptions, ProgressFn
 from simulator.faults import CROSSING_KINDS, MIN_RAMP_RUN_TICKS, parse_mix
 from simulator.fleet import Fleet
 from simulator.signal import seed_series
+
+if TYPE_CHECKING:  # torch is imported when a network is trained, not to read the options
+    from models.checkpoint import Checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +243,8 @@ def new_forecaster(
             normalisation=config.normalisation,
             version=f"ridge-h{config.horizon}-s{config.seed}",
         )
+    from models.checkpoint import TorchForecaster
+
     return TorchForecaster.new(
         kind=config.kind,
         horizon=config.horizon,
@@ -270,6 +274,8 @@ def train(
     ``split`` defaults to simulated episodes (``generate_episodes``); pass a plant's history
     (``split_history``) to train on it instead.
     """
+    from models.checkpoint import TorchForecaster
+
     started = time.monotonic()
     np.random.seed(config.seed)
     data = split or generate_episodes(config)

@@ -29,7 +29,7 @@ from models.fitting import FitOptions
 from simulator.fleet import Fleet
 from wire.reading import Reading
 
-KINDS = ("lstm", "gru", "bilstm", "ridge", "persistence", "linear_extrapolation")
+KINDS = ("rnn", "lstm", "gru", "bilstm", "ridge", "persistence", "linear_extrapolation")
 HORIZON = 5
 WINDOW = 20
 
@@ -239,7 +239,12 @@ def test_an_agent_on_cuda_forecasts_what_one_on_the_cpu_does() -> None:
     for device in ("cpu", "cuda"):
         settings = load_settings(_env_file=None)
         settings.metrics = settings.metrics.model_copy(update={"host": "127.0.0.1", "port": 0})
-        settings.model = {"device": device, "threads": 1, "cuda_chunk_size": 128}  # type: ignore[assignment]
+        settings.model = {  # type: ignore[assignment]
+            "device": device,
+            "threads": 1,
+            "cuda_chunk_size": 128,
+            "runtime": "torch",
+        }
         agent = Agent(settings)
         assert agent.forecaster.device.type == device
         now = time.time()

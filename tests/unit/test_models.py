@@ -278,7 +278,7 @@ def test_checkpoint_rejects_foreign_and_incomplete_files(
     [
         ({"hidden": 32}, "servable model"),  # the state dict is for 64 hidden units
         ({"layers": 3}, "servable model"),
-        ({"kind": "rnn"}, "kind"),
+        ({"kind": "transformer"}, "kind"),
         ({"normalisation": "minmax"}, "normalisation"),
         ({"features": ["temperature_c", "vibration_hz", "pressure_psi", "torque"]}, "features"),
         ({"features": ["vibration_hz", "temperature_c", "pressure_psi", "rpm"]}, "features"),
@@ -485,7 +485,7 @@ def test_generate_episodes_at_the_shortest_allowed_ticks(seed: int) -> None:
         {"machines": 0},
         {"batch_size": 0},
         {"stride": 0},
-        {"kind": "rnn"},
+        {"kind": "transformer"},
         {"kind": "persistence"},  # nothing to train
         {"normalisation": "minmax"},
         {"seed": 42},  # the seed series' own seed

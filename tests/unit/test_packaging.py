@@ -42,7 +42,8 @@ def test_the_wheel_holds_every_package_and_its_data(tmp_path: Path) -> None:
         assert f"{package}/__init__.py" in names, package
         sources = {p.relative_to(REPO).as_posix() for p in (REPO / package).rglob("*.py")}
         assert sources <= names, sorted(sources - names)
-    assert "models/default.pt" in names
+    for name in ("default.pt", "default.json", "default.npz", "default.onnx"):
+        assert f"models/{name}" in names, name
     assert "wire/schemas/alert.schema.json" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "forewarn = forewarn.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
