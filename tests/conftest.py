@@ -2,6 +2,13 @@
 
 A missing mosquitto or promtool fails the test with the command that installs it; it never
 skips, so CI cannot go green without the real servers. ``make test`` installs both.
+
+Hypothesis runs under one of two profiles, chosen here before any test module builds its
+settings (a ``settings`` object takes what it does not name from the profile loaded when it is
+made). Developers get Hypothesis's default: new examples each run, and the failing ones kept in
+``.hypothesis/`` (git-ignored) and tried first next time. CI (``CI`` set, as ``.ci/run`` does)
+gets ``ci``: derandomised, so a red build is the same red build when rerun, and each failure
+printed with its ``@reproduce_failure`` blob, since CI keeps no example database.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from pathlib import Path
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import settings as hypothesis_settings
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.app import Agent
@@ -26,6 +34,9 @@ from config.settings import Settings
 from forewarn.broker import free_port, stop_process, wait_for_port
 
 __all__ = ["free_port", "wait_for_port"]  # shared with the test modules
+
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "default")
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL_HINT = (
