@@ -21,6 +21,9 @@ COPY wire/ wire/
 COPY simulator/ simulator/
 COPY models/ models/
 COPY config/ config/
+# The train extra (torch, already installed above, plus onnx, scikit-learn, matplotlib) keeps
+# `forewarn train`, `export`, `evaluate` and `detect` in the image; its ranges are pyproject's.
+# hadolint ignore=DL3013
 RUN pip install --no-cache-dir ".[train]" \
     && python -c "import forewarn.cli, agent.app, simulator.publish, models.checkpoint, wire.mqtt"
 

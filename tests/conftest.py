@@ -2,6 +2,13 @@
 
 A missing mosquitto or promtool fails the test with the command that installs it; it never
 skips, so CI cannot go green without the real servers. ``make test`` installs both.
+
+Hypothesis runs under one of two profiles, chosen here before any test module builds its
+settings (a ``settings`` object takes what it does not name from the profile loaded when it is
+made). Developers get Hypothesis's default: new examples each run, and the failing ones kept in
+``.hypothesis/`` (git-ignored) and tried first next time. CI (``CI`` set, as ``.ci/run`` does)
+gets ``ci``: derandomised, so a red build is the same red build when rerun, and each failure
+printed with its ``@reproduce_failure`` blob, since CI keeps no example database.
 """
 
 from __future__ import annotations
@@ -12,13 +19,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import settings as hypothesis_settings
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.app import Agent
@@ -27,6 +35,9 @@ from forewarn.broker import free_port, stop_process, wait_for_port
 
 __all__ = ["free_port", "wait_for_port"]  # shared with the test modules
 
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "default")
+
 REPO = Path(__file__).resolve().parents[1]
 INSTALL_HINT = (
     "sudo apt-get install -y mosquitto prometheus prometheus-alertmanager docker-compose "
@@ -34,14 +45,54 @@ INSTALL_HINT = (
 )
 
 
+SERVER_TOOLS = frozenset(
+    {"mosquitto", "mosquitto_passwd", "prometheus", "promtool", "amtool", "docker-compose"}
+)
+"""The servers and their tools a test marked ``integration`` needs (pyproject's marker text);
+other tools (openssl, hadolint from a wheel) do not make a test an integration test."""
+
+_servers_used: set[str] = set()
+
+
 def find_tool(name: str) -> str:
     """Path of a system tool, failing (not skipping) the test when it is absent."""
+    if name in SERVER_TOOLS:
+        _servers_used.add(name)
     path = shutil.which(name) or next(
         (str(p) for p in (Path("/usr/sbin") / name, Path("/usr/bin") / name) if p.exists()), None
     )
     if path is None:
         pytest.fail(f"{name} is not installed; install it with: {INSTALL_HINT}", pytrace=False)
     return path
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the test, for :func:`integration_marker_tells_the_truth`."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture(autouse=True)
+def integration_marker_tells_the_truth(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A passing test uses a server or a server's tool exactly when it is marked integration.
+
+    So the marker means what pyproject says it means: ``-m "not integration"`` runs every test
+    that needs no mosquitto, Prometheus or their tools, and no test hides among those that do.
+    """
+    _servers_used.clear()
+    yield
+    call = getattr(request.node, "report_call", None)
+    if call is None or not call.passed:
+        return  # a failed test may have stopped before it started its server
+    marked = request.node.get_closest_marker("integration") is not None
+    if _servers_used and not marked:
+        pytest.fail(f"uses {', '.join(sorted(_servers_used))}: mark it integration")
+    if marked and not _servers_used:
+        pytest.fail("marked integration, yet started no server and ran none of their tools")
 
 
 @dataclass
@@ -57,7 +108,12 @@ class Mosquitto:
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
-    """A real mosquitto on a free loopback port, with a queue sized for test fleets."""
+    """A real mosquitto on a free loopback port that never drops a message on its way.
+
+    Its queues are unbounded (``max_queued_messages 0``): mosquitto drops messages for a
+    subscriber that falls behind only when that bounds them, QoS 0 included. So a test that
+    counts what an agent took counts what was published, whatever the QoS.
+    """
     binary = find_tool("mosquitto")
     port = free_port()
     conf = tmp_path / "mosquitto.conf"
@@ -65,7 +121,7 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         f"listener {port} 127.0.0.1\n"
         "allow_anonymous true\n"
         "persistence false\n"
-        "max_queued_messages 100000\n"
+        "max_queued_messages 0\n"
         "log_type error\nlog_type warning\n"
     )
     log = tmp_path / "mosquitto.log"

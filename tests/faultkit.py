@@ -302,9 +302,11 @@ def holds_within(predicate: Callable[[], bool], timeout_s: float = 15.0) -> bool
     return wait_until(predicate, timeout_s) is not None
 
 
-def healthz(port: int) -> int:
+def healthz(port: int, timeout_s: float = 2.0) -> int:
+    """/healthz's status; 0 when it does not answer within ``timeout_s``."""
+    url = f"http://127.0.0.1:{port}/healthz"
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
             return int(response.status)
     except urllib.error.HTTPError as error:
         return int(error.code)

@@ -12,9 +12,10 @@ from wire.reading import ReadingDecoder
 FUZZ = settings(
     max_examples=200,
     deadline=None,
-    database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+"""The fuzz tests' budget. Whether runs are derandomised and where failing examples are kept
+is the profile's (tests/conftest.py): kept in .hypothesis/ for developers, derandomised in CI."""
 
 json_scalars = st.one_of(
     st.none(),

@@ -1,4 +1,8 @@
-"""The `forewarn` commands as a user runs them: separate processes over a real mosquitto."""
+"""The `forewarn` commands as a user runs them: separate processes over a real mosquitto.
+
+A configuration error and `forewarn demo` (its own embedded broker) need no mosquitto: those
+tests are not marked integration.
+"""
 
 from __future__ import annotations
 
@@ -29,8 +33,6 @@ from tests.conftest import (
     forewarn_env,
     free_port,
 )
-
-pytestmark = pytest.mark.integration
 
 
 def healthz(port: int) -> int:
@@ -81,6 +83,7 @@ def retained(mosquitto: Mosquitto, topic: str, timeout_s: float = 10.0) -> bytes
     return found[-1] if found else None
 
 
+@pytest.mark.integration
 def test_agent_and_simulator_processes_end_to_end(
     mosquitto: Mosquitto, tmp_path: Path, subscribe: Callable[[str], Recorder]
 ) -> None:
@@ -135,6 +138,7 @@ def test_agent_and_simulator_processes_end_to_end(
 
 
 def test_bad_configuration_stops_with_key_value_and_fix(tmp_path: Path) -> None:
+    """Stops at the settings, before any broker: not marked integration."""
     result = subprocess.run(
         forewarn_command("agent"),
         env=forewarn_env(FOREWARN_MQTT__PORT="70000"),
@@ -148,7 +152,9 @@ def test_bad_configuration_stops_with_key_value_and_fix(tmp_path: Path) -> None:
     assert "less than or equal to 65535" in message
 
 
+@pytest.mark.slow
 def test_demo_runs_on_its_embedded_broker_and_exits_zero(tmp_path: Path) -> None:
+    """`forewarn demo` brings its own broker (amqtt, in Python): not marked integration."""
     result = subprocess.run(
         forewarn_command("demo", "--duration", "30", "--rate", "4", "--machines", "8"),
         env=forewarn_env(FOREWARN_METRICS__PORT=str(free_port())),

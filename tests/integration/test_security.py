@@ -5,6 +5,9 @@ certificate, and a second, unrelated CA), a mosquitto password file with mosquit
 runs the shipped ACL example (config/mosquitto/acl.example). Wrong settings must stop the
 agent and the simulator at start-up with a message that names the setting to fix, and no
 secret may appear in any output.
+
+Unusable TLS files and `forewarn config check` are judged before any connection: those tests
+need no broker (openssl makes their files) and are not marked integration.
 """
 
 from __future__ import annotations
@@ -42,9 +45,8 @@ from tests.conftest import (
     free_port,
     wait_for_port,
 )
+from tests.faultkit import holds_within
 from wire.tls import BrokerCheckError, check_broker, tls_context
-
-pytestmark = pytest.mark.integration
 
 PASSWORDS = {
     "forewarn-agent": "agent-pw-Zq81",
@@ -245,6 +247,7 @@ def assert_no_secret(*texts: str) -> None:
 # ------------------------------------------------------------------ a secure run end to end
 
 
+@pytest.mark.integration
 def test_agent_and_simulator_over_tls_with_client_certificates_and_passwords(
     pki: Pki, broker: Callable[..., Mosquitto], tmp_path: Path
 ) -> None:
@@ -303,6 +306,7 @@ def test_agent_and_simulator_over_tls_with_client_certificates_and_passwords(
 # ------------------------------------------------------------------ loud failures at start-up
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("command", ["agent", "simulate"])
 def test_a_wrong_ca_stops_start_up_with_a_message(
     pki: Pki, broker: Callable[..., Mosquitto], command: str
@@ -328,6 +332,7 @@ def test_a_wrong_ca_stops_start_up_with_a_message(
     assert_no_secret(result.stdout, result.stderr)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("command", ["agent", "simulate"])
 def test_a_wrong_password_stops_start_up_with_a_message(
     pki: Pki, broker: Callable[..., Mosquitto], command: str
@@ -346,6 +351,7 @@ def test_a_wrong_password_stops_start_up_with_a_message(
     assert_no_secret(result.stdout, result.stderr)
 
 
+@pytest.mark.integration
 def test_every_tls_and_login_mistake_is_named(pki: Pki, broker: Callable[..., Mosquitto]) -> None:
     """The start-up check against each kind of mistake (in-process, the same code the agent
     and the simulator run before connecting)."""
@@ -522,6 +528,7 @@ def reading(machine_id: str, seq: int) -> bytes:
     )
 
 
+@pytest.mark.integration
 def test_the_acl_example_confines_each_user(broker: Callable[..., Mosquitto]) -> None:
     acl = REPO / "config" / "mosquitto" / "acl.example"
     target = broker(f"acl_file {acl}")
@@ -547,35 +554,43 @@ def test_the_acl_example_confines_each_user(broker: Callable[..., Mosquitto]) ->
         assert agent.wait_connected(15), f"agent not ready: {agent.health()[1]}"
         registry = agent.metrics.registry
 
-        # Allowed: a machine's telemetry reaches the agent; the agent's alert and status reach
-        # the reader.
+        # Allowed: a machine's telemetry reaches the agent.
         for seq in range(3):
             machine.publish("factory/m-1/telemetry", reading("m-1", seq), qos=1).wait_for_publish(5)
+
+        # Denied: the agent writing telemetry or anything else; the machine user forging an
+        # alert or another agent's status; the reader writing telemetry. Each is acknowledged
+        # (mosquitto acknowledges a denied publish and drops it) before the next step, so each
+        # has been routed, or dropped, before the fences below are sent.
+        denied = [
+            agent.client.publish("factory/m-2/telemetry", reading("m-2", 0), qos=1),
+            agent.client.publish("factory/_agents/someone-else/status", b"online", qos=1),
+            agent.client.publish("elsewhere/topic", b"x", qos=1),
+            machine.publish("factory/m-1/alerts", b'{"forged": true}', qos=1),
+            machine.publish("factory/_agents/forewarn-agent/status", b"forged", qos=1),
+        ]
+        reader_out = publisher(target, "forewarn-reader")
+        clients.append(reader_out)
+        denied.append(reader_out.publish("factory/m-3/telemetry", reading("m-3", 0), qos=1))
+        for info in denied:
+            info.wait_for_publish(5)
+
+        # Fences: a broker delivers to each subscriber in the order it routed, so once the last
+        # allowed reading has been counted and the agent's alert has reached the reader, what a
+        # denied publish would have brought them has arrived too. Then "nothing else" is known.
+        machine.publish("factory/m-1/telemetry", reading("m-1", 3), qos=1).wait_for_publish(5)
         event = AlertEvent(
             machine_id="m-1", severity="warning", status="firing", ts=time.time(),
             temperature_c=90.0, forecast_c=96.0, threshold_c=95.0, time_to_threshold_s=10.0,
             alert_id="m-1-1", seq=1, previous_state="ok",
         )  # fmt: skip
         agent.publisher.publish(event)
-
-        # Denied: the agent writing telemetry or anything else; the machine user forging an
-        # alert or another agent's status; the reader writing telemetry.
-        agent.client.publish("factory/m-2/telemetry", reading("m-2", 0), qos=1)
-        agent.client.publish("factory/_agents/someone-else/status", b"online", qos=1)
-        agent.client.publish("elsewhere/topic", b"x", qos=1)
-        machine.publish("factory/m-1/alerts", b'{"forged": true}', qos=1).wait_for_publish(5)
-        machine.publish("factory/_agents/forewarn-agent/status", b"forged", qos=1)
-        reader_out = publisher(target, "forewarn-reader")
-        clients.append(reader_out)
-        reader_out.publish("factory/m-3/telemetry", reading("m-3", 0), qos=1).wait_for_publish(5)
-        # A last allowed reading: when it has arrived, everything published before it has too.
-        machine.publish("factory/m-1/telemetry", reading("m-1", 3), qos=1).wait_for_publish(5)
-        deadline = time.monotonic() + 10
-        while (
-            time.monotonic() < deadline and registry.get_sample_value("forewarn_readings_total") < 4
-        ):
-            time.sleep(0.05)
-        time.sleep(0.5)
+        assert holds_within(
+            lambda: (registry.get_sample_value("forewarn_readings_total") or 0) >= 4, 10
+        ), "m-1's readings did not all arrive"
+        assert holds_within(
+            lambda: any(t.endswith("/alerts") for t, _ in list(reader.messages)), 10
+        ), "the agent's alert did not reach the reader"
 
         assert registry.get_sample_value("forewarn_readings_total") == 4, "only m-1's readings"
         assert set(agent.store.slot_of) == {"m-1"}, (
@@ -589,6 +604,9 @@ def test_the_acl_example_confines_each_user(broker: Callable[..., Mosquitto]) ->
         assert not [t for t, _ in reader.messages if t.endswith("/telemetry")], (
             "the reader may not read telemetry"
         )
+        # The machine user may read nothing, so nothing can fence it: mosquitto grants its
+        # subscriptions and filters at delivery. The alert that fenced the reader was routed to
+        # both at once; had the filter let it through, it would be on its way here too.
         assert not [t for t, _ in sneak.messages], "the machine user may read nothing"
     finally:
         agent.stop()

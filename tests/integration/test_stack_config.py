@@ -3,7 +3,8 @@
 No Docker engine is needed: Debian's docker-compose validates and resolves the compose files,
 hadolint lints the Dockerfile, amtool and promtool check the Alertmanager and Prometheus
 configurations and run the alert rules' unit tests, and a real mosquitto runs the broker's
-configuration with its password file.
+configuration with its password file. Those tests are marked integration; the checks that read
+files only, and hadolint (a wheel among the dev dependencies, no server's tool), are not.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from config.settings import load_settings
 from tests.conftest import REPO, find_tool, free_port, wait_for_port
-
-pytestmark = pytest.mark.integration
 
 SERVICES = {"mosquitto", "agent", "simulator", "prometheus", "alertmanager", "grafana"}
 COMPOSE = REPO / "docker-compose.yml"
@@ -72,6 +71,7 @@ def compose_config(
     return config
 
 
+@pytest.mark.integration
 def test_compose_file_validates_on_a_clean_clone(docker_compose: str, tmp_path: Path) -> None:
     config = compose_config(docker_compose, tmp_path, COMPOSE)
     services = config["services"]
@@ -101,6 +101,7 @@ def test_compose_file_validates_on_a_clean_clone(docker_compose: str, tmp_path: 
     assert grafana_env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
 
 
+@pytest.mark.integration
 def test_env_example_holds_every_variable_with_the_compose_defaults(
     docker_compose: str, tmp_path: Path
 ) -> None:
@@ -131,6 +132,7 @@ def test_env_example_is_a_valid_forewarn_env_file() -> None:
     assert settings.simulator.overheat == int(example["FOREWARN_SIMULATOR__OVERHEAT"])
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("files", [(COMPOSE,), (COMPOSE, COMPOSE_GPU)], ids=["cpu", "gpu"])
 def test_compose_gives_the_agent_and_simulator_valid_settings(
     docker_compose: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, files: tuple[Path, ...]
@@ -148,6 +150,7 @@ def test_compose_gives_the_agent_and_simulator_valid_settings(
     assert services["simulator"]["environment"]["FOREWARN_SIMULATOR__OVERHEAT"] != "0"
 
 
+@pytest.mark.integration
 def test_gpu_override_reserves_an_nvidia_gpu(docker_compose: str, tmp_path: Path) -> None:
     config = compose_config(docker_compose, tmp_path, COMPOSE, COMPOSE_GPU)
     agent = config["services"]["agent"]
@@ -183,6 +186,7 @@ def test_dockerfile_passes_hadolint() -> None:
     assert re.search(r"^ARG TORCH_INDEX_URL=\S+/whl/cpu$", dockerfile, re.MULTILINE)
 
 
+@pytest.mark.integration
 def test_alertmanager_config_passes_amtool(amtool: str) -> None:
     result = run([amtool, "check-config", str(ALERTMANAGER_CONFIG)])
     assert result.returncode == 0, result.stdout + result.stderr
@@ -191,6 +195,7 @@ def test_alertmanager_config_passes_amtool(amtool: str) -> None:
     assert config["route"]["receiver"] in receivers
 
 
+@pytest.mark.integration
 def test_prometheus_config_and_rules_pass_promtool(promtool: str) -> None:
     result = run([promtool, "check", "config", str(PROMETHEUS_DIR / "prometheus.yml")])
     assert result.returncode == 0, result.stdout + result.stderr
@@ -208,6 +213,7 @@ def test_prometheus_config_and_rules_pass_promtool(promtool: str) -> None:
     } <= names
 
 
+@pytest.mark.integration
 def test_alert_rules_unit_tests_pass(promtool: str) -> None:
     result = run([promtool, "test", "rules", "alerts.test.yml"], cwd=PROMETHEUS_DIR)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -244,6 +250,7 @@ def test_grafana_provisioning_serves_the_dashboard_from_the_prometheus_datasourc
             assert target["expr"].strip(), panel["title"]
 
 
+@pytest.mark.integration
 def test_mosquitto_stack_config_admits_only_the_env_example_login(tmp_path: Path) -> None:
     """config/mosquitto/stack.conf with its password file, on a real mosquitto."""
     binary = find_tool("mosquitto")

@@ -161,14 +161,43 @@ def test_level_and_range_do_not_matter(
     assert np.max(np.abs(got - expected)) < 1e-4 * span
 
 
+def straight_lines() -> tuple[np.ndarray, np.ndarray]:
+    """Windows whose temperatures lie on straight lines, and each line's next HORIZON values.
+
+    Levels and slopes are multiples of 1/8, so every value is exact in float32 and a forecast
+    of the line can be checked to float precision. The other features are noise: a forecast
+    of the temperature must not read them.
+    """
+    rng = np.random.default_rng(11)
+    levels = np.array([64.0, 80.5, 95.25, 30.0])
+    slopes = np.array([0.5, -0.375, 0.0, 2.125])
+    steps = np.arange(WINDOW + HORIZON, dtype=np.float64)
+    lines = levels[:, None] + slopes[:, None] * steps
+    windows = rng.normal(100.0, 30.0, size=(len(levels), WINDOW, len(FEATURES)))
+    windows[:, :, 0] = lines[:, :WINDOW]
+    return windows.astype(np.float32), lines[:, WINDOW:]
+
+
 def test_fitting_learns_from_the_windows(
     fitted: Forecaster, data: tuple[np.ndarray, np.ndarray]
 ) -> None:
+    """Trainable kinds beat where they started; the baselines, with nothing to learn, give
+    their definitions, checked against oracles computed here."""
     x, y = data
-    error = rmse(fitted.forecast(x), y)
-    if fitted.kind in ("persistence", "linear_extrapolation"):
-        assert error < 20.0  # nothing to learn: a sanity bound only
+    if fitted.kind == "persistence":
+        expected = np.repeat(x[:, -1:, 0], HORIZON, axis=1)  # the last reading, held
+        np.testing.assert_array_equal(fitted.forecast(x), expected)
         return
+    if fitted.kind == "linear_extrapolation":
+        lines, ahead = straight_lines()
+        np.testing.assert_allclose(fitted.forecast(lines), ahead, rtol=1e-6, atol=0)
+        # On real windows: numpy's least-squares line through each window, carried on.
+        steps = np.arange(WINDOW)
+        slope, intercept = np.polyfit(steps, x[:, :, 0].T.astype(np.float64), 1)
+        expected = slope[:, None] * np.arange(WINDOW, WINDOW + HORIZON) + intercept[:, None]
+        np.testing.assert_allclose(fitted.forecast(x), expected, rtol=1e-5)
+        return
+    error = rmse(fitted.forecast(x), y)
     before = untrained(fitted.kind)
     baseline = (
         rmse(PersistenceForecaster(horizon=HORIZON).forecast(x), y)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from config.fields import FEATURES
 from config.readings import FieldMap, ReadingLimits
 from config.settings import load_settings
 from config.topics import TemplateError, TopicTemplate, alerts_template
-from forewarn.cli import build_parser
+from forewarn.cli import main
 from models.checkpoint import CheckpointError, TorchForecaster
 from wire import sparkplug
 from wire.mapping import FieldMapping
@@ -183,15 +185,36 @@ def test_restore_reads_the_alerts_back_from_the_alerts_template() -> None:
         parse_retained_alert("factory", "factory/p-1/alerts", retained, template)
 
 
-def test_simulate_flags_reach_the_settings() -> None:
-    args = build_parser().parse_args(
-        ["simulate", "--format", "sparkplug", "--mapped", "--topic-template", "p/{machine_id}/s"]
-    )
-    assert (args.format, args.mapped, args.topic_template) == (
-        "sparkplug",
-        True,
-        "p/{machine_id}/s",
-    )
+def test_simulate_flags_reach_the_simulator(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`forewarn simulate` builds its simulator from the flags: the payload format and topic
+    template in its settings, and with --mapped the plant's field mapping (the mapping
+    settings') to publish through. The command runs up to the publishing, which is replaced."""
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name in list(os.environ):
+        if name.startswith("FOREWARN_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("FOREWARN_MAPPING__FIELDS", '{"temp": "temperature_c"}')
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # keep pytest's handlers
+    built: list[tuple[Any, Any, FieldMapping | None]] = []
+
+    class Recorded:
+        def __init__(self, mqtt: Any, simulator: Any, threshold_c: float, **kwargs: Any) -> None:
+            built.append((mqtt, simulator, kwargs.get("mapping")))
+
+        def run(self) -> None:
+            return None
+
+    monkeypatch.setattr("simulator.publish.SimulatorPublisher", Recorded)
+    flags = ["--format", "sparkplug", "--topic-template", "p/{machine_id}/s"]
+    assert main(["simulate", *flags, "--mapped"]) == 0
+    assert main(["simulate", *flags]) == 0
+    (mqtt, simulator, mapping), (_, _, unmapped) = built
+    assert simulator.format == "sparkplug"
+    assert mqtt.telemetry_topic == "p/{machine_id}/s"
+    assert mapping is not None and mapping.unapply({"temperature_c": 70.0}) == {"temp": 70.0}
+    assert unmapped is None
 
 
 def test_a_checkpoint_of_some_features_temperature_first_is_servable(tmp_path: Path) -> None:

@@ -374,17 +374,20 @@ def test_default_checkpoint_loads(default_checkpoint: Checkpoint) -> None:
 def test_default_checkpoint_beats_persistence_on_the_seed_split(
     default_checkpoint: Checkpoint,
 ) -> None:
-    series = seed_series().readings
-    x, y = make_windows(series, window=20, horizon=1)
+    seed = seed_series()
+    x, y = make_windows(seed.readings, window=20, horizon=1)
     test_from = int(len(x) * 0.8)  # targets t = 804..999, as in the seed
+    t = np.arange(804, 1000)
+    temperature = seed.readings[:, 0].astype(np.float32)
+    np.testing.assert_array_equal(y[test_from:, 0], temperature[t])  # the seed's targets
     forecaster = serve(default_checkpoint)
     predicted = forecaster.forecast(x[test_from:])[:, 0]
     model = errors_c(predicted, y[test_from:, 0])
-    persistence = errors_c(x[test_from:, -1, 0], y[test_from:, 0])
-    assert persistence["rmse_c"] == pytest.approx(3.237, abs=1e-3)
+    persistence = errors_c(temperature[t - 1], temperature[t])
+    floor = errors_c(seed.clean_temperature[t], temperature[t])  # the noise-free signal's
     assert model["rmse_c"] < persistence["rmse_c"]
-    # Nobody beats the noise floor (2.378 °C) by much.
-    assert model["rmse_c"] > 2.0
+    # Nobody beats the noise floor by much (an average over 196 targets may dip a little).
+    assert model["rmse_c"] > 0.85 * floor["rmse_c"]
 
 
 def test_default_checkpoint_beats_persistence_over_its_horizon(

@@ -28,23 +28,28 @@ def retained(**fields: object) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("fields", "state"),
+    ("fields", "state", "stale"),
     [
-        ({}, CRITICAL),
-        ({"severity": "warning"}, WARNING),
-        ({"status": "resolved"}, OK),
-        ({"status": "resolved", "severity": "warning"}, OK),
-        ({"status": "resolved", "severity": "stale"}, OK),
-        ({"severity": "stale"}, OK),
+        ({}, CRITICAL, False),
+        ({"severity": "warning"}, WARNING, False),
+        ({"status": "resolved"}, OK, False),
+        ({"status": "resolved", "severity": "warning"}, OK, False),
+        ({"status": "resolved", "severity": "stale"}, OK, False),
+        # A machine that had gone silent: its alert state is ok, and it is known to be stale
+        # (the flag is all that tells this case from a resolved alert).
+        ({"severity": "stale"}, OK, True),
     ],
 )
-def test_a_retained_alert_gives_the_state(fields: dict[str, object], state: int) -> None:
+def test_a_retained_alert_gives_the_state(
+    fields: dict[str, object], state: int, stale: bool
+) -> None:
     alert = parse_retained_alert("factory", "factory/m-7/alerts", retained(**fields))
-    assert (alert.machine_id, alert.state, alert.alert_id, alert.seq) == (
+    assert (alert.machine_id, alert.state, alert.alert_id, alert.seq, alert.stale) == (
         "m-7",
         state,
         "m-7-1000",
         3,
+        stale,
     )
 
 

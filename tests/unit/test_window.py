@@ -369,7 +369,7 @@ class Reference:
         return self.rows[-self.window :] if len(self.rows) >= self.window else None
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=300, deadline=None)
 @given(
     steps=st.lists(
         st.tuples(
@@ -458,7 +458,7 @@ def _in_window(
 
 
 @pytest.mark.parametrize("small_round", [0, 10**9], ids=["numpy rounds", "one by one"])
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=300, deadline=None)
 @given(
     batches=st.lists(
         st.lists(
