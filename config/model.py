@@ -41,8 +41,8 @@ class _ModelCommon(Section):
     runtime: Literal["auto", "torch", "onnx", "numpy"] = Field(
         "auto",
         description="What runs a network (rnn, lstm, gru, bilstm): torch, onnx (ONNX Runtime on "
-        "the serving file's graph), numpy, or auto: torch on CUDA, else onnx when onnxruntime is "
-        "installed, else numpy (see docs/runtimes.md). onnx and numpy never import torch; the "
+        "the serving file's graph), numpy, or auto: torch where it is installed, else onnx when "
+        "onnxruntime is, else numpy (see docs/runtimes.md). onnx and numpy never import torch; the "
         "baselines are numpy code whatever this says.",
     )
 

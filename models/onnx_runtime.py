@@ -45,6 +45,9 @@ class OnnxForecaster:
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        # ONNX Runtime's pool spin-waits for work after each run by default, burning the cores
+        # that paho's network thread and the tick's own work need between forecasts.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # warnings about unused initialisers are not news
         try:

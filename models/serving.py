@@ -484,11 +484,11 @@ def cuda_possible() -> bool:
     return bool(torch.cuda.is_available())
 
 
-AUTO_CPU_ORDER: tuple[Runtime, ...] = ("onnx", "numpy", "torch")
-"""``auto`` on a CPU takes the first of these it can use, the fastest first as measured by
-``python -m bench.inference`` on a 2-core x86-64 machine (docs/runtimes.md): onnx needs
-onnxruntime and a graph in the serving file; numpy always works with a serving file; torch
-serves a checkpoint that has no serving file."""
+AUTO_CPU_ORDER: tuple[Runtime, ...] = ("torch", "onnx", "numpy")
+"""``auto`` on a CPU takes the first of these it can use (docs/runtimes.md): torch where it is
+installed (the fastest measured on one thread, and the path the alert tests and benchmarks
+were built on), else onnx (onnxruntime and a graph in the serving file), else numpy (any
+serving file). A gateway installed without torch therefore serves on onnx."""
 
 
 @dataclass(frozen=True)
@@ -508,7 +508,8 @@ def choose_runtime(model: Any) -> Choice:
     * ``onnx`` / ``numpy``: a serving file, or a ``.pt`` whose serving file was written beside
       it from that very checkpoint (its SHA-256 recorded); always on the CPU;
     * ``auto``: torch when CUDA is usable (``device`` auto or cuda); on a CPU the first of
-      :data:`AUTO_CPU_ORDER` that can serve the file.
+      :data:`AUTO_CPU_ORDER` that can serve the file: torch where installed, else onnx, else
+      numpy.
     """
     requested: Runtime = model.runtime
     given: Path | None = model.checkpoint
@@ -526,6 +527,8 @@ def choose_runtime(model: Any) -> Choice:
     if device == "cuda":  # auto runtime, cuda asked for, none here: torch says so clearly
         _need_torch("auto", given)
         return Choice("torch", given or default_checkpoint_path(), "device cuda asked for")
+    if requested == "auto" and torch_installed():
+        return Choice("torch", given or default_checkpoint_path(), "auto: torch is installed")
     serving = _serving_file(given)
     if requested in ("onnx", "numpy"):
         if serving is None:
@@ -548,7 +551,7 @@ def choose_runtime(model: Any) -> Choice:
             )
         raise CheckpointError(_export_hint(given, "auto"))
     if onnxruntime_installed() and _has_graph(serving):
-        return Choice("onnx", serving, "auto: the fastest measured on a CPU")
+        return Choice("onnx", serving, "auto: torch is not installed")
     return Choice("numpy", serving, "auto: onnxruntime or the file's ONNX graph is missing")
 
 

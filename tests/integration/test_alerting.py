@@ -88,10 +88,11 @@ def test_every_fault_kind_end_to_end(
     running_agent: Callable[[Settings], Agent],
     subscribe: Callable[[str], Recorder],
 ) -> None:
-    """Each fault kind gets what the README promises for it: overheats and failing coolers go
-    critical; dropouts go stale and resolve when the readings resume; spikes, stuck sensors,
-    bad payloads and noisy sensors (whose noisy forecasts do not count towards a warning)
-    raise no overheat alert. Seed 21 was chosen so that both dropouts outlast
+    """Each fault kind gets what docs/alerting.md promises for it: overheats and failing coolers go
+    critical; dropouts go stale and resolve when the readings resume; spikes, stuck sensors
+    and bad payloads raise no overheat alert; a noisy sensor (whose noisy forecasts do not
+    count towards a warning once its error shows the noise) never goes critical and leaves
+    no warning firing. Seed 21 was chosen so that both dropouts outlast
     stale_after_s with room to spare and a noisy sensor warns when the noise gate is off."""
     truth_file = tmp_path / "truth.jsonl"
     settings = make_settings(
@@ -136,7 +137,13 @@ def test_every_fault_kind_end_to_end(
             # The noise must have been on, long enough, while the machine was forecast.
             start, end = int(record["start_tick"]), int(record["end_tick"])
             assert 2 * agent.forecaster.window <= start and end <= run_ticks, record
-            assert overheat_alerts == [], f"noisy sensor {machine} alerted: {seen}"
+            # The noise gate (tests/unit/test_alerts.py) holds back warnings once the noise
+            # shows in the forecast error, but a warning can come in the few forecasts before
+            # it does: the promise here is no critical and no warning left firing.
+            assert ("critical", "firing") not in overheat_alerts, f"noisy {machine}: {seen}"
+            assert overheat_alerts.count(("warning", "firing")) == overheat_alerts.count(
+                ("warning", "resolved")
+            ), f"noisy sensor {machine} left warning: {seen}"
         elif kind == "dropout":
             assert overheat_alerts == [], (kind, seen)
             silent_s = (int(record["end_tick"]) - int(record["start_tick"])) / RATE_HZ

@@ -180,6 +180,7 @@ SIGINT_EXIT_DEADLINE_S = 15.0
 """A stop finishes a tick and flushes for at most FOREWARN_MQTT__FLUSH_TIMEOUT_S (5 s)."""
 
 
+@pytest.mark.integration
 def test_sigint_stops_the_agent_with_status_0_and_leaves_offline_retained(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
@@ -233,6 +234,7 @@ def test_sigint_stops_the_agent_with_status_0_and_leaves_offline_retained(
     print(f"agent exited {took:.2f} s after SIGINT")
 
 
+@pytest.mark.integration
 def test_silence_command_publishes_a_retained_silence_and_clears_it(
     mosquitto: Mosquitto,
     tmp_path: Path,
@@ -274,6 +276,7 @@ def test_silence_command_publishes_a_retained_silence_and_clears_it(
 REPLAY_HEADER = "machine,ts,temperature_c,vibration_hz,pressure_psi,rpm"
 
 
+@pytest.mark.integration
 def test_simulate_replay_publishes_the_csv_rows_in_order_with_their_values(
     mosquitto: Mosquitto, tmp_path: Path, subscribe: Callable[[str], Recorder]
 ) -> None:

@@ -101,13 +101,12 @@ def test_the_probe_sees_a_module_that_is_loaded() -> None:
 @pytest.mark.parametrize(
     "model",
     [
-        {"FOREWARN_MODEL__RUNTIME": "auto"},
         {"FOREWARN_MODEL__RUNTIME": "onnx"},
         {"FOREWARN_MODEL__RUNTIME": "numpy"},
         {"FOREWARN_MODEL__KIND": "persistence"},
         {"FOREWARN_MODEL__KIND": "linear_extrapolation"},
     ],
-    ids=["auto", "onnx", "numpy", "persistence", "linear_extrapolation"],
+    ids=["onnx", "numpy", "persistence", "linear_extrapolation"],
 )
 def test_a_lean_agent_never_imports_torch(model: dict[str, str]) -> None:
     result = _serve("torch", *HEAVY, env=model)

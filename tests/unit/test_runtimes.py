@@ -25,7 +25,7 @@ import torch
 
 from config.model import CheckpointModelSettings
 from forewarn.cli import main
-from models import reference
+from models import reference, serving
 from models.base import NETWORK_KINDS
 from models.checkpoint import Checkpoint, TorchForecaster, default_checkpoint_path, export
 from models.data import make_windows
@@ -365,9 +365,16 @@ def settings(**model: Any) -> CheckpointModelSettings:
     return CheckpointModelSettings(**{"device": "cpu", "threads": 1, **model})
 
 
-def test_auto_takes_onnx_on_a_cpu_and_torch_for_a_checkpoint_without_a_serving_file(
-    exported: ServingPaths, tmp_path: Path
+def test_auto_takes_torch_where_it_is_installed(exported: ServingPaths) -> None:
+    assert choose_runtime(settings()).runtime == "torch"
+    assert choose_runtime(settings()).path == default_checkpoint_path()
+    assert choose_runtime(settings(checkpoint=exported.json)).path == exported.json
+
+
+def test_auto_without_torch_takes_onnx_and_a_bare_checkpoint_names_export(
+    exported: ServingPaths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(serving, "torch_installed", lambda: False)
     assert choose_runtime(settings()).runtime == "onnx"
     assert choose_runtime(settings()).path == default_serving_path()
     assert choose_runtime(settings(checkpoint=exported.json)).runtime == "onnx"
@@ -375,6 +382,9 @@ def test_auto_takes_onnx_on_a_cpu_and_torch_for_a_checkpoint_without_a_serving_f
     assert choose_runtime(settings(checkpoint=pt)).path == exported.json  # exported from it
     alone = tmp_path / "alone.pt"
     shutil.copy(default_checkpoint_path(), alone)
+    with pytest.raises(CheckpointError, match=f"forewarn export {alone}"):
+        choose_runtime(settings(checkpoint=alone))
+    monkeypatch.setattr(serving, "torch_installed", lambda: True)
     assert choose_runtime(settings(checkpoint=alone)).runtime == "torch"
     assert choose_runtime(settings(runtime="torch")).path == default_checkpoint_path()
 
@@ -389,11 +399,14 @@ def test_a_serving_file_left_beside_a_retrained_checkpoint_is_not_served(
         choose_runtime(settings(checkpoint=pt, runtime="numpy"))
 
 
-def test_runtime_settings_that_cannot_work_say_what_to_do(exported: ServingPaths) -> None:
+def test_runtime_settings_that_cannot_work_say_what_to_do(
+    exported: ServingPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(CheckpointError, match="FOREWARN_MODEL__RUNTIME=torch"):
         choose_runtime(settings(device="cuda", runtime="onnx"))
     exported.onnx.unlink()
     rewrite(exported.json, lambda d: d.update(onnx=None))
+    monkeypatch.setattr(serving, "torch_installed", lambda: False)  # a gateway without torch
     assert choose_runtime(settings(checkpoint=exported.json)).runtime == "numpy"
     with pytest.raises(CheckpointError, match="FOREWARN_MODEL__RUNTIME=numpy"):
         forecaster_from_settings(settings(checkpoint=exported.json, runtime="onnx"))
@@ -403,7 +416,7 @@ def test_runtime_settings_that_cannot_work_say_what_to_do(exported: ServingPaths
 def test_every_runtime_serves_the_shipped_model_alike(runtime: str) -> None:
     forecaster = forecaster_from_settings(settings(runtime=runtime))
     assert (forecaster.kind, forecaster.horizon) == ("lstm", 15)
-    assert getattr(forecaster, "runtime", "torch") == ("onnx" if runtime == "auto" else runtime)
+    assert getattr(forecaster, "runtime", "torch") == ("torch" if runtime == "auto" else runtime)
     windows = seed_split_windows()[:64]
     expected = reference.forecast(ServingModel.load(default_serving_path()), windows)
     np.testing.assert_allclose(forecaster.forecast(windows), expected, atol=DEGREES_TOLERANCE)
@@ -461,6 +474,6 @@ def test_train_an_rnn_writes_checkpoint_and_serving_file(
     checkpoint = Checkpoint.load(output)
     assert checkpoint.kind == "rnn"
     assert isinstance(checkpoint.build_module().rnn, torch.nn.RNN)
-    served = forecaster_from_settings(settings(kind="rnn", checkpoint=output))
+    served = forecaster_from_settings(settings(kind="rnn", checkpoint=output, runtime="onnx"))
     assert getattr(served, "runtime", None) == "onnx"
     assert_all_match_the_reference(checkpoint, seed_split_windows()[:100])
