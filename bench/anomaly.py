@@ -1,0 +1,201 @@
+"""Anomaly detection quality on data forewarn never generated, and on the simulator.
+
+Three tables, each with anchors computed in the same run:
+
+* ``nab``: the 51 labelled series of the Numenta Anomaly Benchmark in ``../shared/data/nab``
+  (relative to the project root), scored by ``../shared/tools/nab_multi.py``. Each file is
+  streamed through the agent's scorer (:mod:`agent.anomaly_sensors`), learning on NAB's
+  probation rows. ``pooled`` is NAB's own way (one threshold for all files, the best the score
+  can do); ``default_threshold`` scores the default alert rule's own output (1 while the
+  anomaly alert fires, else 0) at ``--fixed 0.5``: what a user actually gets. Anchor: the
+  scorer's causal rolling z-score (window 288).
+* ``tep``: the Tennessee Eastman process in ``../shared/data/tep``. forewarn learns on the
+  normal run ``d00.dat`` (500 samples), then scores each ``dNN_te.dat`` from its first row with
+  its default alert rule; detection rate = share of faulty samples (161 on) flagged, false-alarm
+  rate = share of normal samples flagged (1-160 of every run and all of ``d00_te.dat``). Anchor,
+  pinned: PCA on standardised ``d00.dat``, 9 components, T² limit from the F distribution at
+  99 %, Q limit at the 99th percentile of the training Q; flagged when either is over. Means
+  leave out faults 3, 9 and 15 (undetectable from these variables; reported apart).
+* ``simulator``: a fleet of simulated machines, each with one fault of the anomaly family
+  (runaway, cooling failure, stuck, noisy, broken relationship) or healthy, scored on every
+  feature with the default rule; recall per fault kind, median delay in readings, and false
+  anomaly alerts per 10,000 healthy machine-readings. Seeds 100-104 (never tuned on).
+
+    python -m bench.anomaly            # tables
+    python -m bench.anomaly --json     # one JSON object
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agent.anomaly_alert import AnomalyAlertState
+from agent.anomaly_sensors import ScorerParams, SensorScorer
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+NAB = SHARED / "data" / "nab"
+TEP = SHARED / "data" / "tep"
+NAB_SCORER = SHARED / "tools" / "nab_multi.py"
+NAB_PYTHON = [sys.executable]
+"""The interpreter that runs the NAB scorer (it needs pandas): ``--nab-python``."""
+PARAMS: list[ScorerParams | None] = [None]
+LEFT_OUT_FAULTS = (3, 9, 15)
+SIMULATOR_SEEDS = (100, 101, 102, 103, 104)
+TUNING_SEEDS = (0, 1, 2, 3, 4, 5)
+"""Seeds of the synthetic series the defaults were looked at on; the reported ones differ."""
+
+
+def stream_many(
+    series: list[NDArray[np.float64]], warm_up: list[int], params: ScorerParams | None = None
+) -> list[tuple[NDArray[np.float64], NDArray[np.bool_]]]:
+    """Many one-sensor series at once, one slot each (the agent's batched path): per series
+    (machine score, alert firing) per row."""
+    scorer = SensorScorer(1, len(series), params)
+    scorer.set_warm_up(np.arange(len(series)), np.array(warm_up))
+    alert = AnomalyAlertState(capacity=len(series))
+    lengths = np.array([len(s) for s in series])
+    padded = np.full((len(series), int(lengths.max())), np.nan)
+    for i, s in enumerate(series):
+        padded[i, : len(s)] = s
+    scores = np.zeros_like(padded)
+    firing = np.zeros(padded.shape, dtype=np.bool_)
+    for row in range(padded.shape[1]):
+        slots = np.flatnonzero(lengths > row)
+        result = scorer.update(slots, padded[slots, row][:, None])
+        alert.update(slots, result.machine)
+        scores[slots, row] = result.machine
+        firing[slots, row] = alert.firing[slots]
+    return [(scores[i, :n], firing[i, :n]) for i, n in enumerate(lengths.tolist())]
+
+
+def stream(
+    values: NDArray[np.float64], warm_up: int
+) -> tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64], NDArray[np.int64]]:
+    """One series (rows, sensors) through the scorer and the default rule, row by row:
+    (machine score, alert firing, per-sensor scores, driver) per row."""
+    rows, sensors = values.shape
+    scorer = SensorScorer(sensors, 1, ScorerParams(warm_up=warm_up))
+    alert = AnomalyAlertState(capacity=1)
+    slot = np.zeros(1, dtype=np.int64)
+    machine = np.zeros(rows)
+    firing = np.zeros(rows, dtype=np.bool_)
+    per_sensor = np.zeros((rows, sensors))
+    driver = np.zeros(rows, dtype=np.int64)
+    for i in range(rows):
+        result = scorer.update(slot, values[i : i + 1])
+        alert.update(slot, result.machine)
+        machine[i] = result.machine[0]
+        firing[i] = alert.firing[0]
+        per_sensor[i] = result.score[0]
+        driver[i] = result.driver[0]
+    return machine, firing, per_sensor, driver
+
+
+# -- NAB -------------------------------------------------------------------------------------
+
+
+def _nab_keys() -> list[str]:
+    windows = json.loads((NAB / "labels" / "combined_windows.json").read_text())
+    return sorted(k for k in windows if (NAB / "data" / k).exists())
+
+
+def _read_nab(path: Path) -> tuple[list[str], NDArray[np.float64]]:
+    lines = path.read_text().splitlines()[1:]
+    stamps = [line.split(",")[0] for line in lines]
+    return stamps, np.array([float(line.split(",")[1]) for line in lines])
+
+
+def _nab_score(scores_dir: Path, fixed: float | None = None) -> dict[str, float]:
+    command = [NAB_PYTHON[0], str(NAB_SCORER), "--scores-dir", str(scores_dir), "--json"]
+    if fixed is not None:
+        command += ["--fixed", str(fixed)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{NAB_SCORER} failed: {done.stderr.strip()[-2000:]}")
+    report = json.loads(done.stdout)
+    profiles = report[0]["profiles"]
+    mode = "fixed" if fixed is not None else "pooled"
+    names = {"standard": "standard", "low_fp": "reward_low_FP_rate", "low_fn": "reward_low_FN_rate"}
+    result = {k: round(profiles[name][mode]["total_normalized"], 2) for k, name in names.items()}
+    if fixed is None:
+        result["threshold"] = round(profiles["standard"]["pooled"]["threshold"], 4)
+    return result
+
+
+def _zscore_anchor() -> dict[str, float]:
+    command = [NAB_PYTHON[0], str(NAB_SCORER), "--baseline", "zscore:288", "--json"]
+    report = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    return {"standard": round(report[0]["profiles"]["standard"]["pooled"]["total_normalized"], 2)}
+
+
+def bench_nab(keep: Path | None = None) -> dict[str, object]:
+    keys = _nab_keys()
+    with tempfile.TemporaryDirectory() as tmp:
+        scores_dir, alerts_dir = Path(tmp, "scores"), Path(tmp, "alerts")
+        scores_dir.mkdir()
+        alerts_dir.mkdir()
+        files = [_read_nab(NAB / "data" / key) for key in keys]
+        probation = [min(math.floor(0.15 * len(values)), 750) for _, values in files]
+        streamed = stream_many([values for _, values in files], probation, PARAMS[0])
+        for key, (stamps, _), (machine, firing) in zip(keys, files, streamed, strict=True):
+            name = Path(key).name
+            for folder, column in ((scores_dir, machine), (alerts_dir, firing.astype(float))):
+                with (folder / name).open("w") as handle:
+                    handle.write("timestamp,anomaly_score\n")
+                    handle.writelines(
+                        f"{t},{v:.6f}\n" for t, v in zip(stamps, column.tolist(), strict=True)
+                    )
+        pooled = _nab_score(scores_dir)
+        default = _nab_score(alerts_dir, fixed=0.5)
+        if keep is not None:
+            import shutil
+
+            shutil.copytree(tmp, keep, dirs_exist_ok=True)
+    return {
+        "files": len(keys),
+        "pooled": pooled,
+        "default_threshold": default,
+        "anchors": {"zscore_288": _zscore_anchor()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--only", choices=("nab", "tep", "simulator"), action="append", help="run only these"
+    )
+    parser.add_argument("--keep", type=Path, help="keep the NAB score files in this folder")
+    parser.add_argument(
+        "--nab-python",
+        default=sys.executable,
+        help="Python with numpy and pandas for the NAB scorer (default: this one)",
+    )
+    args = parser.parse_args(argv)
+    NAB_PYTHON[0] = args.nab_python
+    parts = args.only or ["nab", "tep", "simulator"]
+    report: dict[str, object] = {}
+    started = time.monotonic()
+    if "nab" in parts:
+        report["nab"] = bench_nab(args.keep)
+    report["seconds"] = round(time.monotonic() - started, 1)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
