@@ -50,6 +50,8 @@ SCORE_DECADES = 10.0
 """A score of 1 is a tail probability of 10**-SCORE_DECADES per row."""
 MAD_TO_SD = 1.2533
 """Mean absolute deviation to standard deviation, for a normal law."""
+RELATION_RATE = 0.05
+"""EWMA rate of the relation statistic (per row)."""
 MAX_ABS = 1e150
 """Readings are clipped to +-this, so that squares and differences stay finite."""
 CLIP_Z = 8.0
@@ -64,7 +66,7 @@ so that a perfectly flat series does not make any change infinitely rare."""
 class ScorerParams:
     """How fast the normal is learned and how the statistics smooth (rows, rates per row)."""
 
-    warm_up: int = 200
+    warm_up: int = 500
     memory: int = 2000
     level_rate: float = 0.1
     slope_rate: float = 0.05
@@ -112,6 +114,7 @@ class SensorScorer:
     rel_mean: NDArray[np.float64]
     rel_var: NDArray[np.float64]
     rel_count: NDArray[np.float64]
+    rel_ew: NDArray[np.float64]
     tail_q: NDArray[np.float64]
     tail_b: NDArray[np.float64]
     rel_q: NDArray[np.float64]
@@ -141,6 +144,7 @@ class SensorScorer:
             "rel_mean": ((), 0.0),
             "rel_var": ((), 0.0),
             "rel_count": ((), 0.0),
+            "rel_ew": ((), 0.0),
             "tail_q": ((sensors, 4), np.nan),
             "tail_b": ((sensors, 4), np.nan),
             "rel_q": ((), np.nan),
@@ -250,7 +254,7 @@ class SensorScorer:
         self.last_log_p = log_p
         sensor_log_p = np.where(present, log_p.min(axis=2), 0.0)
 
-        relation_log_p, contribution, smoothed = self._relation(slots, ew[..., 0], present)
+        relation_log_p, contribution, relation = self._relation(slots, ew[..., 0], present)
         n_tests = self.sensors + (1 if self.sensors > 1 else 0)
         machine_log_p = np.minimum(
             np.minimum(sensor_log_p.min(axis=1), relation_log_p) + np.log10(n_tests), 0.0
@@ -302,7 +306,9 @@ class SensorScorer:
             self.reset(again)
             self.warm_up[again] = warm_up_again
         if self.sensors > 1:
-            self._learn_relation(slots, smoothed, srate, learn & present.all(axis=1))
+            self.rel_ew[slots] = relation
+            teach_relation = learn & present.all(axis=1)
+            self._learn_relation(slots, ew[..., 0], relation, srate, teach_relation)
         return SensorScores(
             score=sensor_score,
             machine=machine_score,
@@ -317,25 +323,31 @@ class SensorScorer:
     def _relation(
         self, slots: NDArray[np.int64], level: NDArray[np.float64], present: NDArray[np.bool_]
     ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-        """log10 tail probability of the smoothed level vector's Mahalanobis distance, and each
-        sensor's share of it (which sensor broke the relation)."""
+        """log10 tail probability of the relation statistic (an EWMA of the smoothed level
+        vector's squared Mahalanobis distance: a relation that stays broken builds up, one odd
+        row does not), each sensor's share of the distance, and the statistic itself."""
         n = len(slots)
         if self.sensors < 2:
-            return np.zeros(n), np.zeros((n, self.sensors)), level
+            return np.zeros(n), np.zeros((n, self.sensors)), np.zeros(n)
         level = np.where(present, level, 0.0)
         solved = np.einsum("nij,nj->ni", self.precision[slots], level)
         contribution = level * solved
-        distance = np.sqrt(np.maximum(contribution.sum(axis=1), 0.0))
-        sd = np.maximum(np.sqrt(self.rel_var[slots]), 0.1)
-        excess = np.maximum(distance - self.rel_mean[slots], 0.0)
-        log_p = _tail_log_p(excess, sd, self.rel_q[slots], self.rel_b[slots], 0.3) / LOG10
+        squared = np.maximum(contribution.sum(axis=1), 0.0)
         ready = self.precision[slots].any(axis=(1, 2)) & present.all(axis=1)
-        return np.where(ready, log_p, 0.0), contribution, level
+        previous = self.rel_ew[slots]
+        smoothed = np.where(self.rel_count[slots] > 0, previous, squared)
+        smoothed = smoothed + RELATION_RATE * (squared - smoothed)
+        statistic = np.where(ready, smoothed, previous)
+        sd = np.maximum(np.sqrt(self.rel_var[slots]), 0.1)
+        excess = np.maximum(statistic - self.rel_mean[slots], 0.0)
+        log_p = _tail_log_p(excess, sd, self.rel_q[slots], self.rel_b[slots], 0.3) / LOG10
+        return np.where(ready, log_p, 0.0), contribution, statistic
 
     def _learn_relation(
         self,
         slots: NDArray[np.int64],
         level: NDArray[np.float64],
+        statistic: NDArray[np.float64],
         rate: NDArray[np.float64],
         teach: NDArray[np.bool_],
     ) -> None:
@@ -347,9 +359,8 @@ class SensorScorer:
         cov = self.cov[rows]
         cov = (1.0 - r) * cov + r * np.einsum("ni,nj->nij", v, v)
         self.cov[rows] = cov
-        # The distance's own law, with the precision as it stands.
-        solved = np.einsum("nij,nj->ni", self.precision[rows], v)
-        distance = np.sqrt(np.maximum((v * solved).sum(axis=1), 0.0))
+        # The statistic's own law, with the precision as it stands.
+        distance = statistic[teach & (rate > 0)]
         ready = self.precision[rows].any(axis=(1, 2))
         rel_count = self.rel_count[rows]
         rr = np.where(ready, np.maximum(r[:, 0, 0], 1.0 / (rel_count + 1.0)), 0.0)

@@ -140,6 +140,12 @@ def _zscore_anchor() -> dict[str, float]:
 
 
 def bench_nab(keep: Path | None = None) -> dict[str, object]:
+    check = subprocess.run([NAB_PYTHON[0], "-c", "import numpy, pandas"], capture_output=True)
+    if check.returncode:
+        return {
+            "skipped": f"{NAB_PYTHON[0]} lacks pandas, which the NAB scorer needs: give "
+            "one that has it with --nab-python"
+        }
     keys = _nab_keys()
     with tempfile.TemporaryDirectory() as tmp:
         scores_dir, alerts_dir = Path(tmp, "scores"), Path(tmp, "alerts")
@@ -170,6 +176,132 @@ def bench_nab(keep: Path | None = None) -> dict[str, object]:
     }
 
 
+# -- Tennessee Eastman -----------------------------------------------------------------------
+
+
+def _tep_runs() -> tuple[NDArray[np.float64], dict[int, NDArray[np.float64]]]:
+    train = np.loadtxt(TEP / "d00.dat")
+    train = train.T if train.shape[0] == 52 else train
+    runs = {n: np.loadtxt(TEP / f"d{n:02d}_te.dat") for n in range(22)}
+    return train, runs
+
+
+def _pca_flags(train: NDArray[np.float64], runs: dict[int, NDArray[np.float64]]) -> dict:
+    """The pinned anchor: PCA (9 components) on standardised d00.dat, T² limit from the F
+    distribution at 99 %, Q limit at the training Q's 99th percentile."""
+    from scipy.stats import f as f_dist
+    from sklearn.decomposition import PCA
+
+    mean, sd = train.mean(axis=0), train.std(axis=0, ddof=1)
+    z = (train - mean) / sd
+    k, n = 9, len(train)
+    pca = PCA(n_components=k).fit(z)
+    t2_limit = k * (n - 1) * (n + 1) / (n * (n - k)) * f_dist.ppf(0.99, k, n - k)
+
+    def stats(x: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        zx = (x - mean) / sd
+        scores = pca.transform(zx)
+        t2 = ((scores**2) / pca.explained_variance_).sum(axis=1)
+        q = ((zx - pca.inverse_transform(scores)) ** 2).sum(axis=1)
+        return t2, q
+
+    q_limit = float(np.percentile(stats(train)[1], 99))
+    flags = {}
+    for number, run in runs.items():
+        t2, q = stats(run)
+        flags[number] = (t2 > t2_limit) | (q > q_limit)
+    return flags
+
+
+def _forewarn_flags(train: NDArray[np.float64], runs: dict[int, NDArray[np.float64]]) -> dict:
+    """forewarn's default rule, each run in its own slot after learning d00.dat in every slot
+    (the same as learning once and restoring the state into each)."""
+    numbers = sorted(runs)
+    slots = np.arange(len(numbers))
+    scorer = SensorScorer(train.shape[1], len(numbers), ScorerParams(warm_up=len(train)))
+    alert = AnomalyAlertState(capacity=len(numbers))
+    for row in train:
+        scorer.update(slots, np.repeat(row[None, :], len(numbers), axis=0))
+    rows = runs[numbers[0]].shape[0]
+    firing = np.zeros((len(numbers), rows), dtype=np.bool_)
+    stacked = np.stack([runs[n] for n in numbers])
+    for i in range(rows):
+        result = scorer.update(slots, stacked[:, i, :])
+        alert.update(slots, result.machine)
+        firing[:, i] = alert.firing
+    return {n: firing[j] for j, n in enumerate(numbers)}
+
+
+def _tep_rates(flags: dict) -> dict[str, object]:
+    normal = np.concatenate([flags[0]] + [flags[n][:160] for n in range(1, 22)])
+    per_fault = {n: float(flags[n][160:].mean()) for n in range(1, 22)}
+    kept = [v for n, v in per_fault.items() if n not in LEFT_OUT_FAULTS]
+    return {
+        "detection_rate": round(float(np.mean(kept)), 4),
+        "false_alarm_rate": round(float(normal.mean()), 4),
+        "per_fault": {str(n): round(v, 4) for n, v in per_fault.items()},
+    }
+
+
+def bench_tep() -> dict[str, object]:
+    train, runs = _tep_runs()
+    return {
+        "fit": "d00.dat (500 normal samples)",
+        "forewarn": _tep_rates(_forewarn_flags(train, runs)),
+        "pca": _tep_rates(_pca_flags(train, runs)),
+        "left_out_of_means": list(LEFT_OUT_FAULTS),
+    }
+
+
+# -- simulator --------------------------------------------------------------------------------
+
+
+def bench_simulator(seeds: tuple[int, ...] = SIMULATOR_SEEDS) -> dict[str, object]:
+    """Every machine scored on all four features with the agent's defaults (warm-up included:
+    no fit rows), the default rule deciding; healthy machines' alerts after the warm-up are
+    false alerts, a fault counts as caught when an alert fires after its start."""
+    from simulator.anomaly import ANOMALY_KINDS, anomaly_scenario
+
+    caught: dict[str, list[bool]] = {kind: [] for kind in ANOMALY_KINDS}
+    delays: dict[str, list[int]] = {kind: [] for kind in ANOMALY_KINDS}
+    false_alerts = healthy_ticks = 0
+    params = ScorerParams()
+    for seed in seeds:
+        scenario = anomaly_scenario(per_kind=10, healthy=50, seed=seed)
+        machines, ticks, sensors = scenario.readings.shape
+        scorer = SensorScorer(sensors, machines, params)
+        alert = AnomalyAlertState(capacity=machines)
+        slots = np.arange(machines)
+        first_fire = np.full(machines, -1)
+        for i in range(ticks):
+            result = scorer.update(slots, scenario.readings[:, i, :])
+            fired, _ = alert.update(slots, result.machine)
+            for m in fired.tolist():
+                kind = scenario.kinds[m]
+                if kind == "healthy" or i < scenario.start:
+                    false_alerts += i >= params.warm_up
+                elif first_fire[m] < 0:
+                    first_fire[m] = i
+        for m, kind in enumerate(scenario.kinds):
+            if kind == "healthy":
+                healthy_ticks += ticks - params.warm_up
+            else:
+                healthy_ticks += scenario.start - params.warm_up
+                caught[kind].append(bool(first_fire[m] >= 0))
+                if first_fire[m] >= 0:
+                    delays[kind].append(int(first_fire[m] - scenario.start))
+    return {
+        "seeds": list(seeds),
+        "false_alerts_per_10k": round(1e4 * false_alerts / healthy_ticks, 3),
+        "recall": {kind: round(float(np.mean(caught[kind])), 3) for kind in ANOMALY_KINDS},
+        "median_delay_ticks": {
+            kind: (float(np.median(delays[kind])) if delays[kind] else None)
+            for kind in ANOMALY_KINDS
+        },
+        "healthy_machine_ticks": healthy_ticks,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -189,12 +321,57 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     if "nab" in parts:
         report["nab"] = bench_nab(args.keep)
+    if "tep" in parts:
+        report["tep"] = bench_tep()
+    if "simulator" in parts:
+        report["simulator"] = bench_simulator()
     report["seconds"] = round(time.monotonic() - started, 1)
     if args.json:
         print(json.dumps(report))
     else:
-        print(json.dumps(report, indent=1))
+        print(_tables(report))
     return 0
+
+
+def _tables(report: dict) -> str:
+    lines = []
+    nab = report.get("nab")
+    if nab and "skipped" in nab:
+        lines += [f"nab: skipped ({nab['skipped']})"]
+    elif nab:
+        lines += [
+            f"nab ({nab['files']} files)        standard   low_fp   low_fn",
+            "  forewarn pooled        {standard:>8}{low_fp:>9}{low_fn:>9}".format(**nab["pooled"]),
+            "  forewarn default rule  {standard:>8}{low_fp:>9}{low_fn:>9}".format(
+                **nab["default_threshold"]
+            ),
+            f"  z-score (288) pooled   {nab['anchors']['zscore_288']['standard']:>8}",
+        ]
+    tep = report.get("tep")
+    if tep:
+        lines += [f"tep (fit on {tep['fit']}; means leave out faults 3, 9, 15)"]
+        lines += ["  fault   forewarn   pca"]
+        for fault in tep["forewarn"]["per_fault"]:
+            a, b = tep["forewarn"]["per_fault"][fault], tep["pca"]["per_fault"][fault]
+            lines += [f"  {fault:>5} {a:>10.3f} {b:>6.3f}"]
+        for name in ("forewarn", "pca"):
+            part = tep[name]
+            lines += [
+                f"  {name}: detection {part['detection_rate']:.3f}, "
+                f"false alarms {part['false_alarm_rate']:.3f}"
+            ]
+    sim = report.get("simulator")
+    if sim:
+        lines += [
+            f"simulator (seeds {sim['seeds']}): {sim['false_alerts_per_10k']} false "
+            "anomaly alerts per 10k healthy machine-ticks"
+        ]
+        for kind, recall in sim["recall"].items():
+            lines += [
+                f"  {kind:<20} recall {recall:.2f}  median delay "
+                f"{sim['median_delay_ticks'][kind]} ticks"
+            ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
