@@ -302,11 +302,64 @@ def bench_simulator(seeds: tuple[int, ...] = SIMULATOR_SEEDS) -> dict[str, objec
     }
 
 
+# -- cost in the agent --------------------------------------------------------------------------
+
+
+def bench_cost(machines: int = 10_000, ticks: int = 12) -> dict[str, object]:
+    """The tick with the per-sensor scorer on and off, at ``machines`` machines: two agents fed
+    the same readings, their ticks interleaved (on, off, on, off ...) in one run, so that both
+    see the same machine load; the figure is the ratio of median tick times."""
+    from agent.app import Agent
+    from config.settings import load_settings
+    from wire.reading import Reading
+
+    agents = {}
+    for enabled in (True, False):
+        settings = load_settings()
+        settings.metrics.host, settings.metrics.port = "127.0.0.1", 0
+        settings.anomaly.enabled = enabled
+        agents[enabled] = Agent(settings)
+        model = agents[enabled].forecaster
+        # The first forecast loads and compiles: not part of any timed tick.
+        model.forecast(np.zeros((1, model.window, len(model.features)), dtype=np.float32))
+    on = agents[True]
+    window = on.forecaster.window
+    features = len(on.forecaster.features)
+    ids = [f"cost-{i:06d}" for i in range(machines)]
+    rng = np.random.default_rng(5)
+    typical = np.array([60.0, 35.0, 120.0, 1650.0][:features], dtype=np.float32)
+    level = typical * rng.uniform(0.9, 1.1, size=(machines, features)).astype(np.float32)
+    t0 = time.time() - window - ticks - 1
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for step in range(window + ticks):
+        values = level * (1 + rng.normal(0.0, 0.01, size=level.shape).astype(np.float32))
+        order = (True, False) if step % 2 == 0 else (False, True)
+        for enabled in order:
+            agent = agents[enabled]
+            for i, machine_id in enumerate(ids):
+                agent.hand_off(Reading(machine_id, t0 + step, step, values[i].copy()))
+            started = time.perf_counter()
+            agent.tick()
+            if step >= window:
+                times[enabled].append(time.perf_counter() - started)
+    median_on, median_off = float(np.median(times[True])), float(np.median(times[False]))
+    return {
+        "machines": machines,
+        "ticks_each": ticks,
+        "median_tick_s_on": round(median_on, 4),
+        "median_tick_s_off": round(median_off, 4),
+        "added_fraction": round(median_on / median_off - 1.0, 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
-        "--only", choices=("nab", "tep", "simulator"), action="append", help="run only these"
+        "--only",
+        choices=("nab", "tep", "simulator", "cost"),
+        action="append",
+        help="run only these",
     )
     parser.add_argument("--keep", type=Path, help="keep the NAB score files in this folder")
     parser.add_argument(
@@ -316,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     NAB_PYTHON[0] = args.nab_python
-    parts = args.only or ["nab", "tep", "simulator"]
+    parts = args.only or ["nab", "tep", "simulator", "cost"]
     report: dict[str, object] = {}
     started = time.monotonic()
     if "nab" in parts:
@@ -325,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         report["tep"] = bench_tep()
     if "simulator" in parts:
         report["simulator"] = bench_simulator()
+    if "cost" in parts:
+        report["cost"] = bench_cost()
     report["seconds"] = round(time.monotonic() - started, 1)
     if args.json:
         print(json.dumps(report))
@@ -371,6 +426,13 @@ def _tables(report: dict) -> str:
                 f"  {kind:<20} recall {recall:.2f}  median delay "
                 f"{sim['median_delay_ticks'][kind]} ticks"
             ]
+    cost = report.get("cost")
+    if cost:
+        lines += [
+            f"cost at {cost['machines']} machines: median tick {cost['median_tick_s_on']} s "
+            f"with the per-sensor scorer, {cost['median_tick_s_off']} s without "
+            f"(+{100 * cost['added_fraction']:.1f} %, interleaved in one run)"
+        ]
     return "\n".join(lines)
 
 
