@@ -11,7 +11,8 @@ likelihood", applied to control-chart statistics):
   drift or a step out of the learned envelope (either sign);
 * ``slope``: an EWMA of the standardised one-step change: a climb or fall that the level has
   not yet shown (a CUSUM-like early warning for runaways);
-* ``surprise``: an EWMA of the absolute standardised change: a sensor turned noisy, or jumpy;
+* ``surprise``: an EWMA of the absolute standardised change off the local slope: a sensor
+  turned noisy, or jumpy;
 * ``stuck``: the run of unchanged readings, against the runs this sensor showed while normal
   (so an integer or stepped series is not "stuck", a continuous one soon is);
 * with two or more sensors, ``relation``: the Mahalanobis distance of the vector of smoothed
@@ -231,7 +232,8 @@ class SensorScorer:
         zl, zd = np.nan_to_num(zl), np.nan_to_num(zd)
         rates = np.array([p.level_rate, p.slope_rate, p.surprise_rate])
         ew = self.ew[slots]
-        raw = np.stack([zl, zd, np.abs(zd)], axis=2)
+        # Surprise is the change off the local slope, so a seasonal climb is not "noise".
+        raw = np.stack([zl, zd, np.abs(zd - ew[..., 1])], axis=2)
         ew = np.where(present[:, :, None], ew + rates * (raw - ew), ew)
         started = (count >= 1)[:, None, None]
         ew = np.where(started, ew, raw)
