@@ -215,3 +215,29 @@ def test_an_unreadable_csv_is_a_clear_error(tmp_path: Path) -> None:
     words.write_text("a,b\nx,y\n" * 100)
     with pytest.raises(DetectError, match="no numeric column"):
         run_detect(words, tmp_path / "o.csv")
+
+
+def test_cli_takes_a_delimiter_and_a_fit_input(tmp_path: Path) -> None:
+    table = multi_column(900)
+    write_table(tmp_path / "good.csv", table[:500], delimiter=";", comma=True)
+    write_table(tmp_path / "new.csv", table[500:], delimiter=";", comma=True)
+    out = tmp_path / "out.csv"
+    args = ["detect", "--input", str(tmp_path / "new.csv"), "--output", str(out)]
+    assert (
+        main(
+            [
+                *args,
+                "--timestamp-column",
+                "ts",
+                "--fit-input",
+                str(tmp_path / "good.csv"),
+                "--delimiter",
+                ";",
+            ]
+        )
+        == 0
+    )
+    rows = read_rows(out)
+    assert len(rows) == 400 and "anomaly_score_current" in rows[0]
+    # The wrong delimiter, named: the header is one field, and the message says what to do.
+    assert main([*args, "--timestamp-column", "ts", "--delimiter", ","]) == 2
