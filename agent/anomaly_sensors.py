@@ -120,8 +120,12 @@ class SensorScorer:
     rel_q: NDArray[np.float64]
     rel_b: NDArray[np.float64]
     warm_up: NDArray[np.float64]
-    held: NDArray[np.float64]
     """Rows each slot learns before it is scored (``params.warm_up`` unless set per slot)."""
+    held: NDArray[np.float64]
+    """Rows in a row that each slot has not learned from (its departure, for relearn_after)."""
+    last_log_p: NDArray[np.float64]
+    """(n, sensors, 4) log10 tail probability of each statistic at the last update, in
+    ``STATS`` order: which statistic drove a score, for diagnosis."""
 
     def __init__(self, sensors: int, capacity: int = 1024, params: ScorerParams | None = None):
         self.sensors = sensors
