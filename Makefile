@@ -63,11 +63,14 @@ train: $(STAMP)
 # Tables by default; ARGS=--json makes each benchmark print one JSON object (one per line).
 # E2E_ARGS go to bench.e2e only, e.g. E2E_ARGS="--no-profile --latency-seconds 10".
 E2E_ARGS ?=
+# ANOMALY_ARGS go to bench.anomaly only, e.g. ANOMALY_ARGS="--nab-python /path/with/pandas/python".
+ANOMALY_ARGS ?=
 bench: $(STAMP) system-deps
 	@test -x $(BIN)/py-spy || $(BIN)/python -m pip install --quiet py-spy
 	$(BIN)/python -m bench.inference $(ARGS)
 	$(BIN)/python -m bench.decode $(ARGS)
 	$(BIN)/python -m bench.e2e $(ARGS) $(E2E_ARGS)
+	$(BIN)/python -m bench.anomaly $(ARGS) $(ANOMALY_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

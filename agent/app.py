@@ -29,6 +29,8 @@ import time
 from agent import __version__
 from agent.alerts import AlertEvent, AlertPolicy
 from agent.anomaly import AnomalyScorer
+from agent.anomaly_alert import AnomalyAlertState, AnomalyRule
+from agent.anomaly_sensors import ScorerParams, SensorScorer
 from agent.health import MetricsServer
 from agent.ingest import Ingest, batch_subscription
 from agent.metrics import AgentMetrics
@@ -85,6 +87,7 @@ class Agent:
         )
         self.policy = AlertPolicy(settings.alerts, self.store.capacity)
         self.anomaly = AnomalyScorer(self.forecaster.horizon, self.store.capacity)
+        self.sensors = sensor_scorer(settings, features, self.store.capacity)
         # A mapping naming a feature this model lacks raises ConfigError: start-up stops.
         self.decoder = ReadingDecoder(
             settings.limits,
@@ -135,6 +138,7 @@ class Agent:
             store=self.store,
             policy=self.policy,
             anomaly=self.anomaly,
+            sensors=self.sensors,
             ingest=self.ingest,
             restore=self.restore,
             publisher=self.publisher,
@@ -285,3 +289,20 @@ class Agent:
         return self.restore.done.wait(timeout_s) and self.ingest.connected.wait(
             max(0.0, deadline - time.monotonic())
         )
+
+
+def sensor_scorer(
+    settings: Settings, features: int, capacity: int
+) -> tuple[SensorScorer, AnomalyAlertState] | None:
+    """The calibrated per-sensor scorer and its alert state, when ``anomaly.enabled``."""
+    section = settings.anomaly
+    if not section.enabled:
+        return None
+    params = ScorerParams(warm_up=section.warm_up_readings, memory=section.memory_readings)
+    rule = AnomalyRule(
+        fire_score=section.fire_score,
+        confirm_rows=section.confirm_readings,
+        clear_score=section.clear_score,
+        clear_rows=section.clear_readings,
+    )
+    return SensorScorer(features, capacity, params), AnomalyAlertState(rule, capacity)

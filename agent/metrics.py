@@ -182,6 +182,18 @@ class AgentMetrics:
             ["machine_id"],
             registry=r,
         )
+        self.machine_sensor_anomaly = Gauge(
+            "forewarn_machine_sensor_anomaly_score",
+            "Calibrated anomaly score in [0, 1] per machine over all its sensors and their "
+            "relation (anomaly.enabled; capped).",
+            ["machine_id"],
+            registry=r,
+        )
+        self.anomaly_alerts_firing = Gauge(
+            "forewarn_anomaly_alerts_firing",
+            "Machines whose anomaly alert is firing (anomaly.enabled).",
+            registry=r,
+        )
         self.machine_alert_state = Gauge(
             "forewarn_machine_alert_state",
             "Alert state per machine: 0 ok, 1 warning, 2 critical (capped).",
@@ -195,6 +207,7 @@ class AgentMetrics:
             self.machine_alert_state,
         )
         self._machine_series: set[str] = set()
+        self._sensor_series: set[str] = set()
 
     def set_machine(
         self,
@@ -214,6 +227,12 @@ class AgentMetrics:
         self.machine_anomaly.labels(machine_id=machine_id).set(anomaly_score)
         self.machine_alert_state.labels(machine_id=machine_id).set(alert_state)
 
+    def set_machine_sensor_anomaly(self, machine_id: str, score: float) -> None:
+        """One machine's calibrated score, only for machines that already have series."""
+        if machine_id in self._machine_series:
+            self._sensor_series.add(machine_id)
+            self.machine_sensor_anomaly.labels(machine_id=machine_id).set(score)
+
     def series_machines(self) -> list[str]:
         """Machines that have per-machine series now (at most ``max_machine_series``)."""
         return list(self._machine_series)
@@ -224,3 +243,6 @@ class AgentMetrics:
             self._machine_series.discard(machine_id)
             for gauge in self._per_machine:
                 gauge.remove(machine_id)
+            if machine_id in self._sensor_series:
+                self._sensor_series.discard(machine_id)
+                self.machine_sensor_anomaly.remove(machine_id)

@@ -26,6 +26,8 @@ from numpy.typing import NDArray
 
 from agent.alerts import STATE_NAMES, AlertEvent, AlertPolicy
 from agent.anomaly import AnomalyScorer
+from agent.anomaly_alert import AnomalyAlertState
+from agent.anomaly_sensors import SensorScorer
 from agent.ingest import Ingest
 from agent.metrics import AgentMetrics
 from agent.publish import AlertPublisher
@@ -82,8 +84,11 @@ class Ticker:
         stop_event: threading.Event,
         alert_listeners: list[AlertListener],
         tick_listeners: list[TickListener],
+        sensors: tuple[SensorScorer, AnomalyAlertState] | None = None,
     ) -> None:
         self._settings = settings
+        self.sensors = sensors
+        """The calibrated per-sensor scorer and its alert state (``anomaly.enabled``)."""
         self.forecaster = forecaster
         self.store = store
         self.policy = policy
@@ -203,6 +208,7 @@ class Ticker:
                 self.anomaly.noise_ratio(batch.slots),
             )
             self._emit(events, now)
+            self._score_sensors(batch.slots, batch.windows[:, -1, :])
             self._metrics.forecasts.inc(len(batch))
             self._export_machines(batch.slots, latest, forecasts, scores)
         self._metrics.batch_size.set(len(batch))
@@ -264,6 +270,9 @@ class Ticker:
             )
             self.policy.reset(evicted_slots)
             self.anomaly.reset(evicted_slots)
+            if self.sensors is not None:
+                self.sensors[0].reset(evicted_slots)
+                self.sensors[1].reset(evicted_slots)
             for machine_id in evicted_ids:
                 self._metrics.drop_machine(machine_id)
             self._metrics.machines_evicted.inc(len(evicted_ids))
@@ -274,6 +283,21 @@ class Ticker:
                 store.max_machines,
                 evicted_ids[0],
             )
+
+    def _score_sensors(self, slots: NDArray[np.int64], latest: NDArray[np.float32]) -> None:
+        """Score every feature of the machines forecast this tick (their newest reading) and
+        advance their anomaly alert state; exported per machine beside the residual score."""
+        if self.sensors is None:
+            return
+        scorer, alert = self.sensors
+        scorer.ensure_capacity(self.store.capacity)
+        alert.ensure_capacity(self.store.capacity)
+        result = scorer.update(slots, latest)
+        alert.update(slots, result.machine)
+        self._metrics.anomaly_alerts_firing.set(int(alert.firing[: len(self.store)].sum()))
+        ids = self.store.machine_ids
+        for slot, score in zip(slots.tolist(), result.machine.tolist(), strict=True):
+            self._metrics.set_machine_sensor_anomaly(ids[slot], score)
 
     def _report_refused(self, readings: list[Reading], refused: list[tuple[int, str]]) -> None:
         """Count refused readings by reason, one counter update and one log line per reason."""

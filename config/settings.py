@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from config.agent import AgentSettings
 from config.alerts import AlertSettings
+from config.anomaly import AnomalySettings
 from config.base import ENV_NESTED_DELIMITER, ENV_PREFIX
 from config.errors import ConfigError
 from config.metrics import MetricsSettings
@@ -82,6 +83,9 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=CheckpointModelSettings, description="Forecaster.")
     agent: AgentSettings = Field(default_factory=AgentSettings, description="Tick loop.")
     alerts: AlertSettings = Field(default_factory=AlertSettings, description="Alert policy.")
+    anomaly: AnomalySettings = Field(
+        default_factory=AnomalySettings, description="Per-sensor anomaly score."
+    )
     limits: ReadingLimits = Field(default_factory=ReadingLimits, description="Valid readings.")
     mapping: MappingSettings = Field(
         default_factory=MappingSettings, description="Plant field and unit mapping."

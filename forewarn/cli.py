@@ -655,9 +655,18 @@ def _add_detect(commands: Any) -> None:
     detect.add_argument(
         "--anomaly-threshold",
         type=float,
-        default=0.9,
-        help="anomaly alert when the score stays at or above this for 3 rows",
+        default=0.5,
+        help="anomaly alert when the machine score stays at or above this for 3 rows "
+        "(default 0.5: a 1-in-100,000 row for a normal machine)",
     )
+    detect.add_argument(
+        "--fit-input",
+        type=Path,
+        metavar="GOOD.csv",
+        help="fit on this known-good file (same columns) instead of --fit-rows; every input "
+        "row is then scored",
+    )
+    detect.add_argument("--delimiter", help="field delimiter (default: sniffed among , ; tab |)")
 
 
 def _add_silence(commands: Any) -> None:
@@ -725,6 +734,8 @@ def _cmd_detect(args: argparse.Namespace, settings: Settings) -> int:
             horizon=args.horizon,
             threshold=args.threshold,
             anomaly_threshold=args.anomaly_threshold,
+            delimiter=args.delimiter,
+            fit_input=args.fit_input,
         )
     except DetectError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,5 +1,12 @@
 """`forewarn detect`: the agent's own path, run causally over a CSV of history.
 
+Every used column is scored by the agent's calibrated per-sensor scorer
+(:mod:`agent.anomaly_sensors`): ``anomaly_score`` is the machine-level score (all sensors and
+their relation), ``anomaly_score_<column>`` each sensor's, ``anomaly_alert`` the default rule's
+state (:mod:`agent.anomaly_alert`) and ``anomaly_driver`` the column that drove the score. The
+scorer learns its normal on the fit rows (or on ``--fit-input``, a known-good file), then keeps
+learning only from rows that look normal.
+
 A plant engineer checks forewarn against their own past failures before trusting it. The
 model (Ridge on per-window normalised windows, so it suits any numeric series: a temperature, a
 pressure, a load) and its normalisation are fitted on the first ``fit_rows`` rows only; every
@@ -26,6 +33,8 @@ from numpy.typing import NDArray
 
 from agent.alerts import STATE_NAMES, AlertPolicy
 from agent.anomaly import AnomalyScorer
+from agent.anomaly_alert import AnomalyAlertState, AnomalyRule
+from agent.anomaly_sensors import ScorerParams, SensorScorer
 from agent.window import WindowStore
 from config.alerts import AlertSettings
 from models.baselines import RidgeForecaster
@@ -34,6 +43,8 @@ from wire.reading import Reading
 
 WINDOW = 20
 OUTPUT_COLUMNS = ("forecast", "residual", "anomaly_score", "alert_state")
+ANOMALY_COLUMNS = ("anomaly_alert", "anomaly_driver")
+DELIMITERS = ",;\t|"
 
 
 class DetectError(ValueError):
@@ -58,20 +69,45 @@ class DetectSummary:
 
 
 def _read(
-    path: Path, timestamp_column: str | None, columns: Sequence[str] | None
+    path: Path,
+    timestamp_column: str | None,
+    columns: Sequence[str] | None,
+    delimiter: str | None = None,
 ) -> tuple[list[str], list[str], NDArray[np.float64]]:
-    """Header-checked columns: (used column names, timestamps verbatim, values (rows, cols))."""
+    """Header-checked columns: (used column names, timestamps verbatim, values (rows, cols)).
+
+    The delimiter is sniffed (``,`` ``;`` tab ``|``) unless given, and with a delimiter other
+    than ``,`` a decimal comma (``21,5``) is read as a decimal point: plant exports in many
+    countries are written so.
+    """
     try:
-        handle = path.open(newline="", encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as error:
         raise DetectError(f"cannot read {path}: {error.strerror}") from error
-    with handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if not header:
-            raise DetectError(f"{path} is empty: a header row naming the columns is required")
-        rows = list(reader)
+    except UnicodeDecodeError as error:
+        raise DetectError(
+            f"cannot read {path}: byte {error.start} is not UTF-8 text; export the CSV as UTF-8"
+        ) from error
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise DetectError(f"{path} is empty: a header row naming the columns is required")
+    if delimiter is None:
+        try:
+            delimiter = csv.Sniffer().sniff("\n".join(lines[:50]), delimiters=DELIMITERS).delimiter
+        except csv.Error:
+            delimiter = ","
+    decimal_comma = delimiter != ","
+    try:
+        parsed = list(csv.reader(lines, delimiter=delimiter))
+    except csv.Error as error:
+        raise DetectError(f"cannot read {path} as CSV: {error}") from error
+    header, rows = parsed[0], parsed[1:]
     header = [name.strip() for name in header]
+    if len(header) < 2 and timestamp_column is not None:
+        raise DetectError(
+            f"{path}: the header has one field {header[0]!r} with delimiter {delimiter!r}; "
+            "give the right one with --delimiter"
+        )
     if timestamp_column is not None and timestamp_column not in header:
         raise DetectError(f"no timestamp column {timestamp_column!r} in {path}: {header}")
     if columns:
@@ -80,20 +116,26 @@ def _read(
             raise DetectError(f"columns {missing} are not in {path}; it has {header}")
         used = list(columns)
     else:
-        used = [c for c in header if c != timestamp_column and _numeric(rows, header.index(c))]
+        used = [
+            c
+            for c in header
+            if c != timestamp_column and _numeric(rows, header.index(c), decimal_comma)
+        ]
         if not used:
             raise DetectError(f"{path} has no numeric column; name one with --columns")
     indices = [header.index(c) for c in used]
     values = np.full((len(rows), len(used)), np.nan)
     for r, row in enumerate(rows):
         for c, index in enumerate(indices):
-            values[r, c] = _to_float(row[index] if index < len(row) else "")
+            values[r, c] = _to_float(row[index] if index < len(row) else "", decimal_comma)
     stamp = header.index(timestamp_column) if timestamp_column is not None else None
     stamps = [row[stamp] if stamp is not None and stamp < len(row) else "" for row in rows]
     return used, stamps, values
 
 
-def _to_float(text: str) -> float:
+def _to_float(text: str, decimal_comma: bool = False) -> float:
+    if decimal_comma:
+        text = text.replace(",", ".")
     try:
         value = float(text)
     except ValueError:
@@ -101,9 +143,10 @@ def _to_float(text: str) -> float:
     return value if math.isfinite(value) else math.nan
 
 
-def _numeric(rows: list[list[str]], index: int) -> bool:
+def _numeric(rows: list[list[str]], index: int, decimal_comma: bool) -> bool:
     sample = [row[index] for row in rows[:200] if index < len(row) and row[index].strip()]
-    return bool(sample) and sum(not math.isnan(_to_float(v)) for v in sample) >= 0.9 * len(sample)
+    numbers = sum(not math.isnan(_to_float(v, decimal_comma)) for v in sample)
+    return bool(sample) and numbers >= 0.9 * len(sample)
 
 
 def run_detect(
@@ -114,40 +157,71 @@ def run_detect(
     fit_rows: int | None = None,
     horizon: int = 30,
     threshold: float | None = None,
-    anomaly_threshold: float = 0.9,
+    anomaly_threshold: float = AnomalyRule.fire_score,
+    delimiter: str | None = None,
+    fit_input: Path | None = None,
 ) -> DetectSummary:
-    """Backtest ``input_path`` into ``output_path``; the first used column is the target."""
+    """Backtest ``input_path`` into ``output_path``; the first used column is the one forecast.
+
+    With ``fit_input`` the model and the anomaly scorer learn on that file (same columns) and
+    every row of ``input_path`` is scored; otherwise they learn on its first ``fit_rows``.
+    """
     started = time.monotonic()
-    used, stamps, values = _read(input_path, timestamp_column, columns)
+    used, stamps, values = _read(input_path, timestamp_column, columns, delimiter)
     n_rows = len(values)
-    fit_rows = fit_rows if fit_rows is not None else max(n_rows // 10, 0)
     needed = WINDOW + horizon + 10
-    if fit_rows < needed:
-        raise DetectError(
-            f"--fit-rows {fit_rows} is too few: fitting needs at least {needed} rows "
-            f"(window {WINDOW} + horizon {horizon} + 10); the file has {n_rows}"
-        )
-    if fit_rows >= n_rows:
-        raise DetectError(f"--fit-rows {fit_rows} leaves none of the {n_rows} rows to score")
-    model = _fit(values[:fit_rows], used, horizon)
+    if fit_input is not None:
+        _, _, fit_values = _read(fit_input, None, used, delimiter)
+        if len(fit_values) < needed:
+            raise DetectError(
+                f"--fit-input {fit_input} has {len(fit_values)} rows: fitting needs at least "
+                f"{needed} (window {WINDOW} + horizon {horizon} + 10)"
+            )
+        fit_rows = 0
+    else:
+        fit_rows = fit_rows if fit_rows is not None else max(n_rows // 10, 0)
+        if fit_rows < needed:
+            raise DetectError(
+                f"--fit-rows {fit_rows} is too few: fitting needs at least {needed} rows "
+                f"(window {WINDOW} + horizon {horizon} + 10); the file has {n_rows}"
+            )
+        if fit_rows >= n_rows:
+            raise DetectError(f"--fit-rows {fit_rows} leaves none of the {n_rows} rows to score")
+        fit_values = values[:fit_rows]
+    model = _fit(fit_values, used, horizon)
 
     store = WindowStore(WINDOW, len(used), max_machines=1, stale_after_s=math.inf)
     scorer = AnomalyScorer(horizon, capacity=1)
+    sensors = SensorScorer(len(used), 1, ScorerParams(warm_up=len(fit_values)))
+    anomaly = AnomalyAlertState(AnomalyRule(fire_score=anomaly_threshold), capacity=1)
     policy = AlertPolicy(
         AlertSettings(threshold_c=threshold if threshold is not None else math.inf), capacity=1
     )
     slot = np.zeros(1, dtype=np.int64)
     ids = ["series"]
+    if fit_input is not None:
+        for row in fit_values:  # the scorer learns its normal on the known-good file
+            sensors.update(slot, row[None, :])
     previous_forecast: float | None = None
-    anomaly_streak, anomaly_state = 0, "ok"
     alerts = anomaly_alerts = gaps = scored = 0
+    blank = ["", "", 0.0, "ok", *([0.0] * len(used)), "ok", ""]
     with output_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow([timestamp_column or "row", *used, *OUTPUT_COLUMNS])
+        writer.writerow(
+            [
+                timestamp_column or "row",
+                *used,
+                *OUTPUT_COLUMNS,
+                *(f"anomaly_score_{c}" for c in used),
+                *ANOMALY_COLUMNS,
+            ]
+        )
         for i in range(n_rows):
             row = values[i]
-            out: list[object] = ["", "", 0.0, "ok"]
+            out: list[object] = blank
             if i < fit_rows:
+                if not np.isnan(row).all():
+                    sensors.update(slot, row[None, :])
                 writer.writerow([stamps[i] if timestamp_column else i, *_cells(row), *out])
                 continue
             if np.isnan(row).any():
@@ -156,13 +230,25 @@ def run_detect(
                 previous_forecast = None
                 writer.writerow([stamps[i] if timestamp_column else i, *_cells(row), *out])
                 continue
+            result = sensors.update(slot, row[None, :])
+            fired, _ = anomaly.update(slot, result.machine)
+            anomaly_alerts += len(fired)
+            firing = bool(anomaly.firing[0])
+            per_sensor = [round(float(v), 4) for v in result.score[0]]
+            tail = [
+                *per_sensor,
+                "firing" if firing else "ok",
+                used[int(result.driver[0])] if result.machine[0] > 0 else "",
+            ]
+            score = round(float(result.machine[0]), 4)
             store.append(Reading("series", float(i), i, row.astype(np.float32)), float(i))
             batch = store.take_ready()
             state = "ok"
+            out = ["", "", score, state, *tail]
             if len(batch):
                 forecasts = model.forecast(batch.windows).astype(np.float32)
-                score = float(
-                    scorer.update(batch.slots, batch.windows[:, -1, 0], np.array([i]), forecasts)[0]
+                residual_score = scorer.update(
+                    batch.slots, batch.windows[:, -1, 0], np.array([i]), forecasts
                 )
                 events = policy.update(
                     batch.slots,
@@ -171,26 +257,23 @@ def run_detect(
                     forecasts,
                     np.ones(1),
                     float(i),
-                    None,
+                    residual_score,
                     scorer.spread(batch.slots),
                     scorer.noise_ratio(batch.slots),
                 )
                 alerts += sum(e.status == "firing" and e.previous_state == "ok" for e in events)
                 state = STATE_NAMES[int(policy.state[0])]
-                anomaly_streak = anomaly_streak + 1 if score >= anomaly_threshold else 0
-                if anomaly_streak >= 3 and anomaly_state == "ok":
-                    anomaly_state, anomaly_alerts = "anomaly", anomaly_alerts + 1
-                elif anomaly_streak == 0:
-                    anomaly_state = "ok"
-                if state == "ok" and anomaly_state == "anomaly":
+                if state == "ok" and firing:
                     state = "anomaly"
                 if previous_forecast is not None:
                     residual = float(row[0]) - previous_forecast
-                    out = [round(previous_forecast, 4), round(residual, 4), round(score, 4), state]
+                    out = [round(previous_forecast, 4), round(residual, 4), score, state, *tail]
                     scored += 1
                 else:
-                    out = ["", "", 0.0, state]
+                    out = ["", "", score, state, *tail]
                 previous_forecast = float(forecasts[0, 0])
+            elif firing:
+                out = ["", "", score, "anomaly", *tail]
             writer.writerow([stamps[i] if timestamp_column else i, *_cells(row), *out])
     return DetectSummary(
         rows=n_rows,

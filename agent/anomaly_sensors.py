@@ -1,0 +1,465 @@
+"""A calibrated anomaly score per sensor and per machine: the tail probability of recent behaviour.
+
+One score must mean one rarity on every series, whether a sensor is smooth, integer-valued,
+stepped, flat, heavy-tailed or seasonal, so that one threshold serves a whole plant. Each sensor
+therefore learns its own normal, and each statistic below is judged against the distribution
+that same statistic had on that same sensor while it was normal (the idea of HTM's "anomaly
+likelihood", applied to control-chart statistics):
+
+* the readings pass a median-of-3 filter first, so a single spike never moves any statistic;
+* ``level``: an EWMA of the standardised level ``(y - mean) / spread``: a runaway, a slow
+  drift or a step out of the learned envelope (either sign);
+* ``slope``: an EWMA of the standardised one-step change: a climb or fall that the level has
+  not yet shown (a CUSUM-like early warning for runaways);
+* ``surprise``: an EWMA of the absolute standardised change off the local slope: a sensor
+  turned noisy, or jumpy;
+* ``stuck``: the run of unchanged readings, against the runs this sensor showed while normal
+  (so an integer or stepped series is not "stuck", a continuous one soon is);
+* with two or more sensors, ``relation``: the Mahalanobis distance of the vector of smoothed
+  levels under their learned covariance, which catches broken relationships between sensors
+  (current rising while flow does not) that no single sensor shows.
+
+Each statistic gives a one-sided tail probability under a normal law with the statistic's own
+learned mean and spread (a rate per row, not a p-value of a test); a sensor's probability is the
+smallest of its four times four, a machine's the smallest over its sensors and the relation
+times their number (Bonferroni: more sensors do not mean more false alarms). The score is
+
+    score = min(1, -log10(p) / 10)        0.5 <=> a 1-in-100,000 row; 1 <=> 1 in 10**10
+
+and the default alert rule fires at 0.5 (see :mod:`agent.anomaly_alert`): derived from that
+rarity alone, never from labels.
+
+The normal is learned on the first ``warm_up`` rows of a machine (a plain running average),
+then slowly (``memory`` rows), and only from rows that score under ``learn_below``: a machine
+that is departing does not teach its departure as normal. After maintenance an operator
+re-baselines it (``reset``). Every array is indexed [slot, sensor] like the window store, and
+one update scores a whole batch of machines at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+LOG10 = float(np.log(10.0))
+STATS = ("level", "slope", "surprise", "stuck")
+"""The per-sensor statistics, in the order of the last axis of the learned arrays."""
+SCORE_DECADES = 10.0
+"""A score of 1 is a tail probability of 10**-SCORE_DECADES per row."""
+MAD_TO_SD = 1.2533
+"""Mean absolute deviation to standard deviation, for a normal law."""
+RELATION_RATE = 0.05
+"""EWMA rate of the relation statistic (per row)."""
+MAX_ABS = 1e150
+"""Readings are clipped to +-this, so that squares and differences stay finite."""
+CLIP_Z = 8.0
+"""A standardised reading counts at most this far out: one wild value cannot rule an EWMA."""
+STAT_SPREAD_FLOOR = np.array([0.1, 0.03, 0.05, 0.5])
+"""The least spread each of level, slope, surprise (standardised units) and stuck (readings) is
+credited with,
+so that a perfectly flat series does not make any change infinitely rare."""
+
+
+@dataclass(frozen=True)
+class ScorerParams:
+    """How fast the normal is learned and how the statistics smooth (rows, rates per row)."""
+
+    warm_up: int = 500
+    memory: int = 2000
+    level_rate: float = 0.1
+    slope_rate: float = 0.05
+    surprise_rate: float = 0.1
+    learn_below: float = 0.3
+    relearn_after: int = 0
+    """Rows a departure may last before its level becomes the new normal, learned afresh
+    (0: never; the operator re-baselines the machine instead)."""
+
+
+@dataclass
+class SensorScores:
+    """One update's output, one row per slot in the batch."""
+
+    score: NDArray[np.float64]
+    """(n, sensors) per-sensor score in [0, 1]."""
+    machine: NDArray[np.float64]
+    """(n,) the machine score in [0, 1]: sensors and their relation."""
+    driver: NDArray[np.int64]
+    """(n,) the sensor that drove the machine score most."""
+    low: NDArray[np.float64]
+    """(n, sensors) lower end of each sensor's learned normal range (mean - 4 spreads)."""
+    high: NDArray[np.float64]
+    """(n, sensors) upper end of that range."""
+    warm: NDArray[np.bool_]
+    """(n,) whether the machine has learned enough to be scored (scores are 0 until then)."""
+
+
+class SensorScorer:
+    """Learned normal of every sensor of every slot; ``update`` scores and learns a batch."""
+
+    count: NDArray[np.float64]
+    last: NDArray[np.float64]
+    prev: NDArray[np.float64]
+    mean: NDArray[np.float64]
+    mad: NDArray[np.float64]
+    dmad: NDArray[np.float64]
+    step: NDArray[np.float64]
+    run: NDArray[np.float64]
+    ew: NDArray[np.float64]
+    stat_mean: NDArray[np.float64]
+    stat_var: NDArray[np.float64]
+    cov: NDArray[np.float64]
+    precision: NDArray[np.float64]
+    rel_mean: NDArray[np.float64]
+    rel_var: NDArray[np.float64]
+    rel_count: NDArray[np.float64]
+    rel_ew: NDArray[np.float64]
+    tail_q: NDArray[np.float64]
+    tail_b: NDArray[np.float64]
+    rel_q: NDArray[np.float64]
+    rel_b: NDArray[np.float64]
+    warm_up: NDArray[np.float64]
+    """Rows each slot learns before it is scored (``params.warm_up`` unless set per slot)."""
+    held: NDArray[np.float64]
+    """Rows in a row that each slot has not learned from (its departure, for relearn_after)."""
+    last_log_p: NDArray[np.float64]
+    """(n, sensors, 4) log10 tail probability of each statistic at the last update, in
+    ``STATS`` order: which statistic drove a score, for diagnosis."""
+
+    def __init__(self, sensors: int, capacity: int = 1024, params: ScorerParams | None = None):
+        self.sensors = sensors
+        self.params = params or ScorerParams()
+        self.capacity = 0
+        self._arrays: dict[str, tuple[tuple[int, ...], float]] = {
+            "count": ((), 0.0),
+            "last": ((sensors, 2), np.nan),
+            "prev": ((sensors,), np.nan),
+            "mean": ((sensors,), 0.0),
+            "mad": ((sensors,), 0.0),
+            "dmad": ((sensors,), 0.0),
+            "step": ((sensors,), np.inf),
+            "run": ((sensors,), 0.0),
+            "ew": ((sensors, 3), 0.0),
+            "stat_mean": ((sensors, 4), 0.0),
+            "stat_var": ((sensors, 4), 0.0),
+            "cov": ((sensors, sensors), 0.0),
+            "precision": ((sensors, sensors), 0.0),
+            "rel_mean": ((), 0.0),
+            "rel_var": ((), 0.0),
+            "rel_count": ((), 0.0),
+            "rel_ew": ((), 0.0),
+            "tail_q": ((sensors, 4), np.nan),
+            "tail_b": ((sensors, 4), np.nan),
+            "rel_q": ((), np.nan),
+            "rel_b": ((), np.nan),
+            "warm_up": ((), float(self.params.warm_up)),
+            "held": ((), 0.0),
+        }
+        for name, (shape, fill) in self._arrays.items():
+            setattr(self, name, np.full((0, *shape), fill))
+        self.ensure_capacity(capacity)
+
+    # -- storage -------------------------------------------------------------------------------
+
+    def ensure_capacity(self, capacity: int) -> None:
+        if capacity <= self.capacity:
+            return
+        for name, (shape, fill) in self._arrays.items():
+            old = getattr(self, name)
+            new = np.full((capacity, *shape), fill)
+            new[: old.shape[0]] = old
+            setattr(self, name, new)
+        self.capacity = capacity
+
+    def reset(self, slots: NDArray[np.int64]) -> None:
+        """Forget what ``slots`` learned: a new machine in the slot, or a re-baseline after
+        maintenance; the machine learns its normal again from its next ``warm_up`` rows."""
+        for name, (_shape, fill) in self._arrays.items():
+            getattr(self, name)[slots] = fill
+
+    def set_warm_up(self, slots: NDArray[np.int64], rows: NDArray[np.int64] | int) -> None:
+        """Learn for ``rows`` rows before scoring ``slots`` (e.g. a file's own fit rows)."""
+        self.warm_up[slots] = rows
+
+    def state(self) -> dict[str, NDArray[np.float64]]:
+        """The learned arrays, for saving (see ``load``)."""
+        return {name: getattr(self, name)[: self.capacity].copy() for name in self._arrays}
+
+    def load(self, state: dict[str, NDArray[np.float64]]) -> None:
+        """Take back arrays from ``state``; a mismatched shape means a different sensor set."""
+        rows = min(len(state["count"]), self.capacity)
+        for name, (shape, _fill) in self._arrays.items():
+            saved = np.asarray(state[name])
+            if saved.shape[1:] != shape:
+                raise ValueError(
+                    f"saved anomaly state {name!r} has shape {saved.shape[1:]}, "
+                    f"expected {shape}: it was learned for other sensors"
+                )
+            getattr(self, name)[:rows] = saved[:rows]
+
+    # -- scoring -------------------------------------------------------------------------------
+
+    def update(self, slots: NDArray[np.int64], values: NDArray[np.floating]) -> SensorScores:
+        """Score one new reading of every sensor of each slot, then learn from it.
+
+        ``values`` is (n, sensors); a NaN (a sensor that did not report) scores 0 and teaches
+        nothing. Outputs are finite and in range for any input, however large (readings beyond
+        ``MAX_ABS`` count as ``MAX_ABS``).
+        """
+        p = self.params
+        x = np.asarray(values, dtype=np.float64)
+        x = np.where(np.isfinite(x), np.clip(x, -MAX_ABS, MAX_ABS), np.nan)
+        present = ~np.isnan(x)
+        count = self.count[slots]
+        last = self.last[slots]
+        same = present & (x == last[:, :, 1])  # NaN (no previous reading) is never the same
+        window = np.concatenate([last, x[:, :, None]], axis=2)
+        self.last[slots] = np.where(present[:, :, None], window[:, :, 1:], last)
+        y = np.where(
+            present, np.nanmedian(np.where(np.isnan(window), x[:, :, None], window), axis=2), np.nan
+        )
+        prev = self.prev[slots]
+        diff = np.where(np.isnan(prev), 0.0, y - prev)
+        mean, mad, dmad, step = (
+            self.mean[slots],
+            self.mad[slots],
+            self.dmad[slots],
+            self.step[slots],
+        )
+        tiny = 1e-9 * (np.abs(mean) + np.abs(np.nan_to_num(y))) + 1e-12
+        floor = np.maximum(np.where(np.isfinite(step), step, 0.0), tiny)
+        dspread = np.maximum(MAD_TO_SD * dmad, floor)
+        lspread = np.maximum(MAD_TO_SD * mad, np.maximum(dspread / np.sqrt(2.0), floor))
+        zl = np.clip((y - mean) / lspread, -CLIP_Z, CLIP_Z)
+        zd = np.clip(diff / dspread, -CLIP_Z, CLIP_Z)
+        zl, zd = np.nan_to_num(zl), np.nan_to_num(zd)
+        rates = np.array([p.level_rate, p.slope_rate, p.surprise_rate])
+        ew = self.ew[slots]
+        # Surprise is the change off the local slope, so a seasonal climb is not "noise".
+        raw = np.stack([zl, zd, np.abs(zd - ew[..., 1])], axis=2)
+        ew = np.where(present[:, :, None], ew + rates * (raw - ew), ew)
+        started = (count >= 1)[:, None, None]
+        ew = np.where(started, ew, raw)
+        run = np.where(present, np.where(same, self.run[slots] + 1.0, 0.0), self.run[slots])
+
+        # Tail probabilities (log10) of each statistic under its learned law.
+        stat_mean, stat_var = self.stat_mean[slots], self.stat_var[slots]
+        sd = np.maximum(np.sqrt(stat_var), STAT_SPREAD_FLOOR)
+        stats = np.concatenate([ew, run[:, :, None]], axis=2)
+        delta = stats - stat_mean
+        d = np.concatenate(
+            [np.abs(delta[..., :2]), np.maximum(delta[..., 2:3], 0.0), run[:, :, None]], axis=-1
+        )
+        tail_q, tail_b = self.tail_q[slots], self.tail_b[slots]
+        log_p = _tail_log_p(d, sd, tail_q, tail_b, TAIL_FLOOR) + np.log([2.0, 2.0, 1.0, 1.0])
+        # A sensor that never changed while normal cannot be told stuck from flat.
+        log_p[..., 3] = np.where(np.isfinite(step), log_p[..., 3], 0.0)
+        log_p = np.minimum(log_p / LOG10 + np.log10(len(STATS)), 0.0)
+        self.last_log_p = log_p
+        sensor_log_p = np.where(present, log_p.min(axis=2), 0.0)
+
+        relation_log_p, contribution, relation = self._relation(slots, ew[..., 0], present)
+        n_tests = self.sensors + (1 if self.sensors > 1 else 0)
+        machine_log_p = np.minimum(
+            np.minimum(sensor_log_p.min(axis=1), relation_log_p) + np.log10(n_tests), 0.0
+        )
+        warm_up = self.warm_up[slots]
+        warm = count >= warm_up
+        sensor_score = np.where(warm[:, None], _score(sensor_log_p), 0.0)
+        machine_score = np.where(warm, _score(machine_log_p), 0.0)
+        by_sensor = np.where(
+            (relation_log_p < sensor_log_p.min(axis=1))[:, None], contribution, -sensor_log_p
+        )
+        driver = np.argmax(by_sensor, axis=1).astype(np.int64)
+
+        # Learn, from rows that look normal (all of them while warming up).
+        learn = (~warm) | (machine_score < p.learn_below)
+        teach = present & learn[:, None]
+        rate = np.where(warm, 1.0 / p.memory, 1.0 / (count + 1.0))[:, None]
+        rate = np.where(teach, rate, 0.0)
+        absdiff = np.abs(diff)
+        has_prev = ~np.isnan(prev)
+        moved = teach & has_prev & (absdiff > 0)
+        self.step[slots] = np.where(moved, np.minimum(step, absdiff), step)
+        dev = np.nan_to_num(y - mean)
+        clip_l = np.where(warm[:, None], 4.0 * lspread, np.inf)
+        self.mean[slots] = mean + rate * np.clip(dev, -clip_l, clip_l)
+        self.mad[slots] = mad + rate * (np.minimum(np.abs(dev), clip_l) - mad)
+        drate = np.where(has_prev, rate, 0.0)
+        clip_d = np.where(warm[:, None], 4.0 * dspread, np.inf)
+        self.dmad[slots] = dmad + drate * (np.minimum(absdiff, clip_d) - dmad)
+        # The statistics' own law: learned in the second half of the warm-up, then slowly.
+        half = warm_up // 2
+        since = count - half
+        srate = np.where(
+            warm, 1.0 / p.memory, np.where(since >= 0, 1.0 / np.maximum(since + 1.0, 1.0), 0.0)
+        )
+        srate3 = np.where(teach, srate[:, None], 0.0)[:, :, None]
+        self.tail_q[slots], self.tail_b[slots] = _learn_tail(d, sd, tail_q, tail_b, srate3)
+        self.stat_mean[slots] = stat_mean + srate3 * delta
+        self.stat_var[slots] = (1.0 - srate3) * (stat_var + srate3 * delta**2)
+        self.ew[slots] = ew
+        self.run[slots] = run
+        self.prev[slots] = np.where(present, y, prev)
+        self.count[slots] = count + 1
+        held = np.where(learn, 0.0, self.held[slots] + 1.0)
+        self.held[slots] = held
+        if p.relearn_after > 0 and (held >= p.relearn_after).any():
+            again = slots[held >= p.relearn_after]
+            warm_up_again = self.warm_up[again]
+            self.reset(again)
+            self.warm_up[again] = warm_up_again
+        if self.sensors > 1:
+            self.rel_ew[slots] = relation
+            teach_relation = learn & present.all(axis=1)
+            self._learn_relation(slots, ew[..., 0], relation, srate, teach_relation)
+        return SensorScores(
+            score=sensor_score,
+            machine=machine_score,
+            driver=driver,
+            low=self.mean[slots] - 4.0 * lspread,
+            high=self.mean[slots] + 4.0 * lspread,
+            warm=warm,
+        )
+
+    # -- relation between sensors --------------------------------------------------------------
+
+    def _relation(
+        self, slots: NDArray[np.int64], level: NDArray[np.float64], present: NDArray[np.bool_]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """log10 tail probability of the relation statistic (an EWMA of the smoothed level
+        vector's squared Mahalanobis distance: a relation that stays broken builds up, one odd
+        row does not), each sensor's share of the distance, and the statistic itself."""
+        n = len(slots)
+        if self.sensors < 2:
+            return np.zeros(n), np.zeros((n, self.sensors)), np.zeros(n)
+        level = np.where(present, level, 0.0)
+        solved = np.einsum("nij,nj->ni", self.precision[slots], level)
+        contribution = level * solved
+        squared = np.maximum(contribution.sum(axis=1), 0.0)
+        ready = self.precision[slots].any(axis=(1, 2)) & present.all(axis=1)
+        previous = self.rel_ew[slots]
+        smoothed = np.where(self.rel_count[slots] > 0, previous, squared)
+        smoothed = smoothed + RELATION_RATE * (squared - smoothed)
+        statistic = np.where(ready, smoothed, previous)
+        sd = np.maximum(np.sqrt(self.rel_var[slots]), 0.1)
+        excess = np.maximum(statistic - self.rel_mean[slots], 0.0)
+        log_p = _tail_log_p(excess, sd, self.rel_q[slots], self.rel_b[slots], 0.3) / LOG10
+        return np.where(ready, log_p, 0.0), contribution, statistic
+
+    def _learn_relation(
+        self,
+        slots: NDArray[np.int64],
+        level: NDArray[np.float64],
+        statistic: NDArray[np.float64],
+        rate: NDArray[np.float64],
+        teach: NDArray[np.bool_],
+    ) -> None:
+        rows = slots[teach & (rate > 0)]
+        if not len(rows):
+            return
+        r = rate[teach & (rate > 0)][:, None, None]
+        v = level[teach & (rate > 0)]
+        cov = self.cov[rows]
+        cov = (1.0 - r) * cov + r * np.einsum("ni,nj->nij", v, v)
+        self.cov[rows] = cov
+        # The statistic's own law, with the precision as it stands.
+        distance = statistic[teach & (rate > 0)]
+        ready = self.precision[rows].any(axis=(1, 2))
+        rel_count = self.rel_count[rows]
+        rr = np.where(ready, np.maximum(r[:, 0, 0], 1.0 / (rel_count + 1.0)), 0.0)
+        self.rel_count[rows] = rel_count + ready
+        delta = distance - self.rel_mean[rows]
+        sd = np.maximum(np.sqrt(self.rel_var[rows]), 0.1)
+        self.rel_q[rows], self.rel_b[rows] = _learn_tail(
+            np.maximum(delta, 0.0), sd, self.rel_q[rows], self.rel_b[rows], rr
+        )
+        self.rel_mean[rows] = self.rel_mean[rows] + rr * delta
+        self.rel_var[rows] = (1.0 - rr) * (self.rel_var[rows] + rr * delta**2)
+        # Refresh the precision every 25 rows (and at the end of the warm-up): cheap enough.
+        count = self.count[rows]
+        warm_up = self.warm_up[rows]
+        due = (count % 25 == 0) | (count == warm_up)
+        due &= count >= warm_up // 2 + 2 * self.sensors
+        if due.any():
+            c = cov[due]
+            ridge = 0.05 * np.trace(c, axis1=1, axis2=2)[:, None, None] / self.sensors + 1e-6
+            eye = np.eye(self.sensors)[None]
+            self.precision[rows[due]] = np.linalg.inv(c + ridge * eye)
+
+
+def _score(log10_p: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.asarray(np.clip(-log10_p / SCORE_DECADES, 0.0, 1.0) + 0.0, dtype=np.float64)
+
+
+TAIL_FLOOR = np.array([0.05, 0.05, 0.5, 0.5])
+"""Least mean excess, in spreads, for level, slope and surprise. Level and slope may really be
+bounded (a seasonal sensor never leaves its band: a thin tail is right, and is what makes a
+runaway stand out early); surprise is an average of noise, never thinner-tailed than normal;
+a run of unchanged readings is counted in whole readings."""
+TAIL = 0.01
+"""Beyond the learned 99th percentile of a statistic, its tail is taken as exponential with the
+learned mean excess (peaks over threshold): a bounded (seasonal) statistic gets a short tail,
+a heavy-tailed one a long tail, each from what the sensor itself did while normal."""
+
+
+_ERFC = (
+    -1.26551223,
+    1.00002368,
+    0.37409196,
+    0.09678418,
+    -0.18628806,
+    0.27886807,
+    -1.13520398,
+    1.48851587,
+    -0.82215223,
+    0.17087277,
+)
+
+
+def _log_upper(z: NDArray[np.float64]) -> NDArray[np.float64]:
+    """log P(Z > z) of a standard normal for z >= 0, without underflow however far out (the
+    complementary error function in Chebyshev form, relative error under 1.2e-7; numpy only,
+    so that the agent does not load SciPy)."""
+    x = np.maximum(z, 0.0) / np.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.5 * x)
+    poly = np.zeros_like(t)
+    for coefficient in reversed(_ERFC):
+        poly = poly * t + coefficient
+    return np.asarray(np.log(0.5 * t) - x * x + poly, dtype=np.float64)
+
+
+def _tail_log_p(
+    d: NDArray[np.float64],
+    sd: NDArray[np.float64],
+    q: NDArray[np.float64],
+    b: NDArray[np.float64],
+    floor: NDArray[np.float64] | float,
+) -> NDArray[np.float64]:
+    """Natural log of the one-sided tail probability of a deviation ``d`` (>= 0); the mean
+    excess is credited with at least ``floor`` spreads (a tail learned from few exceedances
+    must not come out thinner than the statistic can be)."""
+    q = np.where(np.isnan(q), 2.33 * sd, q)
+    b = np.where(np.isnan(b), 0.4 * sd, np.maximum(b, floor * sd))
+    inside = np.maximum(_log_upper(d / sd), np.log(TAIL))
+    beyond = np.log(TAIL) - np.maximum(d - q, 0.0) / b
+    return np.asarray(np.where(d > q, beyond, inside), dtype=np.float64)
+
+
+def _learn_tail(
+    d: NDArray[np.float64],
+    sd: NDArray[np.float64],
+    q: NDArray[np.float64],
+    b: NDArray[np.float64],
+    rate: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """One step of a streaming 99th percentile and of the mean excess over it."""
+    q = np.where(np.isnan(q), 2.33 * sd, q)
+    b = np.where(np.isnan(b), 0.4 * sd, b)
+    r = np.minimum(rate, 0.01)
+    over = d > q
+    new_q = q + r * sd * (over - TAIL) / (10 * TAIL)
+    new_b = np.where(over, b + np.minimum(10 * r, 0.2) * ((d - q) - b), b)
+    keep = rate > 0
+    return np.where(keep, new_q, q), np.where(keep, new_b, b)

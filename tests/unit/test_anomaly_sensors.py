@@ -1,0 +1,185 @@
+"""The calibrated per-sensor score and the default anomaly rule, on series of known shape."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.anomaly_alert import AnomalyAlertState, AnomalyRule
+from agent.anomaly_sensors import ScorerParams, SensorScorer
+
+WARM = 1000
+
+
+def run(
+    series: np.ndarray, warm_up: int = WARM, params: ScorerParams | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stream (machines, rows, sensors) through the scorer and the default rule:
+    (machine scores, firing, per-sensor scores, drivers), each (machines, rows, ...)."""
+    machines, rows, sensors = series.shape
+    scorer = SensorScorer(sensors, machines, params or ScorerParams(warm_up=warm_up))
+    alert = AnomalyAlertState(capacity=machines)
+    slots = np.arange(machines)
+    score = np.zeros((machines, rows))
+    firing = np.zeros((machines, rows), dtype=bool)
+    per_sensor = np.zeros((machines, rows, sensors))
+    driver = np.zeros((machines, rows), dtype=np.int64)
+    for i in range(rows):
+        result = scorer.update(slots, series[:, i, :])
+        alert.update(slots, result.machine)
+        score[:, i] = result.machine
+        firing[:, i] = alert.firing
+        per_sensor[:, i] = result.score
+        driver[:, i] = result.driver
+    return score, firing, per_sensor, driver
+
+
+def normal_shapes(seed: int, n: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    ar = np.zeros(n)
+    noise = rng.normal(0.0, 1.0, n)
+    for i in range(1, n):
+        ar[i] = 0.9 * ar[i - 1] + noise[i]
+    return {
+        "gaussian": 50.0 + rng.normal(0.0, 2.0, n),
+        "seasonal": 62.0 + 6.0 * np.sin(2 * np.pi * t / 288) + rng.normal(0.0, 0.8, n),
+        "counts": rng.poisson(4.0, n).astype(float),
+        "heavy_tailed": 10.0 + rng.standard_t(3, n),
+        "autocorrelated": 20.0 + ar,
+        "stepped": np.round(30.0 + 3.0 * np.sin(2 * np.pi * t / 500) + rng.normal(0.0, 0.3, n)),
+        "huge": 1e12 + rng.normal(0.0, 1e9, n),
+    }
+
+
+def test_the_same_score_means_the_same_rarity_on_normal_series_of_any_shape() -> None:
+    """Calibration: on normal series of seven shapes, a score of 0.2 (a 1-in-100 row before
+    the correction for several statistics) is passed at about the same rate, and the default
+    rule (0.5) never fires."""
+    shapes = normal_shapes(seed=41, n=6000)
+    series = np.stack(list(shapes.values()))[:, :, None]
+    score, firing, _, _ = run(series)
+    rates = (score[:, WARM:] >= 0.2).mean(axis=1)
+    for name, rate, fired in zip(shapes, rates, firing[:, WARM:].sum(axis=1), strict=True):
+        assert 0.0005 <= rate <= 0.05, (name, rate)
+        assert fired == 0, (name, fired)
+    assert rates.max() / max(rates.min(), 1e-9) < 20, dict(zip(shapes, rates, strict=True))
+
+
+@pytest.mark.parametrize(
+    "series",
+    [
+        np.full(3000, 7.0),
+        np.zeros(3000),
+        np.full(3000, 1e300),
+        np.r_[np.full(1500, 5.0), np.full(1500, 6.0)],
+        np.tile([0.0, 1.0], 1500),
+        np.random.default_rng(5).integers(0, 3, 3000).astype(float),
+        np.r_[np.random.default_rng(6).normal(0.0, 1e-12, 1500), np.full(1500, 1e15)],
+        np.r_[np.full(1500, -1e308), np.full(1500, 1e308)],
+    ],
+    ids=["constant", "zeros", "huge", "step", "alternating", "integers", "tiny_then_huge", "max"],
+)
+def test_hostile_series_never_give_a_nan_or_out_of_range_score(series: np.ndarray) -> None:
+    series = series.copy()
+    series[2000] = np.nan  # a missing reading too
+    score, _, per_sensor, _ = run(series[None, :, None], warm_up=500)
+    assert np.isfinite(score).all() and np.isfinite(per_sensor).all()
+    assert (score >= 0.0).all() and (score <= 1.0).all()
+    assert (per_sensor >= 0.0).all() and (per_sensor <= 1.0).all()
+
+
+def test_a_flat_series_that_stays_flat_never_fires() -> None:
+    score, firing, _, _ = run(np.full((1, 3000, 1), 21.0))
+    assert not firing.any() and score.max() == 0.0
+
+
+def seasonal(seed: int, n: int = 4000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return 62.0 + 6.0 * np.sin(2 * np.pi * t / 288) + rng.normal(0.0, 0.8, n)
+
+
+def test_runaway_drift_stuck_and_noisy_sensors_all_fire_and_a_single_spike_never_does() -> None:
+    base = np.stack([seasonal(seed) for seed in range(60, 66)])
+    faulty = base.copy()
+    faulty[0, 2500:] += 0.35 * np.arange(1, 1501)  # runaway
+    faulty[1, 2500:] += 0.01 * np.arange(1, 1501)  # slow drift: +15 over 1,500 rows
+    faulty[2, 2500:] = faulty[2, 2499]  # stuck
+    faulty[3, 2500:] += np.random.default_rng(7).normal(0.0, 3.0, 1500)  # noisy
+    faulty[4, 2500] += 40.0  # one spike
+    _, firing, _, _ = run(faulty[:, :, None])
+    assert not firing[:, WARM:2500].any()
+    first = [int(np.argmax(f[2500:])) if f[2500:].any() else None for f in firing]
+    assert first[0] is not None and first[0] < 60, first
+    assert first[1] is not None and first[1] < 1500, first
+    assert first[2] is not None and first[2] < 60, first
+    assert first[3] is not None and first[3] < 60, first
+    assert first[4] is None and first[5] is None, first
+
+
+def test_a_departure_is_not_absorbed_while_it_lasts_and_a_reset_learns_the_new_normal() -> None:
+    series = seasonal(8, 6000)
+    series[2000:] += 30.0  # a step that stays
+    scorer = SensorScorer(1, 1, ScorerParams(warm_up=WARM))
+    alert = AnomalyAlertState(capacity=1)
+    slot = np.zeros(1, dtype=np.int64)
+    firing = []
+    for i, value in enumerate(series):
+        if i == 5000:
+            scorer.reset(slot)  # the operator re-baselines after maintenance
+            alert.reset(slot)
+        alert.update(slot, scorer.update(slot, np.array([[value]])).machine)
+        firing.append(bool(alert.firing[0]))
+    assert all(firing[2020:5000]), "a lasting departure must keep firing until re-baselined"
+    assert not any(firing[5000:]), "after a re-baseline the new level is the normal"
+
+
+def test_a_broken_relation_between_sensors_fires_and_names_the_sensor() -> None:
+    """Current follows load, flow follows load; then flow stops following while each sensor
+    stays inside its own normal range: only the relation shows it."""
+    rng = np.random.default_rng(9)
+    n = 4000
+    load = np.cumsum(rng.normal(0.0, 0.3, n))
+    load = 50.0 + 10.0 * np.sin(2 * np.pi * np.arange(n) / 700) + 0.2 * load
+    current = 2.0 * load + rng.normal(0.0, 0.5, n)
+    flow = 0.5 * load + rng.normal(0.0, 0.2, n)
+    broken = flow.copy()
+    broken[3000:] = flow[3000] + rng.normal(0.0, 0.2, n - 3000)  # flow stops following
+    healthy = np.stack([current, flow], axis=1)
+    faulty = np.stack([current, broken], axis=1)
+    score, firing, per_sensor, driver = run(np.stack([healthy, faulty]))
+    assert not firing[0, WARM:].any()
+    assert not firing[1, WARM:3000].any()
+    assert firing[1, 3000:].any()
+    first = 3000 + int(np.argmax(firing[1, 3000:]))
+    assert driver[1, first] in (0, 1)
+    assert per_sensor[1, first].max() < score[1, first], "the relation, not one sensor, fired"
+
+
+def test_state_round_trips_so_learning_survives_a_restart() -> None:
+    series = seasonal(10, 1500)[None, :, None]
+    a = SensorScorer(1, 1, ScorerParams(warm_up=500))
+    slot = np.zeros(1, dtype=np.int64)
+    for i in range(1200):
+        a.update(slot, series[:, i])
+    b = SensorScorer(1, 1, ScorerParams(warm_up=500))
+    b.load(a.state())
+    for i in range(1200, 1500):
+        ra, rb = a.update(slot, series[:, i]), b.update(slot, series[:, i])
+        assert ra.machine[0] == rb.machine[0]
+    with pytest.raises(ValueError, match="learned for other sensors"):
+        SensorScorer(2, 1).load(a.state())
+
+
+def test_the_rule_confirms_before_firing_and_waits_before_resolving() -> None:
+    rule = AnomalyRule(fire_score=0.5, confirm_rows=3, clear_score=0.3, clear_rows=4)
+    state = AnomalyAlertState(rule, capacity=1)
+    slot = np.zeros(1, dtype=np.int64)
+    trace = [0.6, 0.6, 0.1, 0.6, 0.6, 0.6, 0.4, 0.1, 0.1, 0.1, 0.1, 0.1]
+    fired_at, resolved_at = [], []
+    for i, score in enumerate(trace):
+        fired, resolved = state.update(slot, np.array([score]))
+        fired_at += [i] * len(fired)
+        resolved_at += [i] * len(resolved)
+    assert fired_at == [5] and resolved_at == [10]
