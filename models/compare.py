@@ -301,3 +301,22 @@ def compare(
         }
         kinds[name] = row
     return {"kinds": kinds}
+
+
+def forward_flops(
+    kind: str, features: int, hidden: int, layers: int, window: int, horizon: int
+) -> int:
+    """Floating-point operations of one window's forward pass, counting the matrix products
+    only (a multiply and an add each): what a runtime's windows/s is set against the machine's
+    matrix-multiply peak with. The element-wise gate arithmetic and the normalisation are left
+    out, so the share this gives is a lower bound of the arithmetic done."""
+    from models.serving import GATES
+
+    if kind not in GATES:
+        raise ValueError(f"kind must be one of {', '.join(GATES)}, not {kind!r}")
+    directions = 2 if kind == "bilstm" else 1
+    flops = 0
+    for layer in range(layers):
+        inputs = features if layer == 0 else hidden * directions
+        flops += directions * window * 2 * GATES[kind] * hidden * (inputs + hidden)
+    return flops + 2 * hidden * directions * horizon + 2 * window * horizon

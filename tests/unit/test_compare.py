@@ -14,6 +14,7 @@ import torch
 from forewarn.cli import main
 from models.checkpoint import TorchForecaster, load_forecaster
 from models.compare import (
+    forward_flops,
     gradient_ratios,
     memory,
     parse_checkpoint_overrides,
@@ -188,3 +189,37 @@ def test_two_checkpoints_without_compare_are_refused(capsys: pytest.CaptureFixtu
     path = str(shipped_path("lstm"))
     assert main(["evaluate", "--checkpoint", path, "--checkpoint", path]) == 2
     assert "--checkpoint was given 2 times" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru", "bilstm"])
+def test_forward_flops_count_two_per_weight_of_every_matrix_product(kind: str) -> None:
+    """Each step multiplies the input and the state by every recurrent weight matrix once (a
+    multiply and an add per weight); the head and the window's linear path run once."""
+    module = RecurrentForecaster(
+        n_features=4,
+        hidden=8,
+        layers=2,
+        dropout=0.0,
+        horizon=5,
+        cell=kind,
+        window=12,
+        normalisation="window",
+    )
+    recurrent = sum(p.numel() for name, p in module.rnn.named_parameters() if "weight" in name)
+    assert module.skip is not None
+    expected = 2 * 12 * recurrent + 2 * module.head.weight.numel() + 2 * module.skip.weight.numel()
+    assert forward_flops(kind, 4, 8, 2, 12, 5) == expected
+
+
+def test_peak_shares_set_each_runtime_s_rate_against_the_peak() -> None:
+    from bench.inference import peak_shares
+
+    forecaster = load_forecaster(shipped_path("lstm"), device="cpu", threads=1)
+    assert isinstance(forecaster, TorchForecaster)
+    c = forecaster.checkpoint
+    flops = forward_flops(c.kind, len(c.features), c.hidden, c.layers, c.window, c.horizon)
+    batches = {
+        "1000": {"agent_per_s": 1000.0, "serving": {"numpy_per_s": 2000.0, "numpy_vs_agent": 2.0}}
+    }
+    shares = peak_shares(batches, forecaster, peak_gflops=flops * 4000 / 1e9)
+    assert shares == {"1000": {"torch": 0.25, "numpy": 0.5}}
