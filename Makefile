@@ -19,7 +19,7 @@ help:
 	@echo "make demo      run simulator + agent on an embedded broker (ARGS=\"--duration 60\")"
 	@echo "make test      run the whole test suite (installs mosquitto, prometheus, amtool, docker-compose if missing)"
 	@echo "make lint      ruff (lint + format check), mypy and the import layers (lint-imports)"
-	@echo "make train     retrain the shipped default checkpoint (models/default.pt)"
+	@echo "make train     retrain every shipped model: the default LSTM (models/default.pt) and models/shipped/{rnn,gru,bilstm,ridge}.pt"
 	@echo "make bench     forecast path, end to end through mosquitto, memory, py-spy profile (~10 min; ARGS=--json)"
 
 $(STAMP): pyproject.toml
@@ -57,8 +57,15 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The default (the LSTM the agent serves), then the other kinds `forewarn evaluate --compare`
+# measures, all with the same recipe and seed (docs/model.md). Each writes its .pt and serving
+# file (.json, .npz, .onnx). SHIPPED_KINDS="rnn" retrains fewer; ARGS go to every run.
+SHIPPED_KINDS ?= rnn gru bilstm ridge
 train: $(STAMP)
 	$(BIN)/forewarn train --output models/default.pt $(ARGS)
+	for kind in $(SHIPPED_KINDS); do \
+		$(BIN)/forewarn train --kind $$kind --output models/shipped/$$kind.pt $(ARGS) || exit 1; \
+	done
 
 # Tables by default; ARGS=--json makes each benchmark print one JSON object (one per line).
 # E2E_ARGS go to bench.e2e only, e.g. E2E_ARGS="--no-profile --latency-seconds 10".

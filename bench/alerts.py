@@ -23,131 +23,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.app import Agent
-from config.settings import Settings, load_settings
+from config.settings import Settings
 from config.simulator import FAULT_KINDS
+from forewarn.alert_quality import Outcome, alert_fleet, bench_settings, fleet_mix, run_policy
 from models.base import Forecaster
 from models.baselines import LinearExtrapolationForecaster, PersistenceForecaster
 from models.checkpoint import TorchForecaster
-from simulator.badpayload import bad_payloads
-from simulator.faults import BAD_PAYLOAD_PROBABILITY, CROSSING_KINDS, first_crossing
 from simulator.fleet import Fleet
-from wire.reading import Reading, Rejected
-
-MIX = {
-    "overheat": 30,
-    "cooling_failure": 30,
-    "dropout": 20,
-    "stuck_sensor": 20,
-    "spikes": 20,
-    "noisy_sensor": 20,
-    "bad_payload": 20,
-}
-"""The fixed mix of every scenario; the remaining machines are healthy."""
-
-
-@dataclass
-class Outcome:
-    recall: dict[str, float]
-    median_lead_ticks: float | None
-    p10_lead_ticks: float | None
-    false_warnings_per_10k: float
-    false_warnings_by_kind: dict[str, int] = field(default_factory=dict)
-    false_warnings_per_10k_by_kind: dict[str, float] = field(default_factory=dict)
-    settings: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
-
-
-def run_policy(
-    forecaster: Forecaster, fleet: Fleet, history: NDArray[np.float64], settings: Settings
-) -> Outcome:
-    """Stream the fleet's history through the agent's tick and score the warnings.
-
-    A fault's crossing is its first reading at or over the threshold with the sensor spikes
-    left out: a spike is never an overheat (see :func:`simulator.faults.first_crossing`).
-    """
-    spikes = fleet.last_spikes_c  # from the one history() call that made ``history``
-    started = time.monotonic()
-    agent = Agent(settings, forecaster=forecaster)
-    machines, ticks, _ = history.shape
-    first_warning: dict[str, list[int]] = {}
-    rng = np.random.default_rng(0)
-    for tick in range(ticks):
-        silent = set(fleet.silent(tick))
-        broken = set(fleet.bad_payload_machines(tick))
-        for m, machine_id in enumerate(fleet.machine_ids):
-            if m in silent:
-                continue
-            values = history[m, tick].astype(np.float32)
-            if m in broken and rng.random() < BAD_PAYLOAD_PROBABILITY:
-                for payload in bad_payloads(machine_id, float(tick), tick, values, rng):
-                    try:
-                        agent.hand_off(agent.decoder.decode(payload, machine_id))
-                    except Rejected as rejected:
-                        agent.reject(rejected.reason, rejected.detail)
-            else:
-                agent.hand_off(Reading(machine_id, float(tick), tick, values))
-        for event in agent.tick():
-            if event.severity == "warning" and event.status == "firing":
-                if event.previous_state == "critical":
-                    continue  # a step down continues an episode; it is not a new warning
-                first_warning.setdefault(event.machine_id, []).append(tick)
-    agent.http.stop()
-
-    fault_of = {fleet.machine_ids[p.machine_index]: p for p in fleet.crossing_plans}
-    window_fault_of = {fleet.machine_ids[f.machine_index]: f.kind for f in fleet.window_faults}
-    leads: list[int] = []
-    caught = {kind: 0 for kind in CROSSING_KINDS}
-    total = {kind: 0 for kind in CROSSING_KINDS}
-    false_warnings = 0
-    false_by_kind: dict[str, int] = {}
-    for machine_id, plan in fault_of.items():
-        index = fleet.machine_ids.index(machine_id)
-        crossing = first_crossing(
-            history[index, :, 0], plan.onset_tick, fleet.threshold_c, spikes[index]
-        )
-        total[plan.kind] += 1
-        warnings = first_warning.get(machine_id, [])
-        before = [t for t in warnings if plan.onset_tick <= t <= (crossing or ticks)]
-        if crossing is not None and before:
-            caught[plan.kind] += 1
-            leads.append(crossing - before[0])
-        early = len([t for t in warnings if t < plan.onset_tick])
-        false_warnings += early
-        if early:
-            false_by_kind[plan.kind] = false_by_kind.get(plan.kind, 0) + early
-    for machine_id, warnings in first_warning.items():
-        if machine_id in fault_of:
-            continue
-        false_warnings += len(warnings)
-        kind = window_fault_of.get(machine_id, "healthy")
-        false_by_kind[kind] = false_by_kind.get(kind, 0) + len(warnings)
-    kind_of = {**window_fault_of, **{m: p.kind for m, p in fault_of.items()}}
-    machines_of: dict[str, int] = {}
-    for machine_id in fleet.machine_ids:
-        kind = kind_of.get(machine_id, "healthy")
-        machines_of[kind] = machines_of.get(kind, 0) + 1
-    return Outcome(
-        recall={k: caught[k] / total[k] for k in sorted(CROSSING_KINDS) if total[k]},
-        median_lead_ticks=float(np.median(leads)) if leads else None,
-        p10_lead_ticks=float(np.percentile(leads, 10)) if leads else None,
-        false_warnings_per_10k=false_warnings / (machines * ticks) * 10_000,
-        false_warnings_by_kind=false_by_kind,
-        # Per kind of machine, so that spikes, dropouts and bad payloads can be compared with
-        # healthy machines: a fault that caused warnings would stand out here.
-        false_warnings_per_10k_by_kind={
-            kind: round(false_by_kind.get(kind, 0) / (count * ticks) * 10_000, 2)
-            for kind, count in sorted(machines_of.items())
-        },
-        seconds=round(time.monotonic() - started, 1),
-    )
-
 
 MATCH_GRID = [(sigma, confirm) for sigma in (0.0, 2.0) for confirm in (3, 5, 8, 12)]
 """(warning_sigma, warning_confirm_ticks) pairs tried for the baseline at a matched false rate."""
@@ -211,9 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the search for linear extrapolation's settings at forewarn's false rate",
     )
     args = parser.parse_args(argv)
-    settings = load_settings(_env_file=None)
-    settings.metrics = settings.metrics.model_copy(update={"host": "127.0.0.1", "port": 0})
-    settings.agent = settings.agent.model_copy(update={"stale_after_s": 1e9})
+    settings = bench_settings()
     tuning = {
         "warning_sigma": args.warning_sigma,
         "warning_margin_max_c": args.warning_margin_max,
@@ -222,9 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     settings.alerts = settings.alerts.model_copy(
         update={k: v for k, v in tuning.items() if v is not None}
     )
-    mix = {kind: max(1, count * args.machines // 200) for kind, count in MIX.items()}
-    fleet = Fleet(args.machines, args.seed, faults=mix, run_ticks=args.ticks)
-    history = fleet.history(0, args.ticks)
+    fleet, history = alert_fleet(args.machines, args.ticks, args.seed)
+    mix = fleet_mix(args.machines)
     model = TorchForecaster.from_path(None, device="cpu")
     policies: dict[str, Forecaster] = {
         "forewarn": model,

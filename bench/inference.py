@@ -19,6 +19,9 @@ Two more rows, because they decide how a deployment performs:
   neighbour do this in service): torch's thread pool waits for its slowest thread;
 * CUDA, when a device is present: the forecast path for 100,000 machines, one tick's batch.
 
+And how close each runtime comes to this machine: a float32 matrix-multiply peak measured in
+the same run (``matmul_peak_gflops``), and each runtime's share of it (``peak_share``).
+
     python -m bench.inference            # a table
     python -m bench.inference --json     # one JSON object on stdout
 """
@@ -198,6 +201,43 @@ def measure(
     return results
 
 
+PEAK_SIZE = 1024
+"""Side of the square float32 matrices the peak is measured with: large enough for the BLAS
+kernel to reach its steady rate, small enough to stay in this machine's caches' reach."""
+
+
+def matmul_peak(threads: int, seconds: float) -> float:
+    """This machine's float32 matrix-multiply rate (GFLOP/s) with ``threads`` threads, the
+    best repeat: the ceiling a runtime's forward pass, which is mostly matrix products, is
+    held against."""
+    torch.set_num_threads(threads)
+    a = torch.randn(PEAK_SIZE, PEAK_SIZE)
+    b = torch.randn(PEAK_SIZE, PEAK_SIZE)
+    times = interleaved_times({"mm": (lambda: torch.mm(a, b), 1)}, seconds)["mm"]
+    return 2 * PEAK_SIZE**3 / min(times) / 1e9
+
+
+def peak_shares(
+    batches: dict[str, dict[str, Any]], forecaster: TorchForecaster, peak_gflops: float
+) -> dict[str, dict[str, float]]:
+    """Per batch, the share of the matrix-multiply peak each runtime's agent path reaches:
+    windows/s times the matrix products of one window (models.compare.forward_flops)."""
+    from models.compare import forward_flops
+
+    c = forecaster.checkpoint
+    flops = forward_flops(c.kind, len(c.features), c.hidden, c.layers, c.window, c.horizon)
+    shares: dict[str, dict[str, float]] = {}
+    for batch, r in batches.items():
+        rates = {"torch": r["agent_per_s"]}
+        for key, value in (r.get("serving") or {}).items():
+            if key.endswith("_per_s"):
+                rates[key.removesuffix("_per_s")] = value
+        shares[batch] = {
+            runtime: round(rate * flops / (peak_gflops * 1e9), 4) for runtime, rate in rates.items()
+        }
+    return shares
+
+
 def serving_accuracy(
     forecaster: TorchForecaster, serving: dict[str, Forecaster]
 ) -> dict[str, float]:
@@ -353,11 +393,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     serving = serving_forecasters(forecaster) if args.serving else {}
     batches = measure([int(b) for b in args.batches.split(",")], forecaster, args.seconds, serving)
+    peak = matmul_peak(forecaster.threads, args.seconds)
+    torch.set_num_threads(forecaster.threads)
     report: dict[str, Any] = {
         "threads": forecaster.threads,
         "chunk_size": forecaster.chunk_size,
         "model": forecaster.version,
         "batches": batches,
+        "matmul_peak_gflops": round(peak, 1),
+        "peak_share": peak_shares(batches, forecaster, peak),
         "serving_accuracy": serving_accuracy(forecaster, serving) if serving else None,
         "busy_core": busy_core(forecaster, args.seconds) if args.busy else None,
         "cuda_100k": cuda_tick(args.seconds),
@@ -436,6 +480,17 @@ def table(report: dict[str, Any]) -> str:
                 for name in names
             )
             lines.append(f"{int(batch):>7,} torch-free runtimes, agent path: {shown}")
+    shares = report.get("peak_share")
+    if shares:
+        lines.append(
+            f"share of this machine's float32 matmul peak ({report['matmul_peak_gflops']:,.1f} "
+            "GFLOP/s, same threads), counting the forward pass's matrix products: "
+            + "; ".join(
+                f"{int(batch):,}: "
+                + ", ".join(f"{runtime} {share:.1%}" for runtime, share in by_runtime.items())
+                for batch, by_runtime in shares.items()
+            )
+        )
     accuracy = report.get("serving_accuracy")
     if accuracy:
         lines.append(

@@ -237,6 +237,9 @@ def _add_export(commands: Any) -> None:
     )
 
 
+COMPARE_ROWS = ("rnn", "lstm", "gru", "bilstm", "persistence", "linear_extrapolation", "ridge")
+
+
 def _add_evaluate(commands: Any) -> None:
     evaluate = commands.add_parser(
         "evaluate",
@@ -248,13 +251,47 @@ def _add_evaluate(commands: Any) -> None:
     )
     evaluate.add_argument(
         "--checkpoint",
-        type=Path,
-        help="checkpoint to evaluate (default: FOREWARN_MODEL__CHECKPOINT, else the shipped one)",
+        action="append",
+        metavar="PATH | KIND=PATH",
+        help="checkpoint to evaluate (default: FOREWARN_MODEL__CHECKPOINT, else the shipped one); "
+        "with --compare, KIND=PATH replaces the shipped model of that kind (repeatable)",
     )
     evaluate.add_argument(
         "--json", action="store_true", help="print one JSON object on stdout (logs on stderr)"
     )
     evaluate.add_argument("--plot", type=Path, metavar="PATH.png", help="write a PNG plot")
+    compare = evaluate.add_argument_group(
+        "--compare",
+        "the seed's comparison table, measured: one row per network kind (the shipped model of "
+        "each, see `make train`), then persistence, linear extrapolation and Ridge; parameters, "
+        "windows/s at batch 1,000 per runtime, seed-split and held-out-fleet RMSE, the alert "
+        "bench's recall, median lead and false warnings, and the gradient ratio (docs/model.md)",
+    )
+    compare.add_argument("--compare", action="store_true", help="print the comparison table")
+    compare.add_argument(
+        "--kinds",
+        default=",".join(COMPARE_ROWS),
+        help="comma-separated rows to measure (default: all)",
+    )
+    compare.add_argument(
+        "--alert-machines", type=int, default=100, help="machines of the alert bench's fleet"
+    )
+    compare.add_argument(
+        "--alert-ticks", type=int, default=1000, help="ticks of the alert bench's fleet"
+    )
+    compare.add_argument(
+        "--alert-seed", type=int, default=11, help="seed of the alert bench's fleet"
+    )
+    compare.add_argument(
+        "--seconds", type=float, default=1.0, help="timing per runtime and row (seconds)"
+    )
+    compare.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads of every runtime (default 1: on a shared machine, more threads measure "
+        "the neighbours as much as the model)",
+    )
 
 
 def _add_simulation(
@@ -557,10 +594,22 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     if _needs_torch("evaluate"):
         return EXIT_CONFIG
+    if args.compare:
+        from forewarn.compare import run_compare
+
+        return run_compare(args, settings)
     from models.checkpoint import CheckpointError, load_forecaster
     from models.evaluate import FleetSpec, evaluate, plot
 
-    path = args.checkpoint or getattr(settings.model, "checkpoint", None)
+    given = args.checkpoint or []
+    if len(given) > 1:
+        print(
+            f"error: --checkpoint was given {len(given)} times; without --compare, evaluate "
+            "measures one checkpoint",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    path = Path(given[0]) if given else getattr(settings.model, "checkpoint", None)
     try:
         forecaster = load_forecaster(path, device="cpu", threads=settings.model.threads)
     except CheckpointError as error:

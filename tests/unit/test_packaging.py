@@ -44,6 +44,12 @@ def test_the_wheel_holds_every_package_and_its_data(tmp_path: Path) -> None:
         assert sources <= names, sorted(sources - names)
     for name in ("default.pt", "default.json", "default.npz", "default.onnx"):
         assert f"models/{name}" in names, name
+    # Every other kind `make train` ships, for `forewarn evaluate --compare`: a network with
+    # its ONNX graph, Ridge without one (it has no graph to export).
+    for kind in ("rnn", "gru", "bilstm", "ridge"):
+        suffixes = (".pt", ".json", ".npz") + ((".onnx",) if kind != "ridge" else ())
+        for suffix in suffixes:
+            assert f"models/shipped/{kind}{suffix}" in names, (kind, suffix)
     assert "wire/schemas/alert.schema.json" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "forewarn = forewarn.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

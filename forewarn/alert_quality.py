@@ -1,0 +1,171 @@
+"""Alert quality on a simulated fleet with known faults: recall, lead time, false warnings.
+
+The machinery behind ``python -m bench.alerts`` and the alert columns of ``forewarn evaluate
+--compare``: a fleet's history streamed through the agent's own tick (window store, batched
+forecast, anomaly scorer, alert policy) with a given forecaster, and its warnings scored
+against the simulator's ground truth. It lives here, above the agent, because the models
+layer may not import the agent; the benchmark imports it from here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agent.app import Agent
+from config.settings import Settings, load_settings
+from models.base import Forecaster
+from simulator.badpayload import bad_payloads
+from simulator.faults import (
+    BAD_PAYLOAD_PROBABILITY,
+    CROSSING_KINDS,
+    MIN_RAMP_RUN_TICKS,
+    first_crossing,
+)
+from simulator.fleet import Fleet
+from wire.reading import Reading, Rejected
+
+MIX = {
+    "overheat": 30,
+    "cooling_failure": 30,
+    "dropout": 20,
+    "stuck_sensor": 20,
+    "spikes": 20,
+    "noisy_sensor": 20,
+    "bad_payload": 20,
+}
+"""The fixed mix of every scenario; the remaining machines are healthy."""
+
+
+@dataclass
+class Outcome:
+    recall: dict[str, float]
+    median_lead_ticks: float | None
+    p10_lead_ticks: float | None
+    false_warnings_per_10k: float
+    false_warnings_by_kind: dict[str, int] = field(default_factory=dict)
+    false_warnings_per_10k_by_kind: dict[str, float] = field(default_factory=dict)
+    settings: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    crossings: int = 0
+    caught: int = 0
+
+    @property
+    def overall_recall(self) -> float | None:
+        """Crossings warned about before they happened, of all crossing faults together."""
+        return self.caught / self.crossings if self.crossings else None
+
+
+def fleet_mix(machines: int) -> dict[str, int]:
+    """:data:`MIX` scaled to a fleet of ``machines`` (it is given for 200), at least one each."""
+    return {kind: max(1, count * machines // 200) for kind, count in MIX.items()}
+
+
+def alert_fleet(machines: int, ticks: int, seed: int) -> tuple[Fleet, NDArray[np.float64]]:
+    """The benchmark's fleet with every fault of :data:`MIX`, and its history."""
+    if machines < 2 * len(MIX) or ticks < MIN_RAMP_RUN_TICKS:
+        raise ValueError(
+            f"an alert fleet needs at least {2 * len(MIX)} machines and {MIN_RAMP_RUN_TICKS} "
+            f"ticks (its faults need room to happen), not {machines} machines and {ticks} ticks"
+        )
+    fleet = Fleet(machines, seed, faults=fleet_mix(machines), run_ticks=ticks)
+    return fleet, fleet.history(0, ticks)
+
+
+def bench_settings() -> Settings:
+    """The agent's default settings, ignoring any .env, with the metrics server on a free port
+    and no machine ever stale (the history is replayed faster than real time)."""
+    settings = load_settings(_env_file=None)
+    settings.metrics = settings.metrics.model_copy(update={"host": "127.0.0.1", "port": 0})
+    settings.agent = settings.agent.model_copy(update={"stale_after_s": 1e9})
+    return settings
+
+
+def run_policy(
+    forecaster: Forecaster, fleet: Fleet, history: NDArray[np.float64], settings: Settings
+) -> Outcome:
+    """Stream the fleet's history through the agent's tick and score the warnings.
+
+    A fault's crossing is its first reading at or over the threshold with the sensor spikes
+    left out: a spike is never an overheat (see :func:`simulator.faults.first_crossing`).
+    """
+    spikes = fleet.last_spikes_c  # from the one history() call that made ``history``
+    started = time.monotonic()
+    agent = Agent(settings, forecaster=forecaster)
+    machines, ticks, _ = history.shape
+    first_warning: dict[str, list[int]] = {}
+    rng = np.random.default_rng(0)
+    for tick in range(ticks):
+        silent = set(fleet.silent(tick))
+        broken = set(fleet.bad_payload_machines(tick))
+        for m, machine_id in enumerate(fleet.machine_ids):
+            if m in silent:
+                continue
+            values = history[m, tick].astype(np.float32)
+            if m in broken and rng.random() < BAD_PAYLOAD_PROBABILITY:
+                for payload in bad_payloads(machine_id, float(tick), tick, values, rng):
+                    try:
+                        agent.hand_off(agent.decoder.decode(payload, machine_id))
+                    except Rejected as rejected:
+                        agent.reject(rejected.reason, rejected.detail)
+            else:
+                agent.hand_off(Reading(machine_id, float(tick), tick, values))
+        for event in agent.tick():
+            if event.severity == "warning" and event.status == "firing":
+                if event.previous_state == "critical":
+                    continue  # a step down continues an episode; it is not a new warning
+                first_warning.setdefault(event.machine_id, []).append(tick)
+    agent.http.stop()
+
+    fault_of = {fleet.machine_ids[p.machine_index]: p for p in fleet.crossing_plans}
+    window_fault_of = {fleet.machine_ids[f.machine_index]: f.kind for f in fleet.window_faults}
+    leads: list[int] = []
+    caught = {kind: 0 for kind in CROSSING_KINDS}
+    total = {kind: 0 for kind in CROSSING_KINDS}
+    false_warnings = 0
+    false_by_kind: dict[str, int] = {}
+    for machine_id, plan in fault_of.items():
+        index = fleet.machine_ids.index(machine_id)
+        crossing = first_crossing(
+            history[index, :, 0], plan.onset_tick, fleet.threshold_c, spikes[index]
+        )
+        total[plan.kind] += 1
+        warnings = first_warning.get(machine_id, [])
+        before = [t for t in warnings if plan.onset_tick <= t <= (crossing or ticks)]
+        if crossing is not None and before:
+            caught[plan.kind] += 1
+            leads.append(crossing - before[0])
+        early = len([t for t in warnings if t < plan.onset_tick])
+        false_warnings += early
+        if early:
+            false_by_kind[plan.kind] = false_by_kind.get(plan.kind, 0) + early
+    for machine_id, warnings in first_warning.items():
+        if machine_id in fault_of:
+            continue
+        false_warnings += len(warnings)
+        kind = window_fault_of.get(machine_id, "healthy")
+        false_by_kind[kind] = false_by_kind.get(kind, 0) + len(warnings)
+    kind_of = {**window_fault_of, **{m: p.kind for m, p in fault_of.items()}}
+    machines_of: dict[str, int] = {}
+    for machine_id in fleet.machine_ids:
+        kind = kind_of.get(machine_id, "healthy")
+        machines_of[kind] = machines_of.get(kind, 0) + 1
+    return Outcome(
+        recall={k: caught[k] / total[k] for k in sorted(CROSSING_KINDS) if total[k]},
+        median_lead_ticks=float(np.median(leads)) if leads else None,
+        p10_lead_ticks=float(np.percentile(leads, 10)) if leads else None,
+        false_warnings_per_10k=false_warnings / (machines * ticks) * 10_000,
+        false_warnings_by_kind=false_by_kind,
+        # Per kind of machine, so that spikes, dropouts and bad payloads can be compared with
+        # healthy machines: a fault that caused warnings would stand out here.
+        false_warnings_per_10k_by_kind={
+            kind: round(false_by_kind.get(kind, 0) / (count * ticks) * 10_000, 2)
+            for kind, count in sorted(machines_of.items())
+        },
+        seconds=round(time.monotonic() - started, 1),
+        crossings=sum(total.values()),
+        caught=sum(caught.values()),
+    )
