@@ -786,6 +786,7 @@ class Agent:
                 scores,
                 self.anomaly.spread(batch.slots),
                 self.anomaly.noise_ratio(batch.slots),
+                reading_ts=self.store.last_ts[batch.slots],
             )
             self._emit(events, now)
             self.metrics.forecasts.inc(len(batch))
