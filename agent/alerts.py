@@ -10,8 +10,17 @@ The forecaster scores; this module decides. States are ok, warning and critical:
 * critical fires when the last ``critical_confirm_readings`` readings are all at or over the
   threshold (a single spike never fires it);
 * an alert resolves only after ``clear_confirm_ticks`` consecutive forecasts with the reading
-  (and, for a warning, the forecast too) below threshold - ``clear_margin_c``; a critical whose
-  readings cleared but whose forecast is still hot steps down to warning.
+  (and, for a warning, the forecast too) below threshold - ``clear_margin_c``, and only once
+  nothing has been hot for ``keep_firing_for_s`` seconds of the machine's own reading
+  timestamps; a critical steps down to warning once its readings have been clear that long, and
+  goes straight to ok when the forecast has been quiet that long too.
+
+One overheat is one incident: the first message leaves ok (``previous_state: "ok"``, a new
+``alert_id``: the page), escalations and step-downs are updates of the same ``alert_id``, and
+the resolution ends it. The hold (``keep_firing_for_s``) is what keeps a reading that the
+machine's cycle carries back and forth across the threshold from opening a new incident in each
+trough; it runs on reading timestamps, so a replay or a benchmark fed faster than real time
+holds as long, in readings, as a live machine.
 
 Alerts are state changes, not one message per tick: each transition yields one event, and a
 machine that stays in a state yields nothing. State lives in arrays indexed by the window
@@ -103,6 +112,12 @@ class AlertPolicy:
         self._alert_seq = np.zeros(0, dtype=np.int64)
         self._threshold_known = np.zeros(0, dtype=np.bool_)
         self.stale = np.zeros(0, dtype=np.bool_)
+        # Reading time (s) each machine was last hot, by the three tests the hold looks at:
+        # anything short of all clear, its reading short of clear, its widened forecast hot.
+        # NaN: not seen since start, reset or restore (the hold starts at its next reading).
+        self._hot_at = np.zeros(0, dtype=np.float64)
+        self._reading_hot_at = np.zeros(0, dtype=np.float64)
+        self._forecast_hot_at = np.zeros(0, dtype=np.float64)
         self._episode: dict[int, str] = {}
         self.ensure_capacity(capacity)
 
@@ -124,6 +139,9 @@ class AlertPolicy:
         self._alert_seq = grow(self._alert_seq, 0)
         self._threshold_known = grow(self._threshold_known, False)
         self.stale = grow(self.stale, False)
+        self._hot_at = grow(self._hot_at, math.nan)
+        self._reading_hot_at = grow(self._reading_hot_at, math.nan)
+        self._forecast_hot_at = grow(self._forecast_hot_at, math.nan)
 
     def reset(self, slots: NDArray[np.int64]) -> None:
         """Forget the state of ``slots``: their machines were evicted and the slots now hold
@@ -139,6 +157,7 @@ class AlertPolicy:
         self._threshold_known[slots] = False
         self.stale[slots] = False
         self._alert_seq[slots] = 0
+        self._forget_hot(slots)
         for slot in np.unique(slots).tolist():
             self._episode.pop(slot, None)
 
@@ -153,13 +172,15 @@ class AlertPolicy:
         anomaly: NDArray[np.float64] | None = None,
         spread: NDArray[np.float64] | None = None,
         noise_ratio: NDArray[np.float64] | None = None,
+        reading_ts: NDArray[np.float64] | None = None,
     ) -> list[AlertEvent]:
         """Advance the state of ``slots``; returns the events of machines that changed state.
 
         ``recent_temperatures`` holds each machine's last readings, newest last, at least
         ``critical_confirm_readings`` of them; ``forecasts`` the next ``horizon`` temperatures;
         ``spread`` each machine's typical forecast error (°C) and ``noise_ratio`` that error now
-        over its usual one (see agent.anomaly).
+        over its usual one (see agent.anomaly); ``reading_ts`` the timestamp of each machine's
+        latest reading, the clock of the hold (``now`` when not given).
         """
         if len(slots) == 0:
             return []
@@ -191,13 +212,23 @@ class AlertPolicy:
         self._clear_streak[slots] = clear_streak
         self._reading_clear_streak[slots] = reading_clear_streak
 
+        ts = np.full(len(slots), now) if reading_ts is None else np.nan_to_num(reading_ts, nan=now)
+        hold = s.keep_firing_for_s
+        hot_for = self._held(slots, ts, ~all_clear, self._hot_at) >= hold
+        reading_quiet = self._held(slots, ts, ~reading_clear, self._reading_hot_at) >= hold
+        forecast_quiet = self._held(slots, ts, forecast_hot, self._forecast_hot_at) >= hold
+
         old = self.state[slots]
         warned = warn_streak >= s.warning_confirm_ticks
         new = old.copy()
         new[(old == OK) & warned] = WARNING
-        new[(old == WARNING) & (clear_streak >= s.clear_confirm_ticks)] = OK
-        stepping_down = (old == CRITICAL) & (reading_clear_streak >= s.clear_confirm_ticks)
-        new[stepping_down] = np.where(forecast_hot[stepping_down], WARNING, OK)
+        new[(old == WARNING) & (clear_streak >= s.clear_confirm_ticks) & hot_for] = OK
+        stepping_down = (
+            (old == CRITICAL) & (reading_clear_streak >= s.clear_confirm_ticks) & reading_quiet
+        )
+        new[stepping_down] = np.where(
+            forecast_hot[stepping_down] | ~forecast_quiet[stepping_down], WARNING, OK
+        )
         new[reading_hot] = CRITICAL
         changed = np.flatnonzero(new != old)
         if changed.size == 0:
@@ -258,6 +289,7 @@ class AlertPolicy:
             self.state[slot] = OK
             self._warn_streak[slot] = self._clear_streak[slot] = 0
             self._reading_clear_streak[slot] = 0
+            self._forget_hot(np.array([slot]))
             machine_id = machine_ids[slot]
             self._episode[slot] = f"{machine_id}-{int(now * 1000)}"
             events.append(
@@ -301,6 +333,28 @@ class AlertPolicy:
             seq=int(self._alert_seq[slot]),
             previous_state=STATE_NAMES[before],
         )
+
+    def _held(
+        self,
+        slots: NDArray[np.int64],
+        ts: NDArray[np.float64],
+        hot: NDArray[np.bool_],
+        last_hot: NDArray[np.float64],
+    ) -> NDArray[np.float64]:
+        """Seconds since each machine was last ``hot`` by one test, recording this tick's.
+
+        A machine not seen hot or cold since start or restore counts from now: a restored
+        incident holds for the full time before it resolves, never at once.
+        """
+        since = last_hot[slots]
+        since = np.where(hot | np.isnan(since), ts, since)
+        last_hot[slots] = since
+        return np.asarray(ts - since, dtype=np.float64)
+
+    def _forget_hot(self, slots: NDArray[np.int64]) -> None:
+        self._hot_at[slots] = math.nan
+        self._reading_hot_at[slots] = math.nan
+        self._forecast_hot_at[slots] = math.nan
 
     def _next_seq(self, slot: int, now: float) -> None:
         """Advance the machine's message counter.
@@ -378,6 +432,7 @@ class AlertPolicy:
         """
         self.ensure_capacity(slot + 1)
         self.state[slot] = state
+        self._forget_hot(np.array([slot]))
         self._alert_seq[slot] = max(int(self._alert_seq[slot]), seq)
         if state == OK or alert_id is None:
             self._episode.pop(slot, None)

@@ -206,6 +206,7 @@ class Ticker:
                 scores,
                 self.anomaly.spread(batch.slots),
                 self.anomaly.noise_ratio(batch.slots),
+                reading_ts=self.store.last_ts[batch.slots],
             )
             self._emit(events, now)
             self._score_sensors(batch.slots, batch.windows[:, -1, :])

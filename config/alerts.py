@@ -26,6 +26,15 @@ class AlertSettings(Section):
     clear_confirm_ticks: int = Field(
         4, ge=1, description="Consecutive clear ticks before an alert resolves."
     )
+    keep_firing_for_s: float = Field(
+        300.0,
+        ge=0,
+        description="Hold an incident this many seconds (of the machine's reading timestamps) "
+        "after it was last hot before it resolves, and a critical as long before it steps down "
+        "to warning, like Alertmanager's keep_firing_for: a reading that a cycle carries back "
+        "and forth across the threshold is one incident, paged once. 0: resolve after "
+        "clear_confirm_ticks alone.",
+    )
     overrides: dict[str, float] = Field(
         default_factory=dict,
         description="Per-machine thresholds in °C by machine id or shell pattern, e.g. "

@@ -50,6 +50,9 @@ def agent_env(broker: Broker, metrics_port: int) -> dict[str, str]:
         FOREWARN_METRICS__PORT=str(metrics_port),
         FOREWARN_AGENT__TICK_INTERVAL_S="0.1",
         FOREWARN_MODEL__THREADS="1",
+        # A cooled-down machine resolves at once after its clear ticks: the incident hold
+        # (300 s by default) is tested in test_incidents.
+        FOREWARN_ALERTS__KEEP_FIRING_FOR_S="0",
     )
 
 

@@ -196,6 +196,55 @@ def test_alertmanager_config_passes_amtool(amtool: str) -> None:
 
 
 @pytest.mark.integration
+def test_alertmanager_pages_once_per_machine_incident(amtool: str) -> None:
+    """A machine's warning and critical land in one notification group (its first alert
+    pages, the others update it), on the same receiver, and the critical inhibits the
+    warning; the rules hold both as long as the agent holds an incident."""
+    config = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+    routes = [config["route"], *config["route"].get("routes", [])]
+    for route in routes:
+        group_by = route.get("group_by", config["route"]["group_by"])
+        assert "machine_id" in group_by and "alertname" not in group_by, route
+    receivers = set()
+    for alertname, severity in [
+        ("ForewarnMachineOverheatForecast", "warning"),
+        ("ForewarnMachineOverheating", "critical"),
+    ]:
+        result = run(
+            [
+                amtool,
+                "config",
+                "routes",
+                "test",
+                f"--config.file={ALERTMANAGER_CONFIG}",
+                f"alertname={alertname}",
+                f"severity={severity}",
+                "machine_id=m-001",
+            ]
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        receivers.add(result.stdout.strip())
+    assert len(receivers) == 1, receivers
+    assert {
+        "source": ['alertname="ForewarnMachineOverheating"'],
+        "target": ['alertname="ForewarnMachineOverheatForecast"'],
+    } in [
+        {"source": r["source_matchers"], "target": r["target_matchers"]}
+        for r in config["inhibit_rules"]
+        if "machine_id" in r["equal"]
+    ]
+    rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+    held = {
+        rule["alert"]: rule.get("keep_firing_for")
+        for group in rules["groups"]
+        for rule in group["rules"]
+    }
+    hold_s = load_settings(_env_file=None).alerts.keep_firing_for_s
+    assert held["ForewarnMachineOverheatForecast"] == held["ForewarnMachineOverheating"]
+    assert held["ForewarnMachineOverheating"] == f"{hold_s / 60:g}m"
+
+
+@pytest.mark.integration
 def test_prometheus_config_and_rules_pass_promtool(promtool: str) -> None:
     result = run([promtool, "check", "config", str(PROMETHEUS_DIR / "prometheus.yml")])
     assert result.returncode == 0, result.stdout + result.stderr

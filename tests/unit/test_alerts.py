@@ -2,7 +2,9 @@
 
 Default settings throughout unless a scenario says otherwise (threshold 95 °C, critical after 3
 hot readings, resolve after 4 ticks below 95 - 2 = 93 °C), except that a warning here needs 2
-hot forecasts (the shipped default is 3): the table reads more easily with short streaks.
+hot forecasts (the shipped default is 3) and nothing is held after it was last hot
+(keep_firing_for_s 0; the shipped default holds 300 s): the table reads more easily with short
+streaks. The hold has its own scenarios, one tick being one second of readings.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class Harness:
         self, machines: int = 1, horizon: int = 5, interval_s: float = 1.0, **overrides: Any
     ) -> None:
         overrides.setdefault("warning_confirm_ticks", 2)
+        # The table reads tick by tick; the hold (keep_firing_for_s) has scenarios of its own.
+        overrides.setdefault("keep_firing_for_s", 0.0)
         self.settings = AlertSettings(**overrides)
         self.policy = AlertPolicy(self.settings, capacity=machines)
         self.ids = [f"m-{i:03d}" for i in range(machines)]
@@ -190,6 +194,52 @@ SCENARIOS: list[tuple[str, dict[str, Any], list[tuple[float, float]], list[tuple
         {},
         [*warned(), *[(COOL, COOL)] * 4, *warned()],
         [(1, "warning firing"), (5, "warning resolved"), (7, "warning firing")],
+    ),
+    (
+        "hold: hot again within keep_firing_for_s continues the incident",
+        {"keep_firing_for_s": 5.0},
+        [*warned(), *[(COOL, COOL)] * 4, *warned()],
+        [(1, "warning firing")],
+    ),
+    (
+        "hold: a warning resolves keep_firing_for_s after it was last hot",
+        {"keep_firing_for_s": 5.0},
+        [*warned(), *[(COOL, COOL)] * 6],
+        [(1, "warning firing"), (6, "warning resolved")],
+    ),
+    (
+        "hold: clear_confirm_ticks still applies when it is the longer",
+        {"keep_firing_for_s": 1.0},
+        [*warned(), *[(COOL, COOL)] * 4],
+        [(1, "warning firing"), (5, "warning resolved")],
+    ),
+    (
+        "hold: readings cycling across the threshold stay one critical",
+        {"keep_firing_for_s": 5.0},
+        [*critical(), *([(COOL, COOL)] * 4 + [(HOT, HOT)] * 3) * 3, *[(COOL, COOL)] * 6],
+        [(1, "warning firing"), (2, "critical firing"), (28, "critical resolved")],
+    ),
+    (
+        "hold: a critical steps down once its readings are clear that long",
+        {"keep_firing_for_s": 5.0},
+        [*critical(), *[(COOL, HOT)] * 6, *[(COOL, COOL)] * 6],
+        [
+            (1, "warning firing"),
+            (2, "critical firing"),
+            (7, "warning firing"),
+            (13, "warning resolved"),
+        ],
+    ),
+    (
+        "hold: a critical whose forecast was hot lately steps down to warning, not ok",
+        {"keep_firing_for_s": 5.0},
+        [*critical(), *[(COOL, COOL)] * 2, (COOL, HOT), *[(COOL, COOL)] * 8],
+        [
+            (1, "warning firing"),
+            (2, "critical firing"),
+            (7, "warning firing"),
+            (10, "warning resolved"),
+        ],
     ),
 ]
 
@@ -449,6 +499,50 @@ def test_warning_is_widened_by_the_machines_own_error_up_to_the_cap() -> None:
     assert warnings(3.0, warning_sigma=1.0) == 1  # 92 + 3 reaches 95
     assert warnings(3.0, warning_sigma=0.5) == 0
     assert warnings(30.0, warning_sigma=1.0, warning_margin_max_c=2.0) == 0  # capped
+
+
+def test_the_hold_runs_on_reading_timestamps_not_on_the_tick_clock() -> None:
+    """A replay fed faster than real time (the tick clock stands still) holds as long, in
+    readings, as a live machine; a tick clock racing ahead of the readings resolves nothing
+    early."""
+
+    def resolved_after(reading_step_s: float, tick_step_s: float) -> float | None:
+        policy = AlertPolicy(AlertSettings(keep_firing_for_s=30.0, warning_confirm_ticks=1))
+        recent = np.full((1, 20), COOL, dtype=np.float32)
+        slots = np.array([0])
+        for step in range(200):
+            forecast = np.full((1, 5), HOT if step == 0 else COOL, dtype=np.float32)
+            ts = np.array([step * reading_step_s])
+            now = 1_000.0 + step * tick_step_s
+            for event in policy.update(
+                slots, ["m-0"], recent, forecast, np.ones(1), now, reading_ts=ts
+            ):
+                if event.status == "resolved":
+                    return float(ts[0])
+        return None
+
+    assert resolved_after(reading_step_s=1.0, tick_step_s=0.0) == 30.0
+    assert resolved_after(reading_step_s=1.0, tick_step_s=100.0) == 30.0
+    assert resolved_after(reading_step_s=2.0, tick_step_s=1.0) == 30.0
+
+
+def test_one_page_per_episode_for_a_machine_whose_cycle_crosses_many_times() -> None:
+    """The shipped hold, on the seed's shape: a 100-reading cycle of ±10 °C on a level that
+    rises through the threshold and is then repaired. The reading crosses the threshold in
+    every cycle's peak and clears in every trough; the machine gets one page, and its
+    incident resolves after the repair."""
+    h = Harness(warning_confirm_ticks=3, keep_firing_for_s=AlertSettings().keep_firing_for_s)
+    t = np.arange(3000)
+    level = np.interp(t, [0, 400, 1400, 1600, 1800], [70.0, 70.0, 92.0, 92.0, 70.0])
+    reading = level + 10.0 * np.sin(2 * np.pi * t / 100.0)
+    crossings = int(np.sum((reading[1:] >= 95.0) & (reading[:-1] < 95.0)))
+    events = [e for value in reading for e in h.tick(value, value + 3.0)]
+    pages = [e for e in events if e.previous_state == "ok"]
+    assert crossings >= 5
+    assert len(pages) == 1
+    assert len({e.alert_id for e in events}) == 1
+    assert events[-1].status == "resolved"
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
 
 
 def test_ensure_capacity_keeps_state() -> None:

@@ -81,12 +81,21 @@ def advance(policy: AlertPolicy, temperature: float, now: float) -> list[AlertEv
 
 
 def test_a_restored_critical_resolves_in_its_own_episode() -> None:
-    policy = AlertPolicy(AlertSettings(), capacity=4)
+    policy = AlertPolicy(AlertSettings(keep_firing_for_s=0), capacity=4)
     policy.restore(0, CRITICAL, "m-7-1000", 3)
     events = [e for t in range(6) for e in advance(policy, 70.0, 2000.0 + t)]
     assert [(e.severity, e.status, e.alert_id, e.seq) for e in events] == [
         ("critical", "resolved", "m-7-1000", 4)
     ]
+
+
+def test_a_restored_incident_is_held_for_the_full_time_from_its_first_reading() -> None:
+    """Nothing says when a restored machine was last hot: its hold counts from its first
+    reading after the restart, never from before it (which would resolve it at once)."""
+    policy = AlertPolicy(AlertSettings(keep_firing_for_s=10), capacity=4)
+    policy.restore(0, CRITICAL, "m-7-1000", 3)
+    resolved_at = [t for t in range(20) for e in advance(policy, 70.0, 2000.0 + t)]
+    assert resolved_at == [10]
 
 
 def test_a_restored_critical_that_is_still_hot_does_not_fire_again() -> None:
