@@ -31,7 +31,7 @@ from models.normalise import (
     despike_np,
     network_window_stats_np,
 )
-from models.serving import ServingModel, check_windows, default_threads
+from models.serving import LeanForecaster, ServingModel, check_windows
 
 Array = NDArray[np.float32]
 
@@ -178,22 +178,13 @@ def _window_inputs(
     return inputs, centre[:, target], scale[:, target]
 
 
-class NumpyForecaster:
+class NumpyForecaster(LeanForecaster):
     """Serves a network from a serving file with numpy alone (``model.runtime=numpy``)."""
 
     runtime = "numpy"
 
     def __init__(self, model: ServingModel, threads: int = 0, chunk_size: int = 1000) -> None:
-        self.model = model
-        self.kind = model.kind
-        self.version = model.version
-        self.features = model.features
-        self.window = model.window
-        self.horizon = model.horizon
-        self.device = "cpu"
-        self.threads = threads or default_threads()
-        self.chunk_size = max(1, min(chunk_size, DEFAULT_CHUNK))
-        self.report = dict(model.report)
+        super().__init__(model, threads, min(chunk_size, DEFAULT_CHUNK))
         directions = (False, True) if model.bidirectional else (False,)
         self.layers = [
             [_Layer(model, layer, reverse) for reverse in directions]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from models.serving import CheckpointError, ServingModel, check_windows, default_threads
+from models.serving import CheckpointError, LeanForecaster, ServingModel, check_windows
 
 DEFAULT_CHUNK = 256
 """Windows per session run. Measured here (docs/runtimes.md): chunks of 250 ran fastest on 2
@@ -23,7 +23,7 @@ BATCH_QUANTUM = 128
 plans and caches memory for, as the torch runtime does."""
 
 
-class OnnxForecaster:
+class OnnxForecaster(LeanForecaster):
     """Serves a network from a serving file's ONNX graph with ONNX Runtime."""
 
     runtime = "onnx"
@@ -31,16 +31,7 @@ class OnnxForecaster:
     def __init__(self, model: ServingModel, threads: int = 0, chunk_size: int = 1000) -> None:
         import onnxruntime
 
-        self.model = model
-        self.kind = model.kind
-        self.version = model.version
-        self.features = model.features
-        self.window = model.window
-        self.horizon = model.horizon
-        self.device = "cpu"
-        self.threads = threads or default_threads()
-        self.chunk_size = max(1, min(chunk_size, DEFAULT_CHUNK))
-        self.report = dict(model.report)
+        super().__init__(model, threads, min(chunk_size, DEFAULT_CHUNK))
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1

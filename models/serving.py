@@ -484,6 +484,26 @@ def cuda_possible() -> bool:
     return bool(torch.cuda.is_available())
 
 
+class LeanForecaster:
+    """What the torch-free runtimes share: the served model's facts, on the CPU.
+
+    The agent reads kind, version, features, window and horizon off any forecaster; the lean
+    runtimes take them from the serving file rather than from a checkpoint.
+    """
+
+    def __init__(self, model: ServingModel, threads: int = 0, chunk_size: int = 1000) -> None:
+        self.model = model
+        self.kind = model.kind
+        self.version = model.version
+        self.features = model.features
+        self.window = model.window
+        self.horizon = model.horizon
+        self.device = "cpu"
+        self.threads = threads or default_threads()
+        self.chunk_size = max(1, chunk_size)
+        self.report = dict(model.report)
+
+
 AUTO_CPU_ORDER: tuple[Runtime, ...] = ("torch", "onnx", "numpy")
 """``auto`` on a CPU takes the first of these it can use (docs/runtimes.md): torch where it is
 installed (the fastest measured on one thread, and the path the alert tests and benchmarks

@@ -250,3 +250,15 @@ def amtool() -> str:
 def docker_compose() -> str:
     """Debian's docker-compose: validates compose files without a Docker engine."""
     return find_tool("docker-compose")
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread() -> Iterator[None]:
+    """One torch intra-op thread for a module's model tests: on a busy 2-core runner, spinning
+    thread pools cost seconds. Modules opt in with ``pytest.mark.usefixtures``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

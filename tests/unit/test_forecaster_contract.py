@@ -7,7 +7,6 @@ identical forecaster, is indifferent to a machine's level and range, and runs in
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,13 +33,7 @@ HORIZON = 5
 WINDOW = 20
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: on a busy 2-core runner, spinning thread pools cost seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def untrained(kind: str) -> TrainableForecaster:

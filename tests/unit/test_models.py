@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +46,7 @@ def quiet(message: str) -> None:
     pass
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: on a busy 2-core runner, spinning thread pools cost seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def serve(checkpoint: Checkpoint, chunk_size: int = 1000) -> TorchForecaster:
