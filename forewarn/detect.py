@@ -91,6 +91,13 @@ def _read(
     lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise DetectError(f"{path} is empty: a header row naming the columns is required")
+    if delimiter is not None:
+        delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
+        if len(delimiter) != 1:
+            raise DetectError(
+                f"--delimiter {delimiter!r} must be one character, e.g. ',' ';' '|' or '\\t' "
+                "for a tab"
+            )
     if delimiter is None:
         try:
             delimiter = csv.Sniffer().sniff("\n".join(lines[:50]), delimiters=DELIMITERS).delimiter
@@ -103,6 +110,13 @@ def _read(
         raise DetectError(f"cannot read {path} as CSV: {error}") from error
     header, rows = parsed[0], parsed[1:]
     header = [name.strip() for name in header]
+    longer = sum(len(row) > len(header) for row in rows)
+    if longer > len(rows) // 2:
+        raise DetectError(
+            f"{path}: {longer} of {len(rows)} rows have more fields than the header's "
+            f"{len(header)} with delimiter {delimiter!r} (decimal commas read as a delimiter?); "
+            "give the right one with --delimiter"
+        )
     if len(header) < 2 and timestamp_column is not None:
         raise DetectError(
             f"{path}: the header has one field {header[0]!r} with delimiter {delimiter!r}; "
@@ -193,9 +207,25 @@ def run_detect(
     store = WindowStore(WINDOW, len(used), max_machines=1, stale_after_s=math.inf)
     scorer = AnomalyScorer(horizon, capacity=1)
     sensors = SensorScorer(len(used), 1, ScorerParams(warm_up=len(fit_values)))
-    anomaly = AnomalyAlertState(AnomalyRule(fire_score=anomaly_threshold), capacity=1)
+    if not 0.0 < anomaly_threshold <= 1.0:
+        raise DetectError(
+            f"--anomaly-threshold {anomaly_threshold} must be in (0, 1]: scores are rarities "
+            f"in [0, 1] (the default rule fires at {AnomalyRule.fire_score})"
+        )
+    # The clear level stays below the fire level, so a score between them cannot both fire and
+    # clear the alert (a threshold under the rule's own clear level would flap).
+    rule = AnomalyRule(
+        fire_score=anomaly_threshold,
+        clear_score=min(AnomalyRule.clear_score, 0.6 * anomaly_threshold),
+    )
+    anomaly = AnomalyAlertState(rule, capacity=1)
+    # Rows are steps here, not seconds: the agent's incident hold (keep_firing_for_s) would hold
+    # every alert for as many rows, so detect reports the state the policy sees row by row.
     policy = AlertPolicy(
-        AlertSettings(threshold_c=threshold if threshold is not None else math.inf), capacity=1
+        AlertSettings(
+            threshold_c=threshold if threshold is not None else math.inf, keep_firing_for_s=0.0
+        ),
+        capacity=1,
     )
     slot = np.zeros(1, dtype=np.int64)
     ids = ["series"]

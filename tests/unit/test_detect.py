@@ -241,3 +241,47 @@ def test_cli_takes_a_delimiter_and_a_fit_input(tmp_path: Path) -> None:
     assert len(rows) == 400 and "anomaly_score_current" in rows[0]
     # The wrong delimiter, named: the header is one field, and the message says what to do.
     assert main([*args, "--timestamp-column", "ts", "--delimiter", ","]) == 2
+
+
+def test_a_tab_delimiter_as_typed_in_a_shell_and_a_bad_one(tmp_path: Path) -> None:
+    source, out = tmp_path / "tabs.csv", tmp_path / "out.csv"
+    values = planted_series(400)
+    source.write_text("ts\tload_pct\n" + "".join(f"t{i}\t{v}\n" for i, v in enumerate(values)))
+    run_detect(source, out, timestamp_column="ts", fit_rows=200, delimiter="\\t")
+    assert len(read_rows(out)) == len(values)
+    with pytest.raises(DetectError, match="one character"):
+        run_detect(source, out, timestamp_column="ts", fit_rows=200, delimiter="ab")
+
+
+def test_decimal_commas_read_as_the_delimiter_are_refused_not_truncated(tmp_path: Path) -> None:
+    """``60,13`` under a one-field header: the sniffer takes the comma for the delimiter, and
+    reading on would keep 60 of 60.13 in every row."""
+    source = tmp_path / "comma.csv"
+    source.write_text("temp\n" + "".join(f"{60 + i % 7},{i % 10}3\n" for i in range(300)))
+    with pytest.raises(DetectError, match="--delimiter"):
+        run_detect(source, tmp_path / "out.csv", fit_rows=100)
+    run_detect(source, tmp_path / "out.csv", fit_rows=100, delimiter=";")  # the right one reads
+
+
+def test_rows_are_steps_so_an_alert_ends_with_the_rows_that_clear_it(tmp_path: Path) -> None:
+    """The agent holds an incident keep_firing_for_s seconds; detect's rows are steps, so its
+    alert state follows the policy row by row and ends soon after the series cools."""
+    values = planted_series(900)
+    values[760:] = 40.0  # repaired: back to normal well under the threshold
+    source, out = tmp_path / "load.csv", tmp_path / "out.csv"
+    write_series(source, values)
+    run_detect(source, out, timestamp_column="ts", fit_rows=300, threshold=60.0)
+    states = [r["alert_state"] for r in read_rows(out)]
+    assert "critical" in states[600:760]
+    overheat_after = [s for s in states[780:] if s in ("warning", "critical")]
+    assert overheat_after == [], states[760:800]
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.5])
+def test_an_anomaly_threshold_outside_the_score_range_is_refused(
+    tmp_path: Path, threshold: float
+) -> None:
+    source = tmp_path / "load.csv"
+    write_series(source, planted_series(400))
+    with pytest.raises(DetectError, match="anomaly-threshold"):
+        run_detect(source, tmp_path / "out.csv", fit_rows=200, anomaly_threshold=threshold)
