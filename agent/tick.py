@@ -209,9 +209,10 @@ class Ticker:
                 reading_ts=self.store.last_ts[batch.slots],
             )
             self._emit(events, now)
-            self._score_sensors(batch.slots, batch.windows[:, -1, :])
             self._metrics.forecasts.inc(len(batch))
             self._export_machines(batch.slots, latest, forecasts, scores)
+            # After the export: a machine's per-machine series exist from its first scored tick.
+            self._score_sensors(batch.slots, batch.windows[:, -1, :])
         self._metrics.batch_size.set(len(batch))
         self._metrics.machines.set(len(self.store))
         self._metrics.pending.set(self._ingest.waiting())

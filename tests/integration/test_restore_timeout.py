@@ -4,7 +4,7 @@ The agent knows it has every retained alert when a marker it publishes to
 ``<prefix>/_agents/<client_id>/restore`` returns (agent/restore.py). A broker whose ACL does
 not grant that topic drops the marker silently; the agent must then give up after
 ``mqtt.restore_timeout_s``, resume from the alerts that did arrive, start, and say why it
-waited (README, "Restoring alert states"). Here a real mosquitto runs such an ACL.
+waited (docs/operating.md, "Restoring alert states"). Here a real mosquitto runs such an ACL.
 """
 
 from __future__ import annotations
