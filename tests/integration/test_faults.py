@@ -2,8 +2,8 @@
 callback exceptions, stalls and a model slower than the readings.
 
 Every test measures its figures (seconds to notice, to reconnect; readings and alerts lost)
-and prints them as ``FAULT FIGURE: ...`` lines (``pytest -rP`` shows them); the fault
-table of docs/operating.md quotes those lines. Counts are asserted exactly; times only loosely, to catch a hang or a
+and prints them as ``FAULT FIGURE: ...`` lines (``pytest -rP`` shows them); the docs' fault
+table quotes those lines. Counts are asserted exactly; times only loosely, to catch a hang or a
 regression of an order of magnitude, never the figure itself: a busy two-core machine must not
 break them. The contract's own bounds (2 x keepalive + 1 s to notice a black hole, back within
 about reconnect_max_s) are what the printed figures are read against.
