@@ -185,8 +185,8 @@ def test_sigint_stops_the_agent_with_status_0_and_leaves_offline_retained(
     mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     """Ctrl-C in a terminal is SIGINT: the agent must stop as it does on SIGTERM (exit
-    status 0, docs/operating.md "Exit status") and say `offline` itself, retained, so that a dashboard
-    tells a clean stop ("stopped") from a lost agent (the will's "connection lost")."""
+    status 0, docs/operating.md "Exit status") and say `offline` itself, retained, so that a
+    dashboard tells a clean stop ("stopped") from a lost agent (the will's "connection lost")."""
     client_id = "agent-sigint"
     metrics_port = free_port()
     env = forewarn_env(
