@@ -787,10 +787,15 @@ class Agent:
                 self.anomaly.spread(batch.slots),
                 self.anomaly.noise_ratio(batch.slots),
                 reading_ts=self.store.last_ts[batch.slots],
+                appended=self.store.count[batch.slots],
             )
             self._emit(events, now)
             self.metrics.forecasts.inc(len(batch))
             self._export_machines(batch.slots, latest, forecasts, scores)
+            p = self.policy
+            self.metrics.set_times_to_threshold(
+                self.store.machine_ids, batch.slots, p.eta_low_s, p.eta_s, p.eta_high_s
+            )
         self.metrics.batch_size.set(len(batch))
         self.metrics.machines.set(len(self.store))
         self.metrics.pending.set(len(self._pending))

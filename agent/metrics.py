@@ -7,6 +7,10 @@ instead of gaps. Per-machine series exist only for a few gauges and only for at 
 
 from __future__ import annotations
 
+import contextlib
+
+import numpy as np
+from numpy.typing import NDArray
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from agent.alerts import SEVERITIES
@@ -188,6 +192,14 @@ class AgentMetrics:
             ["machine_id"],
             registry=r,
         )
+        self.machine_time_to_threshold = Gauge(
+            "forewarn_machine_time_to_threshold_seconds",
+            "Seconds until a machine's reading is predicted to reach its threshold (capped): "
+            'quantile="0.5" the estimate, "0.1" and "0.9" its 10-90 % interval; NaN when no '
+            "crossing is predicted (or the interval is open).",
+            ["machine_id", "quantile"],
+            registry=r,
+        )
         self._per_machine = (
             self.machine_temperature,
             self.machine_forecast,
@@ -214,6 +226,24 @@ class AgentMetrics:
         self.machine_anomaly.labels(machine_id=machine_id).set(anomaly_score)
         self.machine_alert_state.labels(machine_id=machine_id).set(alert_state)
 
+    def set_times_to_threshold(
+        self,
+        machine_ids: list[str],
+        slots: NDArray[np.int64],
+        low_s: NDArray[np.float64],
+        estimate_s: NDArray[np.float64],
+        high_s: NDArray[np.float64],
+    ) -> None:
+        """The time to threshold of the machines at ``slots`` that have series (per-slot
+        arrays, NaN for none); like :meth:`set_machine`, nothing beyond the series cap."""
+        gauge = self.machine_time_to_threshold
+        for slot in slots.tolist():
+            machine_id = machine_ids[slot]
+            if machine_id in self._machine_series:
+                gauge.labels(machine_id, "0.1").set(low_s[slot])
+                gauge.labels(machine_id, "0.5").set(estimate_s[slot])
+                gauge.labels(machine_id, "0.9").set(high_s[slot])
+
     def series_machines(self) -> list[str]:
         """Machines that have per-machine series now (at most ``max_machine_series``)."""
         return list(self._machine_series)
@@ -224,3 +254,7 @@ class AgentMetrics:
             self._machine_series.discard(machine_id)
             for gauge in self._per_machine:
                 gauge.remove(machine_id)
+            for quantile in ("0.1", "0.5", "0.9"):
+                # KeyError: never set, the machine had no forecast yet.
+                with contextlib.suppress(KeyError):
+                    self.machine_time_to_threshold.remove(machine_id, quantile)

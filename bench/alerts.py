@@ -1,34 +1,69 @@
-"""Alert quality on a simulated fleet with known faults: recall, lead time, false warnings.
+"""Alert quality on simulated fleets with known faults: recall, lead, incidents, false warnings.
 
-Three policies see the same readings through the agent's own path (window store, batched
-forecast, anomaly scorer, alert policy — ``Agent.tick`` without the network):
+Two scenario families, each streamed through the agent's own path (window store, batched
+forecast, anomaly scorer, alert policy with its slow path: ``Agent.tick`` without the network):
 
-* forewarn — the shipped forecaster, its forecast widened by each machine's own error;
-* static_threshold — no forecast: the reading itself must reach the threshold;
-* linear_extrapolation — a straight line fitted over the window and extended over the horizon
-  (what Prometheus ``predict_linear`` does);
-* linear_extrapolation_matched — the same line at its best lead among a few warning settings
-  that raise no more false warnings than forewarn: a fair comparison of lead at an equal or
-  lower false-warning rate (any forecaster buys lead with false warnings).
+* **fast** — overheats and cooling failures that cross the threshold 100-300 ticks after their
+  onset, among dropouts, stuck and noisy sensors, spikes and bad payloads (:data:`MIX`), 200
+  machines x 2,000 ticks. Policies compared on the same readings:
 
-All use the agent's alert settings unless said otherwise. A fault's crossing is its first
-reading at or over the threshold leaving out the sensor spikes (see ``run_policy``).
+  - forewarn — the shipped forecaster, its forecast widened by each machine's own error, and the
+    slow path;
+  - static_threshold — no forecast: the reading itself must reach the threshold;
+  - linear_extrapolation — a straight line fitted over the window and extended over the horizon
+    (what Prometheus ``predict_linear`` does);
+  - linear_extrapolation_matched — the same line at its best lead among a few warning settings
+    that raise no more false warnings than forewarn (any forecaster buys lead with false
+    warnings).
 
-    python -m bench.alerts            # a table
-    python -m bench.alerts --json     # {"policies": {...}} on stdout
+* **slow** — slow drifts (:func:`simulator.faults.plan_slow_drifts`: linear and exponential,
+  their mean reaching the threshold 2,000, 5,000 or 20,000 readings after onset) among healthy
+  machines, run until every drift has crossed and been repaired. forewarn is compared with the
+  *anchor*, the one-liner a plant writes in Prometheus: a least-squares line over the last N
+  readings, warning when it reaches the threshold within forewarn's longest horizon
+  (``alerts.trend_horizon_readings``), on ``confirm`` readings in a row, for N in
+  {100, 1,000, 5,000} and confirm in {3, 5, 8, 12}, computed vectorised outside the agent.
+
+Scoring, the same for every policy and family:
+
+* an *incident* runs from a page (a message leaving ok) to its resolution; the anchor's incidents
+  are held as long as forewarn's (``alerts.keep_firing_for_s``);
+* **lead** is a fault's crossing (its first reading at or over the threshold, spikes left out)
+  minus the start of the incident still open at the crossing; a warning that resolved before the
+  crossing earns nothing, and an incident that began before the fault's onset counts from the
+  onset;
+* a **false warning** is a page on a machine without a crossing fault, or before its onset;
+  ``false_alert_share`` is the share of such machines' time spent in a false incident (an alert
+  that never ends raises one page and would otherwise look clean);
+* **incidents per episode**: pages of incidents that overlap a fault's episode (onset to
+  repaired, plus the hold), the messages after each page, and incidents still open at the end of
+  the run although the machine was repaired;
+* **interval calibration**: for the page of each incident open at a crossing that came before
+  it, whether the crossing fell inside its stated 10-90 % time-to-threshold interval.
+
+    python -m bench.alerts                      # fast family, seed 11, a table
+    python -m bench.alerts --json               # {"policies": {...}, "incidents": ...}
+    python -m bench.alerts --json --seeds 23,31,47 --slow --cost   # the full report
+
+With several seeds the outcomes are pooled (each fault and each machine-tick counts once). The
+forecaster runs on one CPU thread: on a shared machine, more threads collapse under load.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.alerts import AlertEvent
 from agent.app import Agent
 from config.settings import Settings, load_settings
 from config.simulator import FAULT_KINDS
@@ -36,8 +71,14 @@ from models.base import Forecaster
 from models.baselines import LinearExtrapolationForecaster, PersistenceForecaster
 from models.checkpoint import TorchForecaster
 from simulator.badpayload import bad_payloads
-from simulator.faults import BAD_PAYLOAD_PROBABILITY, CROSSING_KINDS, first_crossing
-from simulator.fleet import Fleet
+from simulator.faults import (
+    BAD_PAYLOAD_PROBABILITY,
+    DriftPlan,
+    RampPlan,
+    first_crossing,
+    slow_drift_run_ticks,
+)
+from simulator.fleet import Fleet, OverheatPlan
 from wire.reading import Reading, Rejected
 
 MIX = {
@@ -49,42 +90,49 @@ MIX = {
     "noisy_sensor": 20,
     "bad_payload": 20,
 }
-"""The fixed mix of every scenario; the remaining machines are healthy."""
+"""The fixed mix of every fast scenario; the remaining machines are healthy."""
+
+ANCHOR_WINDOWS = (100, 1_000, 5_000)
+ANCHOR_CONFIRMS = (3, 5, 8, 12)
+
+
+# --- streaming a fleet through the agent ------------------------------------------------------
 
 
 @dataclass
-class Outcome:
-    recall: dict[str, float]
-    median_lead_ticks: float | None
-    p10_lead_ticks: float | None
-    false_warnings_per_10k: float
-    false_warnings_by_kind: dict[str, int] = field(default_factory=dict)
-    false_warnings_per_10k_by_kind: dict[str, float] = field(default_factory=dict)
-    settings: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
+class Run:
+    """What one policy did on one fleet: every alert message, with the tick it came at."""
+
+    fleet: Fleet
+    history: NDArray[np.float64]
+    spikes: NDArray[np.float64]
+    messages: dict[str, list[tuple[int, AlertEvent]]]
+    hold_ticks: float
+    seconds: float
 
 
-def run_policy(
+def stream(
     forecaster: Forecaster, fleet: Fleet, history: NDArray[np.float64], settings: Settings
-) -> Outcome:
-    """Stream the fleet's history through the agent's tick and score the warnings.
-
-    A fault's crossing is its first reading at or over the threshold with the sensor spikes
-    left out: a spike is never an overheat (see :func:`simulator.faults.first_crossing`).
-    """
+) -> Run:
+    """Stream the fleet's history through the agent's tick, one reading per machine per tick
+    (timestamps one second apart), and keep every alert message."""
     spikes = fleet.last_spikes_c  # from the one history() call that made ``history``
     started = time.monotonic()
     agent = Agent(settings, forecaster=forecaster)
-    machines, ticks, _ = history.shape
-    first_warning: dict[str, list[int]] = {}
+    ticks = history.shape[1]
+    messages: dict[str, list[tuple[int, AlertEvent]]] = {}
     rng = np.random.default_rng(0)
+    values32 = history.astype(np.float32)
+    dropouts = [f for f in fleet.window_faults if f.kind == "dropout"]
+    broken_plans = [f for f in fleet.window_faults if f.kind == "bad_payload"]
+    ids = fleet.machine_ids
     for tick in range(ticks):
-        silent = set(fleet.silent(tick))
-        broken = set(fleet.bad_payload_machines(tick))
-        for m, machine_id in enumerate(fleet.machine_ids):
+        silent = {f.machine_index for f in dropouts if f.active(tick)}
+        broken = {f.machine_index for f in broken_plans if f.active(tick)}
+        for m, machine_id in enumerate(ids):
             if m in silent:
                 continue
-            values = history[m, tick].astype(np.float32)
+            values = values32[m, tick]
             if m in broken and rng.random() < BAD_PAYLOAD_PROBABILITY:
                 for payload in bad_payloads(machine_id, float(tick), tick, values, rng):
                     try:
@@ -94,96 +142,454 @@ def run_policy(
             else:
                 agent.hand_off(Reading(machine_id, float(tick), tick, values))
         for event in agent.tick():
-            if event.severity == "warning" and event.status == "firing":
-                if event.previous_state == "critical":
-                    continue  # a step down continues an episode; it is not a new warning
-                first_warning.setdefault(event.machine_id, []).append(tick)
+            if event.severity in ("warning", "critical"):
+                messages.setdefault(event.machine_id, []).append((tick, event))
     agent.http.stop()
+    return Run(
+        fleet=fleet,
+        history=history,
+        spikes=spikes,
+        messages=messages,
+        hold_ticks=settings.alerts.keep_firing_for_s,  # one reading per second
+        seconds=time.monotonic() - started,
+    )
 
-    fault_of = {fleet.machine_ids[p.machine_index]: p for p in fleet.crossing_plans}
-    window_fault_of = {fleet.machine_ids[f.machine_index]: f.kind for f in fleet.window_faults}
-    leads: list[int] = []
-    caught = {kind: 0 for kind in CROSSING_KINDS}
-    total = {kind: 0 for kind in CROSSING_KINDS}
-    false_warnings = 0
-    false_by_kind: dict[str, int] = {}
-    for machine_id, plan in fault_of.items():
-        index = fleet.machine_ids.index(machine_id)
+
+# --- incidents and scores ---------------------------------------------------------------------
+
+
+@dataclass
+class Incident:
+    start: int
+    end: int | None  # the tick of its resolution; None: still open at the end of the run
+    first: AlertEvent | None  # its page (None for the anchor's incidents)
+    messages: int
+
+
+def incidents_of(messages: list[tuple[int, AlertEvent]]) -> list[Incident]:
+    """A machine's incidents: from each message leaving ok to the next resolution."""
+    out: list[Incident] = []
+    for tick, event in messages:
+        if event.previous_state == "ok" and event.status == "firing":
+            out.append(Incident(tick, None, event, 1))
+        elif out and out[-1].end is None:
+            out[-1].messages += 1
+            if event.status == "resolved":
+                out[-1].end = tick
+    return out
+
+
+def incidents_from_hot(hot: NDArray[np.bool_], hold: int) -> list[Incident]:
+    """Incidents of a hot/not-hot series held ``hold`` ticks after the last hot one."""
+    out: list[Incident] = []
+    ticks = hot.shape[0]
+    for tick in np.flatnonzero(hot).tolist():
+        if out and out[-1].end is not None and tick <= out[-1].end:
+            out[-1].end = tick + hold
+        else:
+            out.append(Incident(tick, tick + hold, None, 1))
+    for incident in out:
+        if incident.end is not None and incident.end >= ticks:
+            incident.end = None
+    return out
+
+
+@dataclass
+class FaultRecord:
+    """One crossing fault and how a policy met it."""
+
+    seed: int
+    machine_id: str
+    kind: str
+    onset: int
+    crossing: int | None
+    lead: int | None  # None: missed
+    cause: str  # why it was missed ("" when caught)
+    pages: int
+    updates: int
+    unresolved: int
+    inside: bool | None  # its page's interval held the crossing; None: no interval stated
+    open_interval: bool = False
+
+
+@dataclass
+class Score:
+    """A policy's outcome on one or more fleets: records to pool, then summary figures."""
+
+    faults: list[FaultRecord] = field(default_factory=list)
+    false_pages: dict[str, int] = field(default_factory=dict)
+    machine_ticks: dict[str, int] = field(default_factory=dict)
+    false_ticks: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def merge(self, other: Score) -> None:
+        self.faults += other.faults
+        for mine, theirs in (
+            (self.false_pages, other.false_pages),
+            (self.machine_ticks, other.machine_ticks),
+            (self.false_ticks, other.false_ticks),
+        ):
+            for kind, count in theirs.items():
+                mine[kind] = mine.get(kind, 0) + count
+        self.seconds += other.seconds
+
+    def summary(self, kinds: frozenset[str] | None = None) -> dict[str, Any]:
+        faults = [f for f in self.faults if kinds is None or f.kind in kinds]
+        leads = [f.lead for f in faults if f.lead is not None]
+        shares = [
+            f.lead / (f.crossing - f.onset)
+            for f in faults
+            if f.lead is not None and f.crossing is not None and f.crossing > f.onset
+        ]
+        by_kind: dict[str, list[FaultRecord]] = {}
+        for f in faults:
+            by_kind.setdefault(f.kind, []).append(f)
+        machine_ticks = sum(self.machine_ticks.values())
+        calibrated = [f for f in faults if f.inside is not None]
+        return {
+            "recall": {
+                k: _ratio(sum(f.lead is not None for f in v), len(v)) for k, v in by_kind.items()
+            },
+            "recall_pooled": _ratio(len(leads), len(faults)),
+            "faults": len(faults),
+            "median_lead_ticks": float(np.median(leads)) if leads else None,
+            "p10_lead_ticks": float(np.percentile(leads, 10)) if leads else None,
+            "median_lead_share": float(np.median(shares)) if shares else None,
+            "median_lead_ticks_by_kind": {
+                k: float(np.median([f.lead for f in v if f.lead is not None]))
+                for k, v in sorted(by_kind.items())
+                if any(f.lead is not None for f in v)
+            },
+            "false_warnings_per_10k": _per_10k(sum(self.false_pages.values()), machine_ticks),
+            "false_warnings_per_10k_by_kind": {
+                k: _per_10k(self.false_pages.get(k, 0), n)
+                for k, n in sorted(self.machine_ticks.items())
+            },
+            "false_warnings": sum(self.false_pages.values()),
+            "false_alert_share": _ratio(sum(self.false_ticks.values()), machine_ticks, 5),
+            "pages_per_episode": _mean([f.pages for f in faults]),
+            "updates_per_episode": _mean([f.updates for f in faults]),
+            "unresolved_after_repair": sum(f.unresolved for f in faults),
+            "interval_calibration": _ratio(
+                sum(bool(f.inside) for f in calibrated), len(calibrated)
+            ),
+            "intervals": len(calibrated),
+            "open_intervals": sum(f.open_interval for f in calibrated),
+            "misses": [
+                {"seed": f.seed, "machine_id": f.machine_id, "kind": f.kind, "cause": f.cause}
+                for f in faults
+                if f.lead is None
+            ],
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def _ratio(a: float, b: float, digits: int = 4) -> float | None:
+    return round(a / b, digits) if b else None
+
+
+def _per_10k(count: int, machine_ticks: int) -> float:
+    return round(count / machine_ticks * 10_000, 3) if machine_ticks else 0.0
+
+
+def _mean(values: list[int]) -> float | None:
+    return round(float(np.mean(values)), 3) if values else None
+
+
+def repaired_tick(plan: OverheatPlan | RampPlan | DriftPlan, ticks: int) -> int:
+    """The tick from which a crossing fault adds nothing any more (repaired and cooled)."""
+    excess = plan.excess(np.arange(ticks, dtype=np.float64))
+    hot = np.flatnonzero(excess > 1e-9)
+    return int(hot[-1]) + 1 if hot.size else ticks
+
+
+def score(
+    seed: int,
+    fleet: Fleet,
+    history: NDArray[np.float64],
+    spikes: NDArray[np.float64],
+    incidents: dict[str, list[Incident]],
+    hold_ticks: float,
+) -> Score:
+    """Score a policy's incidents against the fleet's ground truth."""
+    ticks = history.shape[1]
+    out = Score()
+    plans = {fleet.machine_ids[p.machine_index]: p for p in fleet.crossing_plans}
+    window_kind = {fleet.machine_ids[f.machine_index]: f.kind for f in fleet.window_faults}
+    for index, machine_id in enumerate(fleet.machine_ids):
+        mine = incidents.get(machine_id, [])
+        plan = plans.get(machine_id)
+        if plan is None:
+            kind = window_kind.get(machine_id, "healthy")
+            false = mine
+            quiet_ticks = ticks
+        else:
+            kind = "before_onset"
+            false = [i for i in mine if i.start < plan.onset_tick]
+            quiet_ticks = plan.onset_tick
+        out.machine_ticks[kind] = out.machine_ticks.get(kind, 0) + quiet_ticks
+        out.false_pages[kind] = out.false_pages.get(kind, 0) + len(false)
+        out.false_ticks[kind] = out.false_ticks.get(kind, 0) + sum(
+            min(quiet_ticks, ticks if i.end is None else i.end) - i.start for i in false
+        )
+        if plan is None:
+            continue
         crossing = first_crossing(
             history[index, :, 0], plan.onset_tick, fleet.threshold_c, spikes[index]
         )
-        total[plan.kind] += 1
-        warnings = first_warning.get(machine_id, [])
-        before = [t for t in warnings if plan.onset_tick <= t <= (crossing or ticks)]
-        if crossing is not None and before:
-            caught[plan.kind] += 1
-            leads.append(crossing - before[0])
-        early = len([t for t in warnings if t < plan.onset_tick])
-        false_warnings += early
-        if early:
-            false_by_kind[plan.kind] = false_by_kind.get(plan.kind, 0) + early
-    for machine_id, warnings in first_warning.items():
-        if machine_id in fault_of:
-            continue
-        false_warnings += len(warnings)
-        kind = window_fault_of.get(machine_id, "healthy")
-        false_by_kind[kind] = false_by_kind.get(kind, 0) + len(warnings)
-    kind_of = {**window_fault_of, **{m: p.kind for m, p in fault_of.items()}}
-    machines_of: dict[str, int] = {}
-    for machine_id in fleet.machine_ids:
-        kind = kind_of.get(machine_id, "healthy")
-        machines_of[kind] = machines_of.get(kind, 0) + 1
-    return Outcome(
-        recall={k: caught[k] / total[k] for k in sorted(CROSSING_KINDS) if total[k]},
-        median_lead_ticks=float(np.median(leads)) if leads else None,
-        p10_lead_ticks=float(np.percentile(leads, 10)) if leads else None,
-        false_warnings_per_10k=false_warnings / (machines * ticks) * 10_000,
-        false_warnings_by_kind=false_by_kind,
-        # Per kind of machine, so that spikes, dropouts and bad payloads can be compared with
-        # healthy machines: a fault that caused warnings would stand out here.
-        false_warnings_per_10k_by_kind={
-            kind: round(false_by_kind.get(kind, 0) / (count * ticks) * 10_000, 2)
-            for kind, count in sorted(machines_of.items())
-        },
-        seconds=round(time.monotonic() - started, 1),
-    )
+        episode_end = repaired_tick(plan, ticks) + hold_ticks
+        episode = [
+            i
+            for i in mine
+            if i.start <= episode_end and (i.end is None or i.end >= plan.onset_tick)
+        ]
+        open_at: Incident | None = None
+        lead: int | None = None
+        cause = ""
+        if crossing is None:
+            cause = "never crossed within the run"
+        else:
+            open_at = next(
+                (i for i in mine if i.start <= crossing and (i.end is None or i.end >= crossing)),
+                None,
+            )
+        if crossing is not None and open_at is not None:
+            lead = crossing - max(open_at.start, plan.onset_tick)
+        elif crossing is not None:
+            later = [i for i in mine if i.start > crossing]
+            ended = [
+                i.end for i in mine if i.end is not None and plan.onset_tick <= i.end < crossing
+            ]
+            if ended:
+                cause = f"an incident resolved {crossing - ended[-1]} ticks before the crossing"
+            elif later:
+                cause = f"first paged {later[0].start - crossing} ticks after the crossing"
+            else:
+                cause = "never paged"
+        inside: bool | None = None
+        open_interval = False
+        page = None if open_at is None else open_at.first
+        if (
+            open_at is not None
+            and page is not None
+            and crossing is not None
+            and lead is not None
+            and lead > 0
+            and page.time_to_threshold_low_s is not None
+        ):
+            started = open_at.start
+            low = started + page.time_to_threshold_low_s
+            high = page.time_to_threshold_high_s
+            open_interval = high is None
+            inside = low <= crossing and (high is None or crossing <= started + high)
+        out.faults.append(
+            FaultRecord(
+                seed=seed,
+                machine_id=machine_id,
+                kind=plan.kind,
+                onset=plan.onset_tick,
+                crossing=crossing,
+                lead=lead,
+                cause=cause,
+                pages=len(episode),
+                updates=sum(i.messages - 1 for i in episode),
+                unresolved=sum(i.end is None for i in episode),
+                inside=inside,
+                open_interval=open_interval,
+            )
+        )
+    return out
+
+
+def score_run(seed: int, run: Run) -> Score:
+    incidents = {m: incidents_of(msgs) for m, msgs in run.messages.items()}
+    result = score(seed, run.fleet, run.history, run.spikes, incidents, run.hold_ticks)
+    result.seconds = run.seconds
+    return result
+
+
+# --- the fast family ---------------------------------------------------------------------------
 
 
 MATCH_GRID = [(sigma, confirm) for sigma in (0.0, 2.0) for confirm in (3, 5, 8, 12)]
 """(warning_sigma, warning_confirm_ticks) pairs tried for the baseline at a matched false rate."""
 
 
-def matched_baseline(
-    forecaster: Forecaster,
-    fleet: Fleet,
-    history: NDArray[np.float64],
-    settings: Settings,
-    reference: Outcome,
-) -> Outcome:
-    """The baseline at its best lead among settings with no more false warnings than
-    ``reference``: "a longer lead at an equal or lower false-warning rate" compares policies at
-    the same false rate, and any forecaster can buy lead with false warnings.
+def with_alerts(settings: Settings, **update: object) -> Settings:
+    return settings.model_copy(update={"alerts": settings.alerts.model_copy(update=update)})
 
-    Tries :data:`MATCH_GRID`; the winner has the longest median lead, then the higher recall.
-    Its settings are in ``settings`` of the result (none qualified: the strictest one's).
-    """
-    tried = []
-    for sigma, confirm in MATCH_GRID:
-        alerts = settings.alerts.model_copy(
-            update={"warning_sigma": sigma, "warning_confirm_ticks": confirm}
+
+def fast_fleet(machines: int, ticks: int, seed: int) -> tuple[Fleet, NDArray[np.float64]]:
+    mix = {kind: max(1, count * machines // 200) for kind, count in MIX.items()}
+    fleet = Fleet(machines, seed, faults=mix, run_ticks=ticks)
+    return fleet, fleet.history(0, ticks)
+
+
+def fast_family(
+    seeds: list[int],
+    machines: int,
+    ticks: int,
+    settings: Settings,
+    chosen: list[str],
+    match: bool,
+) -> dict[str, Score]:
+    """Pooled scores of each policy over the seeds' fast fleets."""
+    model = TorchForecaster.from_path(None, device="cpu", threads=1)
+    policies: dict[str, Forecaster] = {
+        "forewarn": model,
+        "static_threshold": PersistenceForecaster(
+            horizon=model.horizon, window=model.window, features=model.features
+        ),
+        "linear_extrapolation": LinearExtrapolationForecaster(
+            horizon=model.horizon, window=model.window, features=model.features
+        ),
+    }
+    # The baselines are judged on their forecast alone, as before the slow path existed.
+    plain = with_alerts(settings, trend_horizon_readings=0)
+    pooled: dict[str, Score] = {}
+    tried: dict[tuple[float, int], Score] = {}
+    for seed in seeds:
+        fleet, history = fast_fleet(machines, ticks, seed)
+        for name, forecaster in policies.items():
+            if name in chosen:
+                run = stream(forecaster, fleet, history, settings if name == "forewarn" else plain)
+                pooled.setdefault(name, Score()).merge(score_run(seed, run))
+        if match and "forewarn" in chosen and "linear_extrapolation" in chosen:
+            for sigma, confirm in MATCH_GRID:
+                grid = with_alerts(plain, warning_sigma=sigma, warning_confirm_ticks=confirm)
+                run = stream(policies["linear_extrapolation"], fleet, history, grid)
+                tried.setdefault((sigma, confirm), Score()).merge(score_run(seed, run))
+    if tried:
+        reference = pooled["forewarn"].summary()
+        pooled["linear_extrapolation_matched"] = best_at_false_rate(tried, reference)[1]
+    return pooled
+
+
+Key = TypeVar("Key", tuple[float, int], tuple[int, int])
+
+
+def best_at_false_rate(tried: dict[Key, Score], reference: dict[str, Any]) -> tuple[Key, Score]:
+    """The setting with the longest median lead (then the highest recall) among those with no
+    more false warnings and no larger false-alert share than ``reference``; none qualifying:
+    the one with the fewest false warnings."""
+
+    summaries = {key: s.summary() for key, s in tried.items()}
+    ok = [
+        key
+        for key, s in summaries.items()
+        if float(s["false_warnings_per_10k"]) <= float(reference["false_warnings_per_10k"])
+        and float(s["false_alert_share"] or 0) <= float(reference["false_alert_share"] or 0)
+    ]
+    if not ok:
+        key = min(summaries, key=lambda k: float(summaries[k]["false_warnings_per_10k"]))
+    else:
+        key = max(
+            ok,
+            key=lambda k: (
+                float(summaries[k]["median_lead_ticks"] or 0.0),
+                float(summaries[k]["recall_pooled"] or 0.0),
+            ),
         )
-        outcome = run_policy(
-            forecaster, fleet, history, settings.model_copy(update={"alerts": alerts})
-        )
-        outcome.settings = {"warning_sigma": sigma, "warning_confirm_ticks": confirm}
-        tried.append(outcome)
-    qualified = [o for o in tried if o.false_warnings_per_10k <= reference.false_warnings_per_10k]
-    if not qualified:
-        return min(tried, key=lambda o: o.false_warnings_per_10k)
-    return max(
-        qualified,
-        key=lambda o: (o.median_lead_ticks or 0.0, min(o.recall.values(), default=0.0)),
-    )
+    return key, tried[key]
+
+
+# --- the slow family ---------------------------------------------------------------------------
+
+
+def slow_fleet(seed: int, per_kind: int, healthy: int) -> tuple[Fleet, NDArray[np.float64]]:
+    machines = per_kind * 6 + healthy
+    fleet = Fleet(machines, seed, slow_drifts=per_kind)
+    return fleet, fleet.history(0, slow_drift_run_ticks(fleet.drifts))
+
+
+def anchor_ahead(
+    temperatures: NDArray[np.float64], window: int, horizon: int
+) -> NDArray[np.float64]:
+    """The anchor's line, vectorised: at each tick, a least-squares line over each machine's
+    last ``window`` readings, evaluated ``horizon`` readings ahead (-inf before ``window``
+    readings exist). A line rising to the threshold within the horizon is there by then."""
+    machines, ticks = temperatures.shape
+    j = np.arange(ticks, dtype=np.float64)
+    zeros = np.zeros((machines, 1))
+    cy = np.concatenate([zeros, np.cumsum(temperatures, axis=1)], axis=1)
+    cjy = np.concatenate([zeros, np.cumsum(temperatures * j, axis=1)], axis=1)
+    t = np.arange(window - 1, ticks)
+    sy = cy[:, t + 1] - cy[:, t + 1 - window]
+    sjy = cjy[:, t + 1] - cjy[:, t + 1 - window]
+    centre = t - (window - 1) / 2.0
+    slope = (sjy - centre * sy) / (window * (window * window - 1) / 12.0)
+    ahead = np.full((machines, ticks), -np.inf)
+    ahead[:, t] = sy / window + slope * (t + horizon - centre)
+    return ahead
+
+
+def anchor_family(
+    seeds: list[int],
+    fleets: dict[int, tuple[Fleet, NDArray[np.float64], NDArray[np.float64]]],
+    horizon: int,
+    hold: int,
+    threshold: float,
+) -> dict[tuple[int, int], Score]:
+    """The anchor's pooled score for every window and confirm."""
+    out: dict[tuple[int, int], Score] = {}
+    for seed in seeds:
+        fleet, history, spikes = fleets[seed]
+        temperatures = history[:, :, 0]
+        for window in ANCHOR_WINDOWS:
+            over = anchor_ahead(temperatures, window, horizon) >= threshold
+            cs = np.concatenate([np.zeros((over.shape[0], 1)), np.cumsum(over, axis=1)], axis=1)
+            for confirm in ANCHOR_CONFIRMS:
+                confirmed = np.zeros_like(over)
+                confirmed[:, confirm - 1 :] = (cs[:, confirm:] - cs[:, :-confirm]) == confirm
+                incidents = {
+                    machine_id: incidents_from_hot(confirmed[m], hold)
+                    for m, machine_id in enumerate(fleet.machine_ids)
+                }
+                result = score(seed, fleet, history, spikes, incidents, hold)
+                out.setdefault((window, confirm), Score()).merge(result)
+    return out
+
+
+# --- cost --------------------------------------------------------------------------------------
+
+
+def tick_cost(machines: int, ticks: int, settings: Settings) -> dict[str, object]:
+    """Median tick at ``machines`` machines with the slow path on and off, interleaved: two
+    agents take the same readings and tick in turn, so load on the machine hits both alike."""
+    model = TorchForecaster.from_path(None, device="cpu", threads=1)
+    fleet = Fleet(machines, 3)
+    warm_up = 25
+    history = fleet.history(0, warm_up + ticks).astype(np.float32)
+    agents = {
+        "on": Agent(settings, forecaster=model),
+        "off": Agent(with_alerts(settings, trend_horizon_readings=0), forecaster=model),
+    }
+    times: dict[str, list[float]] = {"on": [], "off": []}
+    ids = fleet.machine_ids
+    for tick in range(warm_up + ticks):
+        order = ("on", "off") if tick % 2 == 0 else ("off", "on")
+        for name in order:
+            agent = agents[name]
+            for m, machine_id in enumerate(ids):
+                agent.hand_off(Reading(machine_id, float(tick), tick, history[m, tick]))
+            started = time.perf_counter()
+            agent.tick()
+            if tick >= warm_up:
+                times[name].append(time.perf_counter() - started)
+    for agent in agents.values():
+        agent.http.stop()
+    on, off = float(np.median(times["on"])), float(np.median(times["off"]))
+    return {
+        "machines": machines,
+        "ticks": ticks,
+        "median_tick_s_slow_on": round(on, 4),
+        "median_tick_s_slow_off": round(off, 4),
+        "growth": round(on / off - 1.0, 4),
+        "note": "the tick includes draining the hand-off of one reading per machine",
+    }
+
+
+# --- the command -------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,17 +598,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--machines", type=int, default=200)
     parser.add_argument("--ticks", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument(
-        "--warning-sigma", type=float, help="override alerts.warning_sigma for forewarn"
-    )
+    parser.add_argument("--seeds", help="comma-separated seeds, pooled (overrides --seed)")
+    parser.add_argument("--warning-sigma", type=float, help="override alerts.warning_sigma")
     parser.add_argument(
         "--warning-margin-max", type=float, help="override alerts.warning_margin_max_c"
     )
     parser.add_argument("--warning-confirm", type=int, help="override alerts.warning_confirm_ticks")
+    parser.add_argument("--keep-firing-for", type=float, help="override alerts.keep_firing_for_s")
+    parser.add_argument(
+        "--trend-horizon", type=int, help="override alerts.trend_horizon_readings (0: off)"
+    )
+    parser.add_argument("--trend-sigma", type=float, help="override alerts.trend_sigma")
+    parser.add_argument("--trend-confirm", type=int, help="override alerts.trend_confirm")
     parser.add_argument(
         "--policies",
         default="forewarn,static_threshold,linear_extrapolation",
-        help="comma-separated subset to run",
+        help="fast family: comma-separated subset to run ('' to skip the family)",
     )
     parser.add_argument(
         "--no-match",
@@ -210,7 +621,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="skip the search for linear extrapolation's settings at forewarn's false rate",
     )
+    parser.add_argument("--slow", action="store_true", help="run the slow-drift family")
+    parser.add_argument("--slow-per-kind", type=int, default=4, help="drifts per shape and reach")
+    parser.add_argument("--slow-healthy", type=int, default=36, help="healthy machines beside")
+    parser.add_argument("--cost", action="store_true", help="measure the slow path's tick cost")
+    parser.add_argument("--cost-machines", type=int, default=10_000)
+    parser.add_argument("--cost-ticks", type=int, default=40)
     args = parser.parse_args(argv)
+    # Rejected bad payloads and evictions log on purpose; here they would drown the report.
+    logging.getLogger("agent").setLevel(logging.ERROR)
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [args.seed]
     settings = load_settings(_env_file=None)
     settings.metrics = settings.metrics.model_copy(update={"host": "127.0.0.1", "port": 0})
     settings.agent = settings.agent.model_copy(update={"stale_after_s": 1e9})
@@ -218,60 +638,126 @@ def main(argv: list[str] | None = None) -> int:
         "warning_sigma": args.warning_sigma,
         "warning_margin_max_c": args.warning_margin_max,
         "warning_confirm_ticks": args.warning_confirm,
+        "keep_firing_for_s": args.keep_firing_for,
+        "trend_horizon_readings": args.trend_horizon,
+        "trend_sigma": args.trend_sigma,
+        "trend_confirm": args.trend_confirm,
     }
-    settings.alerts = settings.alerts.model_copy(
-        update={k: v for k, v in tuning.items() if v is not None}
-    )
-    mix = {kind: max(1, count * args.machines // 200) for kind, count in MIX.items()}
-    fleet = Fleet(args.machines, args.seed, faults=mix, run_ticks=args.ticks)
-    history = fleet.history(0, args.ticks)
-    model = TorchForecaster.from_path(None, device="cpu")
-    policies: dict[str, Forecaster] = {
-        "forewarn": model,
-        # No forecast: the last reading held over the horizon, i.e. a static threshold rule.
-        "static_threshold": PersistenceForecaster(
-            horizon=model.horizon, window=model.window, features=model.features
-        ),
-        "linear_extrapolation": LinearExtrapolationForecaster(
-            horizon=model.horizon, window=model.window, features=model.features
-        ),
+    settings = with_alerts(settings, **{k: v for k, v in tuning.items() if v is not None})
+    report: dict[str, Any] = {
+        "seeds": seeds,
+        "alerts": settings.alerts.model_dump(exclude={"overrides"}),
     }
-    chosen = args.policies.split(",")
-    outcomes = {
-        name: run_policy(f, fleet, history, settings)
-        for name, f in policies.items()
-        if name in chosen
-    }
-    if args.match and "forewarn" in outcomes and "linear_extrapolation" in chosen:
-        outcomes["linear_extrapolation_matched"] = matched_baseline(
-            policies["linear_extrapolation"], fleet, history, settings, outcomes["forewarn"]
-        )
-    report = {
-        "fleet": {"machines": args.machines, "ticks": args.ticks, "seed": args.seed, "mix": mix},
-        "policies": {name: vars(outcome) for name, outcome in outcomes.items()},
-    }
+    chosen = [p for p in args.policies.split(",") if p]
+    fast: dict[str, Score] = {}
+    if chosen:
+        fast = fast_family(seeds, args.machines, args.ticks, settings, chosen, args.match)
+        report["fleet"] = {
+            "machines": args.machines,
+            "ticks": args.ticks,
+            "mix": {kind: max(1, count * args.machines // 200) for kind, count in MIX.items()},
+        }
+        report["policies"] = {name: s.summary() for name, s in fast.items()}
+    slow_report: dict[str, Any] | None = None
+    if args.slow:
+        slow_report = slow_family(seeds, args, settings)
+        report["slow"] = slow_report
+    if args.cost:
+        report["cost"] = tick_cost(args.cost_machines, args.cost_ticks, settings)
     if args.json:
         print(json.dumps(report))
         return 0
-    print(
-        f"{args.machines} machines x {args.ticks} ticks, seed {args.seed}, faults {mix} "
-        f"(kinds: {', '.join(FAULT_KINDS)})"
-    )
-    print(
-        f"{'policy':<29} {'recall overheat':>15} {'recall cooling':>15} {'median lead':>12} "
-        f"{'p10 lead':>9} {'false/10k':>10}  false/10k by machine kind"
-    )
-    for name, o in outcomes.items():
-        print(
-            f"{name:<29} {o.recall.get('overheat', 0):>15.0%} "
-            f"{o.recall.get('cooling_failure', 0):>15.0%} {o.median_lead_ticks or 0:>12.1f} "
-            f"{o.p10_lead_ticks or 0:>9.1f} {o.false_warnings_per_10k:>10.2f}  "
-            f"{o.false_warnings_per_10k_by_kind}"
-        )
-    matched = outcomes.get("linear_extrapolation_matched")
-    if matched is not None:
-        print(f"linear_extrapolation_matched: the best lead of {MATCH_GRID} at {matched.settings}")
+    print_report(report, fast, slow_report)
     return 0
+
+
+def slow_family(
+    seeds: list[int], args: argparse.Namespace, settings: Settings
+) -> dict[str, object]:
+    model = TorchForecaster.from_path(None, device="cpu", threads=1)
+    fleets = {}
+    forewarn = Score()
+    for seed in seeds:
+        fleet, history = slow_fleet(seed, args.slow_per_kind, args.slow_healthy)
+        spikes = fleet.last_spikes_c
+        fleets[seed] = (fleet, history, spikes)
+        forewarn.merge(score_run(seed, stream(model, fleet, history, settings)))
+    reference = forewarn.summary()
+    horizon = settings.alerts.trend_horizon_readings
+    hold = int(settings.alerts.keep_firing_for_s)
+    anchors = anchor_family(seeds, fleets, horizon, hold, settings.alerts.threshold_c)
+    (window, confirm), best = best_at_false_rate(anchors, reference)
+    best_summary = best.summary()
+    ratio = None
+    if best_summary["median_lead_ticks"] and reference["median_lead_ticks"]:
+        ratio = round(
+            float(reference["median_lead_ticks"]) / float(best_summary["median_lead_ticks"]), 3
+        )
+    return {
+        "fleet": {
+            "per_kind": args.slow_per_kind,
+            "healthy": args.slow_healthy,
+            "ticks": {seed: int(fleets[seed][1].shape[1]) for seed in seeds},
+        },
+        "horizon_readings": horizon,
+        "forewarn": reference,
+        "anchor_best": {"window": window, "confirm": confirm, **best_summary},
+        "lead_ratio_vs_anchor": ratio,
+        "anchor_grid": [
+            {
+                "window": w,
+                "confirm": c,
+                **{
+                    k: v
+                    for k, v in s.summary().items()
+                    if k
+                    in (
+                        "recall_pooled",
+                        "median_lead_ticks",
+                        "false_warnings_per_10k",
+                        "false_alert_share",
+                    )
+                },
+            }
+            for (w, c), s in sorted(anchors.items())
+        ],
+    }
+
+
+def print_report(
+    report: dict[str, Any], fast: dict[str, Score], slow: dict[str, Any] | None
+) -> None:
+    print(f"seeds {report['seeds']} (kinds: {', '.join(FAULT_KINDS)})")
+    if fast:
+        print(
+            f"{'policy':<29} {'recall':>7} {'median lead':>12} {'p10':>6} {'false/10k':>10} "
+            f"{'pages/ep':>9} {'updates/ep':>11} {'unresolved':>11} {'calibration':>12}"
+        )
+        for name, s in fast.items():
+            o = s.summary()
+            print(
+                f"{name:<29} {_pct(o['recall_pooled']):>7} {o['median_lead_ticks'] or 0:>12.1f} "
+                f"{o['p10_lead_ticks'] or 0:>6.1f} {o['false_warnings_per_10k']:>10.2f} "
+                f"{o['pages_per_episode'] or 0:>9.2f} {o['updates_per_episode'] or 0:>11.2f} "
+                f"{o['unresolved_after_repair']:>11} {_pct(o['interval_calibration']):>12}"
+            )
+    if slow is not None:
+        for name, o in (("forewarn", slow["forewarn"]), ("anchor (best)", slow["anchor_best"])):
+            assert isinstance(o, dict)
+            print(
+                f"slow {name:<24} recall {_pct(o['recall_pooled'])}, median lead "
+                f"{o['median_lead_ticks']} ({_pct(o['median_lead_share'])} of the drift), "
+                f"false/10k {o['false_warnings_per_10k']}, pages/episode {o['pages_per_episode']}"
+            )
+        print(f"slow lead ratio vs the anchor: {slow['lead_ratio_vs_anchor']}")
+
+
+def _pct(value: Any) -> str:
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else f"{float(value):.0%}"
+    )
 
 
 if __name__ == "__main__":
