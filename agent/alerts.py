@@ -6,7 +6,9 @@ The forecaster scores; this module decides. States are ok, warning and critical:
   typical forecast error, reaches the threshold within the horizon on
   ``warning_confirm_ticks`` consecutive forecasts; forecasts made while the machine's error is
   well above its usual (``warning_noise_ratio_max``: a sensor turned noisy) do not count, since
-  the forecaster then extrapolates noise;
+  the forecaster then extrapolates noise; the slow path (:mod:`agent.trend`), a machine's trend
+  over thousands of readings reaching the threshold within ``trend_horizon_readings``, counts
+  like a hot forecast;
 * critical fires when the last ``critical_confirm_readings`` readings are all at or over the
   threshold (a single spike never fires it);
 * an alert resolves only after ``clear_confirm_ticks`` consecutive forecasts with the reading

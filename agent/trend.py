@@ -5,28 +5,29 @@ thousands of readings (fouling, a failing fan, bearing wear) it can only warn a 
 two before the reading crosses. This path keeps, beside each window, the machine's readings
 folded into coarse steps:
 
-* a *fine* ring of the last :data:`FINE_BLOCKS` means of :data:`FINE` readings (2,000 readings)
-  and a *coarse* ring of the last :data:`COARSE_BLOCKS` means of :data:`COARSE` readings
-  (20,000), each reading first passed through a median of three, so that a spike moves neither
-  a mean nor a peak;
+* a *fine* ring of the last :data:`FINE_BLOCKS` means of :data:`FINE` readings (2,090
+  readings) and a *coarse* ring of the last :data:`COARSE_BLOCKS` means of :data:`COARSE`
+  readings (20,000), each reading first passed through a median of three, so that a spike moves
+  neither a mean nor a peak, and a reading equal to both its neighbours (a stuck sensor's) left
+  out;
 * per coarse step, how far the machine's highest reading rose above that step's mean: the
   median of the last :data:`EXCURSION_BLOCKS` of these is the machine's own *excursion*, what
   its cycle and noise add on top of its mean at a peak.
 
-When a fine step completes, a least-squares line is fitted to the last 50, 100 and 200 fine
-means (500 to 2,000 readings) and, refitted at each completed coarse step, to the last 20, 50
-and 200 coarse means (2,000 to 20,000 readings). A line predicts a crossing when its mean plus
-the excursion reaches the threshold: the reading crosses when the peaks get there, long before
-the mean does. Each line extrapolates with its slope's lower bound (slope - ``trend_sigma``
-standard errors), so a slope the data barely support looks far ahead of nothing; a line whose
-last steps fell well below it (a repair, a level shift down) no longer describes the machine and
-is dropped. The machine is *trending* when the soonest crossing among its lines falls within
-``trend_horizon_readings``, on ``trend_confirm`` fine steps in a row.
+When a fine step completes, least-squares lines are fitted to the last 500, 1,000 and 2,000
+readings (fine means smoothed over :data:`SMOOTH` steps, about one cycle) and, refitted at each
+completed coarse step, to the last 2,000, 5,000 and 20,000 (coarse means). A line predicts a
+crossing when its mean plus the excursion reaches the threshold: the reading crosses when the
+peaks get there, long before the mean does. A line extrapolates with its slope minus
+``trend_sigma`` standard errors and no further than :data:`SPAN_FACTOR` times its own length; a
+line whose last steps fell well below it (a repair, a level shift down) no longer describes the
+machine and is dropped. The machine is *trending* when the soonest crossing among its lines
+falls within ``trend_horizon_readings``, on ``trend_confirm`` fine steps in a row, and *heading*
+for its threshold when it falls within :data:`HEADING_HORIZONS` horizons. The time to threshold
+it states, and its 10-90 % interval, are that crossing scaled by :data:`TREND_RATIOS`.
 
-The time to threshold it states is that line's crossing with its fitted slope; its 10-90 %
-interval comes from the slope's standard error (times ``trend_interval_scale``, which makes up
-for the readings of one fit not being independent) and from how much the crossing reading
-scatters around the envelope (the excursion's own spread).
+The fine ring also gives the machine's cycle (:func:`_period`), which the alert policy uses for
+its hold and for the 90 % bound of a forecast's near miss.
 
 Everything is in arrays indexed by the window store's slots and only the machines whose fine
 step completed do any fitting, so a tick costs a few vectorised operations. The state lives in
@@ -56,6 +57,8 @@ FINE_FITS = (50, 100, 200)
 COARSE_FITS = (20, 50, 200)
 """Lines over the last this many coarse steps (2,000, 5,000, 20,000 readings)."""
 SPAN_FACTOR = 4.0
+"""A line looks at most this many times its own length ahead: a short one would otherwise carry
+a few hundred readings of healthy wear (the sawtooth of rises and maintenance) far ahead."""
 EXCURSION_BLOCKS = 20
 MIN_COARSE = 5
 """Coarse steps a machine needs before its excursion, and so the path, means anything."""

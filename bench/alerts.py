@@ -32,9 +32,11 @@ Scoring, the same for every policy and family:
   minus the start of the incident still open at the crossing; a warning that resolved before the
   crossing earns nothing, and an incident that began before the fault's onset counts from the
   onset;
-* a **false warning** is a page on a machine without a crossing fault, or before its onset;
-  ``false_alert_share`` is the share of such machines' time spent in a false incident (an alert
-  that never ends raises one page and would otherwise look clean);
+* a **false warning** is a page that opens as a warning on a machine without a crossing fault,
+  or before its onset (one that opens as critical, readings over the threshold that no forecast
+  saw coming, is counted apart as a false critical); ``false_alert_share`` is the share of such
+  machines' time spent in a false incident (an alert that never ends raises one page and would
+  otherwise look clean);
 * **incidents per episode**: pages of incidents that overlap a fault's episode (onset to
   repaired, plus the hold), the messages after each page, and incidents still open at the end of
   the run although the machine was repaired;
@@ -218,6 +220,7 @@ class Score:
 
     faults: list[FaultRecord] = field(default_factory=list)
     false_pages: dict[str, int] = field(default_factory=dict)
+    false_criticals: dict[str, int] = field(default_factory=dict)
     machine_ticks: dict[str, int] = field(default_factory=dict)
     false_ticks: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -226,6 +229,7 @@ class Score:
         self.faults += other.faults
         for mine, theirs in (
             (self.false_pages, other.false_pages),
+            (self.false_criticals, other.false_criticals),
             (self.machine_ticks, other.machine_ticks),
             (self.false_ticks, other.false_ticks),
         ):
@@ -266,6 +270,8 @@ class Score:
                 for k, n in sorted(self.machine_ticks.items())
             },
             "false_warnings": sum(self.false_pages.values()),
+            "false_criticals_per_10k": _per_10k(sum(self.false_criticals.values()), machine_ticks),
+            "false_criticals_by_kind": dict(sorted(self.false_criticals.items())),
             "false_alert_share": _ratio(sum(self.false_ticks.values()), machine_ticks, 5),
             "pages_per_episode": _mean([f.pages for f in faults]),
             "updates_per_episode": _mean([f.updates for f in faults]),
@@ -328,7 +334,11 @@ def score(
             false = [i for i in mine if i.start < plan.onset_tick]
             quiet_ticks = plan.onset_tick
         out.machine_ticks[kind] = out.machine_ticks.get(kind, 0) + quiet_ticks
-        out.false_pages[kind] = out.false_pages.get(kind, 0) + len(false)
+        # A page that opens as critical (readings over the threshold with no forecast before)
+        # is a false critical, not a false warning; the anchor only warns.
+        criticals = sum(i.first is not None and i.first.severity == "critical" for i in false)
+        out.false_pages[kind] = out.false_pages.get(kind, 0) + len(false) - criticals
+        out.false_criticals[kind] = out.false_criticals.get(kind, 0) + criticals
         out.false_ticks[kind] = out.false_ticks.get(kind, 0) + sum(
             min(quiet_ticks, ticks if i.end is None else i.end) - i.start for i in false
         )
