@@ -34,9 +34,12 @@ Scoring, the same for every policy and family:
   onset;
 * a **false warning** is a page that opens as a warning on a machine without a crossing fault,
   or before its onset (one that opens as critical, readings over the threshold that no forecast
-  saw coming, is counted apart as a false critical); ``false_alert_share`` is the share of such
-  machines' time spent in a false incident (an alert that never ends raises one page and would
-  otherwise look clean);
+  saw coming, is counted apart as a false critical). ``false_warnings_per_10k`` counts them per
+  10,000 machine-ticks when no fault was under way (healthy machines, window faults, crossing
+  faults before their onset); ``false_warnings_per_10k_machine_ticks`` per 10,000 of all
+  machine-ticks, as the fast family's target (and this benchmark before incidents) does;
+  ``false_alert_share`` is the share of quiet machine-ticks spent in a false incident (an alert
+  that never ends raises one page and would otherwise look clean);
 * **incidents per episode**: pages of incidents that overlap a fault's episode (onset to
   repaired, plus the hold), the messages after each page, and incidents still open at the end of
   the run although the machine was repaired;
@@ -223,6 +226,7 @@ class Score:
     false_criticals: dict[str, int] = field(default_factory=dict)
     machine_ticks: dict[str, int] = field(default_factory=dict)
     false_ticks: dict[str, int] = field(default_factory=dict)
+    all_machine_ticks: int = 0
     seconds: float = 0.0
 
     def merge(self, other: Score) -> None:
@@ -235,6 +239,7 @@ class Score:
         ):
             for kind, count in theirs.items():
                 mine[kind] = mine.get(kind, 0) + count
+        self.all_machine_ticks += other.all_machine_ticks
         self.seconds += other.seconds
 
     def summary(self, kinds: frozenset[str] | None = None) -> dict[str, Any]:
@@ -270,6 +275,11 @@ class Score:
                 for k, n in sorted(self.machine_ticks.items())
             },
             "false_warnings": sum(self.false_pages.values()),
+            # Over every machine-tick, the faults' own ticks after onset included: the measure
+            # of the fast family's target and of the benchmark before incidents.
+            "false_warnings_per_10k_machine_ticks": _per_10k(
+                sum(self.false_pages.values()), self.all_machine_ticks
+            ),
             "false_criticals_per_10k": _per_10k(sum(self.false_criticals.values()), machine_ticks),
             "false_criticals_by_kind": dict(sorted(self.false_criticals.items())),
             "false_alert_share": _ratio(sum(self.false_ticks.values()), machine_ticks, 5),
@@ -319,7 +329,7 @@ def score(
 ) -> Score:
     """Score a policy's incidents against the fleet's ground truth."""
     ticks = history.shape[1]
-    out = Score()
+    out = Score(all_machine_ticks=len(fleet.machine_ids) * ticks)
     plans = {fleet.machine_ids[p.machine_index]: p for p in fleet.crossing_plans}
     window_kind = {fleet.machine_ids[f.machine_index]: f.kind for f in fleet.window_faults}
     for index, machine_id in enumerate(fleet.machine_ids):
