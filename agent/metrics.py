@@ -195,9 +195,9 @@ class AgentMetrics:
         self.machine_time_to_threshold = Gauge(
             "forewarn_machine_time_to_threshold_seconds",
             "Seconds until a machine's reading is predicted to reach its threshold (capped): "
-            'quantile="0.5" the estimate, "0.1" and "0.9" its 10-90 % interval; NaN when no '
-            "crossing is predicted (or the interval is open).",
-            ["machine_id", "quantile"],
+            'bound="estimate", and "low" and "high" its 10-90 % interval; NaN when no crossing '
+            "is predicted (or the interval is open).",
+            ["machine_id", "bound"],
             registry=r,
         )
         self._per_machine = (
@@ -240,9 +240,9 @@ class AgentMetrics:
         for slot in slots.tolist():
             machine_id = machine_ids[slot]
             if machine_id in self._machine_series:
-                gauge.labels(machine_id, "0.1").set(low_s[slot])
-                gauge.labels(machine_id, "0.5").set(estimate_s[slot])
-                gauge.labels(machine_id, "0.9").set(high_s[slot])
+                gauge.labels(machine_id, "low").set(low_s[slot])
+                gauge.labels(machine_id, "estimate").set(estimate_s[slot])
+                gauge.labels(machine_id, "high").set(high_s[slot])
 
     def series_machines(self) -> list[str]:
         """Machines that have per-machine series now (at most ``max_machine_series``)."""
@@ -254,7 +254,7 @@ class AgentMetrics:
             self._machine_series.discard(machine_id)
             for gauge in self._per_machine:
                 gauge.remove(machine_id)
-            for quantile in ("0.1", "0.5", "0.9"):
+            for bound in ("low", "estimate", "high"):
                 # KeyError: never set, the machine had no forecast yet.
                 with contextlib.suppress(KeyError):
-                    self.machine_time_to_threshold.remove(machine_id, quantile)
+                    self.machine_time_to_threshold.remove(machine_id, bound)
