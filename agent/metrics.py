@@ -7,6 +7,10 @@ instead of gaps. Per-machine series exist only for a few gauges and only for at 
 
 from __future__ import annotations
 
+import contextlib
+
+import numpy as np
+from numpy.typing import NDArray
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from agent.alerts import SEVERITIES
@@ -200,6 +204,14 @@ class AgentMetrics:
             ["machine_id"],
             registry=r,
         )
+        self.machine_time_to_threshold = Gauge(
+            "forewarn_machine_time_to_threshold_seconds",
+            "Seconds until a machine's reading is predicted to reach its threshold (capped): "
+            'bound="estimate", and "low" and "high" its 10-90 % interval; NaN when no crossing '
+            "is predicted (or the interval is open).",
+            ["machine_id", "bound"],
+            registry=r,
+        )
         self._per_machine = (
             self.machine_temperature,
             self.machine_forecast,
@@ -233,6 +245,24 @@ class AgentMetrics:
             self._sensor_series.add(machine_id)
             self.machine_sensor_anomaly.labels(machine_id=machine_id).set(score)
 
+    def set_times_to_threshold(
+        self,
+        machine_ids: list[str],
+        slots: NDArray[np.int64],
+        low_s: NDArray[np.float64],
+        estimate_s: NDArray[np.float64],
+        high_s: NDArray[np.float64],
+    ) -> None:
+        """The time to threshold of the machines at ``slots`` that have series (per-slot
+        arrays, NaN for none); like :meth:`set_machine`, nothing beyond the series cap."""
+        gauge = self.machine_time_to_threshold
+        for slot in slots.tolist():
+            machine_id = machine_ids[slot]
+            if machine_id in self._machine_series:
+                gauge.labels(machine_id, "low").set(low_s[slot])
+                gauge.labels(machine_id, "estimate").set(estimate_s[slot])
+                gauge.labels(machine_id, "high").set(high_s[slot])
+
     def series_machines(self) -> list[str]:
         """Machines that have per-machine series now (at most ``max_machine_series``)."""
         return list(self._machine_series)
@@ -246,3 +276,7 @@ class AgentMetrics:
             if machine_id in self._sensor_series:
                 self._sensor_series.discard(machine_id)
                 self.machine_sensor_anomaly.remove(machine_id)
+            for bound in ("low", "estimate", "high"):
+                # KeyError: never set, the machine had no forecast yet.
+                with contextlib.suppress(KeyError):
+                    self.machine_time_to_threshold.remove(machine_id, bound)

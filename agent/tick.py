@@ -207,10 +207,15 @@ class Ticker:
                 self.anomaly.spread(batch.slots),
                 self.anomaly.noise_ratio(batch.slots),
                 reading_ts=self.store.last_ts[batch.slots],
+                appended=self.store.count[batch.slots],
             )
             self._emit(events, now)
             self._metrics.forecasts.inc(len(batch))
             self._export_machines(batch.slots, latest, forecasts, scores)
+            p = self.policy
+            self._metrics.set_times_to_threshold(
+                self.store.machine_ids, batch.slots, p.eta_low_s, p.eta_s, p.eta_high_s
+            )
             # After the export: a machine's per-machine series exist from its first scored tick.
             self._score_sensors(batch.slots, batch.windows[:, -1, :])
         self._metrics.batch_size.set(len(batch))

@@ -27,13 +27,21 @@ class AlertSettings(Section):
         4, ge=1, description="Consecutive clear ticks before an alert resolves."
     )
     keep_firing_for_s: float = Field(
-        300.0,
+        120.0,
         ge=0,
         description="Hold an incident this many seconds (of the machine's reading timestamps) "
         "after it was last hot before it resolves, and a critical as long before it steps down "
         "to warning, like Alertmanager's keep_firing_for: a reading that a cycle carries back "
         "and forth across the threshold is one incident, paged once. 0: resolve after "
         "clear_confirm_ticks alone.",
+    )
+    keep_firing_cycles: float = Field(
+        1.5,
+        ge=0,
+        description="Learned per machine: hold an incident at least this many of the machine's "
+        "own cycles (found in its readings; see agent.trend) when that is longer than "
+        "keep_firing_for_s, so that the next peak of a slow cycle still continues it. 0: "
+        "keep_firing_for_s alone.",
     )
     overrides: dict[str, float] = Field(
         default_factory=dict,
@@ -57,6 +65,27 @@ class AlertSettings(Section):
         description="Forecasts made while a machine's forecast error is more than this many "
         "times its usual one (a sensor turned noisy) do not count towards a warning; 0: no "
         "such check.",
+    )
+
+    trend_horizon_readings: int = Field(
+        5000,
+        ge=0,
+        le=20_000,
+        description="The slow path (agent.trend): warn when a machine's long-term trend, its "
+        "own peak excursion on top, reaches the threshold within this many readings; 0 turns "
+        "the slow path off.",
+    )
+    trend_confirm: int = Field(
+        3,
+        ge=1,
+        description="Consecutive slow-path verdicts (one per 10 readings) that must predict a "
+        "crossing before it counts towards a warning.",
+    )
+    trend_sigma: float = Field(
+        0.0,
+        ge=0,
+        description="The slow path extrapolates each trend with its slope minus this many "
+        "standard errors, so a slope the readings barely support predicts nothing.",
     )
 
     @field_validator("warning_noise_ratio_max")

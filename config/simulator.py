@@ -30,6 +30,13 @@ class SimulatorSettings(Section):
         None, gt=0, description="Stop after this many seconds; unset: run until stopped."
     )
     overheat: int = Field(0, ge=0, description="Machines that drift up until they overheat.")
+    overheat_shape: Literal["quadratic", "steady"] = Field(
+        "quadratic",
+        description="How those machines drift: quadratic (slowly, then faster; crossing in the "
+        "first two thirds of the run or 50 s) or steady (the demo's: a straight climb from 30 % "
+        "of that span to 3 °C over the threshold at 130 %, on machines whose cycle climbs then "
+        "too, so the forecaster sees it coming).",
+    )
     seed: int = Field(7, description="Seed of the fleet's random draws (reproducible runs).")
     client_id: str = Field("forewarn-simulator", min_length=1, description="MQTT client id.")
     qos: int = Field(0, ge=0, le=1, description="QoS of published readings (0 or 1).")
@@ -39,6 +46,13 @@ class SimulatorSettings(Section):
         description="Fault scenarios by kind and machine count, e.g. "
         '{"overheat": 3, "dropout": 2}; kinds: overheat, cooling_failure, dropout, '
         "stuck_sensor, spikes, noisy_sensor, bad_payload.",
+    )
+    slow_drifts: int = Field(
+        0,
+        ge=0,
+        description="Machines per slow-drift shape (linear, exponential) and reach (the mean "
+        "at the threshold 2,000, 5,000 or 20,000 readings after onset): 6 times this many "
+        "drifting machines, a scenario family beside the faults.",
     )
     ground_truth: Path | None = Field(
         None, description="Write the faults' ground truth here (JSON lines)."
@@ -95,10 +109,11 @@ class SimulatorSettings(Section):
                 f"overheat ({self.overheat}) cannot exceed machines ({self.machines}): lower "
                 "FOREWARN_SIMULATOR__OVERHEAT or raise FOREWARN_SIMULATOR__MACHINES"
             )
-        if self.overheat + sum(self.faults.values()) > self.machines:
+        faulty = self.overheat + sum(self.faults.values()) + 6 * self.slow_drifts
+        if faulty > self.machines:
             raise ValueError(
-                f"{self.overheat + sum(self.faults.values())} faulty machines asked for, "
-                f"but the fleet has {self.machines}: lower FOREWARN_SIMULATOR__FAULTS or raise "
+                f"{faulty} faulty machines asked for, but the fleet has {self.machines}: lower "
+                "FOREWARN_SIMULATOR__FAULTS or FOREWARN_SIMULATOR__SLOW_DRIFTS, or raise "
                 "FOREWARN_SIMULATOR__MACHINES"
             )
         return self

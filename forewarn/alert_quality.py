@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.alerts import AlertEvent
 from agent.app import Agent
 from config.settings import Settings, load_settings
 from models.base import Forecaster
@@ -84,27 +85,38 @@ def bench_settings() -> Settings:
     return settings
 
 
-def run_policy(
-    forecaster: Forecaster, fleet: Fleet, history: NDArray[np.float64], settings: Settings
-) -> Outcome:
-    """Stream the fleet's history through the agent's tick and score the warnings.
+@dataclass
+class Run:
+    """What one policy did on one fleet: every warning and critical message, with its tick."""
 
-    A fault's crossing is its first reading at or over the threshold with the sensor spikes
-    left out: a spike is never an overheat (see :func:`simulator.faults.first_crossing`).
-    """
+    fleet: Fleet
+    history: NDArray[np.float64]
+    spikes: NDArray[np.float64]
+    messages: dict[str, list[tuple[int, AlertEvent]]]
+    hold_ticks: float
+    seconds: float
+
+
+def stream(
+    forecaster: Forecaster, fleet: Fleet, history: NDArray[np.float64], settings: Settings
+) -> Run:
+    """Stream the fleet's history through the agent's tick, one reading per machine per tick
+    (timestamps one second apart, so the hold in seconds is as many ticks), and keep every
+    warning and critical message."""
     spikes = fleet.last_spikes_c  # from the one history() call that made ``history``
     started = time.monotonic()
     agent = Agent(settings, forecaster=forecaster)
-    machines, ticks, _ = history.shape
-    first_warning: dict[str, list[int]] = {}
+    ticks = history.shape[1]
+    messages: dict[str, list[tuple[int, AlertEvent]]] = {}
     rng = np.random.default_rng(0)
+    values32 = history.astype(np.float32)
     for tick in range(ticks):
         silent = set(fleet.silent(tick))
         broken = set(fleet.bad_payload_machines(tick))
         for m, machine_id in enumerate(fleet.machine_ids):
             if m in silent:
                 continue
-            values = history[m, tick].astype(np.float32)
+            values = values32[m, tick]
             if m in broken and rng.random() < BAD_PAYLOAD_PROBABILITY:
                 for payload in bad_payloads(machine_id, float(tick), tick, values, rng):
                     try:
@@ -114,11 +126,37 @@ def run_policy(
             else:
                 agent.hand_off(Reading(machine_id, float(tick), tick, values))
         for event in agent.tick():
+            if event.severity in ("warning", "critical"):
+                messages.setdefault(event.machine_id, []).append((tick, event))
+    agent.http.stop()
+    return Run(
+        fleet=fleet,
+        history=history,
+        spikes=spikes,
+        messages=messages,
+        hold_ticks=settings.alerts.keep_firing_for_s,
+        seconds=time.monotonic() - started,
+    )
+
+
+def run_policy(
+    forecaster: Forecaster, fleet: Fleet, history: NDArray[np.float64], settings: Settings
+) -> Outcome:
+    """Stream the fleet's history through the agent's tick and score the first warnings.
+
+    A fault's crossing is its first reading at or over the threshold with the sensor spikes
+    left out: a spike is never an overheat (see :func:`simulator.faults.first_crossing`).
+    """
+    run = stream(forecaster, fleet, history, settings)
+    spikes = run.spikes
+    machines, ticks, _ = history.shape
+    first_warning: dict[str, list[int]] = {}
+    for machine_id, messages in run.messages.items():
+        for tick, event in messages:
             if event.severity == "warning" and event.status == "firing":
                 if event.previous_state == "critical":
                     continue  # a step down continues an episode; it is not a new warning
-                first_warning.setdefault(event.machine_id, []).append(tick)
-    agent.http.stop()
+                first_warning.setdefault(machine_id, []).append(tick)
 
     fault_of = {fleet.machine_ids[p.machine_index]: p for p in fleet.crossing_plans}
     window_fault_of = {fleet.machine_ids[f.machine_index]: f.kind for f in fleet.window_faults}
@@ -165,7 +203,7 @@ def run_policy(
             kind: round(false_by_kind.get(kind, 0) / (count * ticks) * 10_000, 2)
             for kind, count in sorted(machines_of.items())
         },
-        seconds=round(time.monotonic() - started, 1),
+        seconds=round(run.seconds, 1),
         crossings=sum(total.values()),
         caught=sum(caught.values()),
     )

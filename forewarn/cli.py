@@ -80,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
         "overheat, cooling_failure, dropout, stuck_sensor, spikes, noisy_sensor, bad_payload)",
     )
     simulate.add_argument(
+        "--slow-drifts",
+        type=int,
+        metavar="N",
+        help="N machines per slow-drift shape (linear, exponential) and reach (mean at the "
+        "threshold 2,000, 5,000, 20,000 readings after onset): 6 N drifting machines",
+    )
+    simulate.add_argument(
         "--ground-truth", type=Path, metavar="PATH", help="write the faults' ground truth (JSONL)"
     )
     simulate.add_argument(
@@ -121,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="broker, simulated fleet and agent in one process, shown live"
     )
-    _add_simulation(demo, machines=12, rate=2.0, overheat=2)
+    # 1 Hz: the forecaster's 15 readings ahead are 15 s, room to warn 10 s before a critical.
+    _add_simulation(demo, machines=12, rate=1.0, overheat=2)
     demo.add_argument(
         "--broker",
         type=_broker,
@@ -421,6 +429,7 @@ def _cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
             **_simulation_overrides(args),
             "simulator.qos": args.qos,
             "simulator.faults": args.faults,
+            "simulator.slow_drifts": args.slow_drifts,
             "simulator.ground_truth": args.ground_truth,
             "simulator.replay": args.replay,
             "simulator.machine_column": args.machine_column,
@@ -660,7 +669,14 @@ def _cmd_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from forewarn.demo import run_demo
 
-    apply_overrides(settings, {**_broker_overrides(args.broker), **_simulation_overrides(args)})
+    apply_overrides(
+        settings,
+        {
+            **_broker_overrides(args.broker),
+            **_simulation_overrides(args),
+            "simulator.overheat_shape": "steady",
+        },
+    )
     stop = threading.Event()
     _stop_on_signals(stop)
     interactive = sys.stdout.isatty()

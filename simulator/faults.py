@@ -17,6 +17,14 @@ own test:
 
 Overheating and failing-cooling machines are hot for a while after the crossing and are then
 repaired, so their alerts resolve within the run.
+
+Slow drifts are a separate family (:func:`plan_slow_drifts`), fixed here for the same reason and
+never mixed into the scenarios above: fouling, a failing fan or bearing wear, whose mean
+temperature (the cycle removed) climbs over thousands of readings. Each shape of
+:data:`DRIFT_SHAPES` (linear, exponential) reaches the threshold with its mean
+:data:`DRIFT_REACH_TICKS` (2,000, 5,000 or 20,000) readings after its onset; the seed's cycle,
+noise and spikes ride on top, so the readings cross well before the mean does. Like the ramps,
+a drift is repaired a while after its crossing.
 """
 
 from __future__ import annotations
@@ -33,6 +41,19 @@ NOISE_FACTOR = 3.0
 MIN_RAMP_RUN_TICKS = 400
 """Overheat and cooling-failure scenarios need runs at least this long (onset and crossing)."""
 BAD_PAYLOAD_PROBABILITY = 0.05
+DRIFT_SHAPES: tuple[str, ...] = ("linear", "exponential")
+DRIFT_REACH_TICKS: tuple[int, ...] = (2_000, 5_000, 20_000)
+"""Readings from a slow drift's onset until its mean (cycle removed) reaches the threshold."""
+DRIFT_EXP_RATE = 3.0
+"""An exponential drift's excess is proportional to exp(3·s/reach) - 1: at half its reach it has
+covered only 18 % of the way, so most of its rise comes late, as a failing part's does."""
+DRIFT_ONSET_TICKS = (500, 1500)
+"""Slow drifts start within these readings: every machine first shows its healthy self."""
+
+
+def drift_kind(shape: str, reach_ticks: int) -> str:
+    """The ground-truth name of a slow drift, e.g. ``drift_linear_2000``."""
+    return f"drift_{shape}_{reach_ticks}"
 
 
 @dataclass(frozen=True)
@@ -164,6 +185,100 @@ def _ramp(
         hold_ticks=int(rng.uniform(30, 80)),
         recover_ticks=int(rng.uniform(30, 80)),
     )
+
+
+@dataclass(frozen=True)
+class DriftPlan:
+    """A slow drift of one machine's mean temperature, then its repair."""
+
+    machine_index: int
+    shape: str
+    reach_ticks: int
+    onset_tick: int
+    needed_c: float
+    """Excess at which the machine's mean reaches the threshold (at ``onset + reach``)."""
+    planned_crossing_tick: int
+    """The first tick whose noise-free reading (cycle included) reaches the threshold."""
+    hold_ticks: int
+    recover_ticks: int
+
+    @property
+    def kind(self) -> str:
+        return drift_kind(self.shape, self.reach_ticks)
+
+    @property
+    def repair_tick(self) -> int:
+        """When the drift stops and cooling back to normal begins."""
+        return self.planned_crossing_tick + self.hold_ticks
+
+    def _rise(self, since: FloatArray) -> FloatArray:
+        x = since / self.reach_ticks
+        if self.shape == "linear":
+            return np.asarray(self.needed_c * x, dtype=np.float64)
+        scale = self.needed_c / np.expm1(DRIFT_EXP_RATE)
+        return np.asarray(scale * np.expm1(DRIFT_EXP_RATE * x), dtype=np.float64)
+
+    def excess(self, t: FloatArray) -> FloatArray:
+        """Extra temperature at ticks t (vectorised): the drift, held at its value from the
+        repair on while it cools back to zero over ``recover_ticks``."""
+        t = np.asarray(t, dtype=np.float64)
+        since = np.clip(t, self.onset_tick, self.repair_tick) - self.onset_tick
+        cooling = np.clip((t - self.repair_tick) / self.recover_ticks, 0.0, 1.0)
+        return np.asarray(self._rise(since) * (1.0 - cooling), dtype=np.float64)
+
+
+def plan_slow_drifts(
+    params: MachineParams,
+    per_kind: int,
+    threshold_c: float,
+    rng: np.random.Generator,
+    exclude: frozenset[int] = frozenset(),
+) -> list[DriftPlan]:
+    """``per_kind`` machines for each shape and reach, each on a machine of its own.
+
+    A drift's mean is the machine's level plus its average wear (the wear sawtooth averages half
+    its height); it needs ``threshold - mean`` more to reach the threshold at ``onset + reach``.
+    """
+    kinds = [(shape, reach) for shape in DRIFT_SHAPES for reach in DRIFT_REACH_TICKS]
+    wanted = per_kind * len(kinds)
+    if wanted == 0:
+        return []
+    free = np.array([i for i in range(params.count) if i not in exclude])
+    if wanted > free.size:
+        raise ValueError(f"{wanted} drifting machines asked for, but only {free.size} are free")
+    machines = iter(rng.permutation(free)[:wanted].tolist())
+    plans = []
+    for shape, reach in kinds:
+        for _ in range(per_kind):
+            index = int(next(machines))
+            onset = int(rng.integers(*DRIFT_ONSET_TICKS))
+            mean = float(
+                params.base_c[index]
+                + params.trend_c_per_tick[index] * params.maintenance_ticks[index] / 2.0
+            )
+            draft = DriftPlan(index, shape, reach, onset, threshold_c - mean, onset + reach, 0, 1)
+            ticks = np.arange(onset, onset + reach + 1, dtype=np.float64)
+            clean = params.clean_temperature(ticks[:, np.newaxis])[:, index] + draft.excess(ticks)
+            hot = np.flatnonzero(clean >= threshold_c)
+            crossing = onset + int(hot[0]) if hot.size else onset + reach
+            plans.append(
+                DriftPlan(
+                    machine_index=index,
+                    shape=shape,
+                    reach_ticks=reach,
+                    onset_tick=onset,
+                    needed_c=threshold_c - mean,
+                    planned_crossing_tick=crossing,
+                    hold_ticks=int(rng.uniform(100, 300)),
+                    recover_ticks=int(rng.uniform(50, 150)),
+                )
+            )
+    return plans
+
+
+def slow_drift_run_ticks(plans: list[DriftPlan], after_repair: int = 1_000) -> int:
+    """Readings a run needs for every drift to cross, be repaired and settle."""
+    return max(p.repair_tick + p.recover_ticks for p in plans) + after_repair
 
 
 def first_crossing(

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.faults import NOISE_FACTOR, RampPlan, WindowFault, plan_faults
+from simulator.faults import (
+    NOISE_FACTOR,
+    DriftPlan,
+    RampPlan,
+    WindowFault,
+    plan_faults,
+    plan_slow_drifts,
+)
 from simulator.signal import FloatArray, MachineParams, readings_from_temperature, spikes
 
 
@@ -27,12 +34,14 @@ class OverheatPlan:
     hold_ticks: int
     recover_ticks: int
     kind: str = "overheat"
+    power: float = 2.0
+    """2: a·(t - onset)² (``forewarn simulate --overheat``); 1: a steady climb (the demo's)."""
 
     def excess(self, t: FloatArray) -> FloatArray:
         """Extra temperature at ticks t (vectorised)."""
         since = np.maximum(np.asarray(t, dtype=np.float64) - self.onset_tick, 0.0)
-        ramp = np.minimum(self.coefficient * since**2, self.peak_excess_c)
-        peak_tick = float(np.sqrt(self.peak_excess_c / self.coefficient))
+        ramp = np.minimum(self.coefficient * since**self.power, self.peak_excess_c)
+        peak_tick = float((self.peak_excess_c / self.coefficient) ** (1.0 / self.power))
         cooling = np.clip((since - peak_tick - self.hold_ticks) / self.recover_ticks, 0.0, 1.0)
         return np.asarray(ramp * (1.0 - cooling), dtype=np.float64)
 
@@ -79,6 +88,51 @@ def plan_overheats(
     return plans
 
 
+def plan_steady_overheats(
+    params: MachineParams,
+    count: int,
+    within_ticks: int,
+    threshold_c: float,
+    rng: np.random.Generator,
+) -> list[OverheatPlan]:
+    """The demo's overheats: ``count`` machines that climb steadily into the threshold.
+
+    A person watching the demo should see a machine warned well before it goes critical. The
+    forecaster looks 15 readings ahead and needs its 20-reading window full and 20 of its own
+    errors (the warning margin) before it warns at its best, so the drift is shaped to suit:
+    it starts at 30 % of ``within_ticks`` (15 s of the demo's first 50 at 1 Hz) and climbs in a
+    straight line to 3 °C over the threshold at 130 % of it (65 s), on machines whose own cycle
+    is climbing then too (its trough in the first 60 %), so that the reading rises steadily
+    instead of being pushed back by a falling cycle. The warning comes within the first minute,
+    the critical 10 s or more after it.
+    """
+    if count == 0:
+        return []
+    onset = int(0.3 * within_ticks)
+    crossing = int(1.3 * within_ticks)
+    trough = np.mod(0.75 * params.period_ticks - params.phase_ticks, params.period_ticks)
+    # Machines whose trough is in the first 60 % first, the others by how near they come.
+    distance = np.maximum(trough - 0.6 * within_ticks, 0.0) + rng.uniform(0.0, 1e-3, params.count)
+    chosen = np.sort(np.argsort(distance, kind="stable")[:count])
+    plans = []
+    for index in chosen.tolist():
+        clean = float(params.clean_temperature(float(crossing))[index])
+        needed = max(threshold_c + 3.0 - clean, 1.0)
+        plans.append(
+            OverheatPlan(
+                machine_index=index,
+                onset_tick=onset,
+                planned_crossing_tick=crossing,
+                coefficient=needed / (crossing - onset),
+                peak_excess_c=needed + 8.0,
+                hold_ticks=max(20, within_ticks // 3),
+                recover_ticks=max(20, within_ticks // 3),
+                power=1.0,
+            )
+        )
+    return plans
+
+
 class Fleet:
     """Machines that produce one reading each per tick, reproducibly from a seed."""
 
@@ -92,14 +146,21 @@ class Fleet:
         machine_prefix: str = "m-",
         faults: dict[str, int] | None = None,
         run_ticks: int | None = None,
+        slow_drifts: int = 0,
+        steady_overheats: bool = False,
     ) -> None:
+        """``slow_drifts``: machines per slow-drift shape and reach (see
+        :func:`simulator.faults.plan_slow_drifts`), a family of its own beside ``faults``;
+        ``steady_overheats``: the ``overheat`` machines climb as the demo's do
+        (:func:`plan_steady_overheats`) instead of quadratically."""
         if machines < 1:
             raise ValueError("a fleet needs at least one machine")
         if overheat > machines:
             raise ValueError("cannot overheat more machines than the fleet has")
         self._rng = np.random.default_rng(seed)
         self.params = MachineParams.draw(machines, self._rng)
-        self.overheats = plan_overheats(
+        planner = plan_steady_overheats if steady_overheats else plan_overheats
+        self.overheats = planner(
             self.params, overheat, overheat_within_ticks, threshold_c, self._rng
         )
         # Fault scenarios draw after everything above, so a fleet without them is unchanged.
@@ -116,7 +177,23 @@ class Fleet:
                 self._rng,
                 exclude=frozenset(p.machine_index for p in self.overheats),
             )
-        self.crossing_plans: list[OverheatPlan | RampPlan] = [*self.overheats, *self.ramps]
+        # Slow drifts draw after everything else, so a fleet without them is unchanged.
+        self.drifts: list[DriftPlan] = plan_slow_drifts(
+            self.params,
+            slow_drifts,
+            threshold_c,
+            self._rng,
+            exclude=frozenset(
+                [p.machine_index for p in self.overheats]
+                + [p.machine_index for p in self.ramps]
+                + [f.machine_index for f in self.window_faults]
+            ),
+        )
+        self.crossing_plans: list[OverheatPlan | RampPlan | DriftPlan] = [
+            *self.overheats,
+            *self.ramps,
+            *self.drifts,
+        ]
         self._noisy = [f for f in self.window_faults if f.kind == "noisy_sensor"]
         self._stuck = [f for f in self.window_faults if f.kind == "stuck_sensor"]
         self._last: FloatArray | None = None

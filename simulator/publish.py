@@ -61,6 +61,8 @@ def build_fleet(settings: SimulatorSettings, threshold_c: float) -> Fleet:
         machine_prefix=settings.machine_prefix,
         faults=dict(settings.faults),
         run_ticks=run_ticks,
+        slow_drifts=settings.slow_drifts,
+        steady_overheats=settings.overheat_shape == "steady",
     )
 
 

@@ -3,7 +3,7 @@
 Default settings throughout unless a scenario says otherwise (threshold 95 °C, critical after 3
 hot readings, resolve after 4 ticks below 95 - 2 = 93 °C), except that a warning here needs 2
 hot forecasts (the shipped default is 3) and nothing is held after it was last hot
-(keep_firing_for_s 0; the shipped default holds 300 s): the table reads more easily with short
+(keep_firing_for_s 0; the shipped default holds 120 s): the table reads more easily with short
 streaks. The hold has its own scenarios, one tick being one second of readings.
 """
 
@@ -233,13 +233,25 @@ SCENARIOS: list[tuple[str, dict[str, Any], list[tuple[float, float]], list[tuple
     (
         "hold: a critical whose forecast was hot lately steps down to warning, not ok",
         {"keep_firing_for_s": 5.0},
-        [*critical(), *[(COOL, COOL)] * 2, (COOL, HOT), *[(COOL, COOL)] * 8],
+        [*critical(), *[(COOL, COOL)] * 2, *[(COOL, HOT)] * 2, *[(COOL, COOL)] * 8],
         [
             (1, "warning firing"),
             (2, "critical firing"),
             (7, "warning firing"),
-            (10, "warning resolved"),
+            (11, "warning resolved"),
         ],
+    ),
+    (
+        "hold: only the alert's own condition renews it, not a forecast coming near",
+        {"keep_firing_for_s": 5.0},
+        [*warned(), *[(COOL, WARM), (COOL, COOL)] * 3, *[(COOL, COOL)] * 4],
+        [(1, "warning firing"), (10, "warning resolved")],
+    ),
+    (
+        "hold: a single hot reading (a spike) does not renew a critical",
+        {"keep_firing_for_s": 5.0},
+        [*critical(), *([(COOL, COOL)] * 4 + [(HOT, COOL)]) * 2, *[(COOL, COOL)] * 6],
+        [(1, "warning firing"), (2, "critical firing"), (11, "critical resolved")],
     ),
 ]
 

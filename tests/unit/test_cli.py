@@ -81,7 +81,8 @@ def test_broker_flag() -> None:
 def test_simulation_flag_defaults() -> None:
     parser = build_parser()
     demo = parser.parse_args(["demo"])
-    assert (demo.machines, demo.rate, demo.overheat) == (12, 2.0, 2)
+    # 1 Hz: the forecaster's 15 readings ahead are 15 s, room for a warning 10 s before critical.
+    assert (demo.machines, demo.rate, demo.overheat) == (12, 1.0, 2)
     simulate = parser.parse_args(["simulate"])
     # Unset flags stay None so that the environment's settings apply.
     assert (simulate.machines, simulate.rate, simulate.overheat, simulate.seed) == (None,) * 4

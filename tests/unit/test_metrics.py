@@ -144,6 +144,24 @@ def test_machine_series_capped_and_dropped(registry: CollectorRegistry) -> None:
     assert exported == 3
 
 
+def test_time_to_threshold_per_machine_within_the_cap_and_dropped(
+    registry: CollectorRegistry,
+) -> None:
+    metrics = AgentMetrics(registry, max_machine_series=1)
+    set_machine(metrics, "m-0", 90.0, 96.0)
+    set_machine(metrics, "m-1", 90.0, 96.0)  # over the cap: no series
+    ids = ["m-0", "m-1"]
+    low, estimate, high = np.array([4.0, 1.0]), np.array([9.0, 2.0]), np.array([np.nan, 3.0])
+    metrics.set_times_to_threshold(ids, np.array([0, 1]), low, estimate, high)
+    name = "forewarn_machine_time_to_threshold_seconds"
+    assert value(registry, name, machine_id="m-0", bound="low") == 4.0
+    assert value(registry, name, machine_id="m-0", bound="estimate") == 9.0
+    assert np.isnan(value(registry, name, machine_id="m-0", bound="high"))
+    assert value(registry, name, machine_id="m-1", bound="estimate") is None
+    metrics.drop_machine("m-0")
+    assert value(registry, name, machine_id="m-0", bound="estimate") is None
+
+
 def test_drop_unknown_machine_is_harmless(registry: CollectorRegistry) -> None:
     metrics = AgentMetrics(registry, max_machine_series=2)
     metrics.drop_machine("never-seen")

@@ -86,6 +86,11 @@ def test_environment_beats_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         ("FOREWARN_LOG_LEVEL", "CHATTY", "DEBUG"),
         ("FOREWARN_ALERTS__WARNING_CONFIRM_TICKS", "0", "greater than or equal to 1"),
         ("FOREWARN_ALERTS__WARNING_NOISE_RATIO_MAX", "0.5", "use 0 to turn the check off"),
+        ("FOREWARN_ALERTS__KEEP_FIRING_FOR_S", "-1", "greater than or equal to 0"),
+        ("FOREWARN_ALERTS__KEEP_FIRING_CYCLES", "-0.5", "greater than or equal to 0"),
+        ("FOREWARN_ALERTS__TREND_HORIZON_READINGS", "50000", "less than or equal to 20000"),
+        ("FOREWARN_ALERTS__TREND_CONFIRM", "0", "greater than or equal to 1"),
+        ("FOREWARN_SIMULATOR__OVERHEAT_SHAPE", "cubic", "'quadratic' or 'steady'"),
     ],
 )
 def test_bad_value_names_variable_value_and_what_is_allowed(
@@ -200,6 +205,13 @@ def test_overheat_cannot_exceed_machines() -> None:
     with pytest.raises(ValueError):
         SimulatorSettings(machines=2, overheat=3)
     assert SimulatorSettings(machines=3, overheat=3).overheat == 3
+
+
+def test_slow_drifts_count_six_machines_each() -> None:
+    message = config_error(FOREWARN_SIMULATOR__MACHINES="10", FOREWARN_SIMULATOR__SLOW_DRIFTS="2")
+    assert "FOREWARN_SIMULATOR__SLOW_DRIFTS" in message
+    assert "12 faulty machines" in message
+    assert SimulatorSettings(machines=12, slow_drifts=2).slow_drifts == 2
 
 
 def test_reconnect_bounds_ordered() -> None:

@@ -1,0 +1,399 @@
+"""The slow path: trends far longer than the forecaster's 20-reading window, per machine.
+
+The forecaster sees 20 readings and looks 15 ahead: on a machine whose mean creeps up over
+thousands of readings (fouling, a failing fan, bearing wear) it can only warn a cycle peak or
+two before the reading crosses. This path keeps, beside each window, the machine's readings
+folded into coarse steps:
+
+* a *fine* ring of the last :data:`FINE_BLOCKS` means of :data:`FINE` readings (2,090
+  readings) and a *coarse* ring of the last :data:`COARSE_BLOCKS` means of :data:`COARSE`
+  readings (20,000), each reading first passed through a median of three, so that a spike moves
+  neither a mean nor a peak, and a reading equal to both its neighbours (a stuck sensor's) left
+  out;
+* per coarse step, how far the machine's highest reading rose above that step's mean: the
+  median of the last :data:`EXCURSION_BLOCKS` of these is the machine's own *excursion*, what
+  its cycle and noise add on top of its mean at a peak.
+
+When a fine step completes, least-squares lines are fitted to the last 500, 1,000 and 2,000
+readings (fine means smoothed over :data:`SMOOTH` steps, about one cycle) and, refitted at each
+completed coarse step, to the last 2,000, 5,000 and 20,000 (coarse means). A line predicts a
+crossing when its mean plus the excursion reaches the threshold: the reading crosses when the
+peaks get there, long before the mean does. A line extrapolates with its slope minus
+``trend_sigma`` standard errors and no further than :data:`SPAN_FACTOR` times its own length; a
+line whose last steps fell well below it (a repair, a level shift down) no longer describes the
+machine and is dropped. The machine is *trending* when the soonest crossing among its lines
+falls within ``trend_horizon_readings``, on ``trend_confirm`` fine steps in a row, and *heading*
+for its threshold when it falls within :data:`HEADING_HORIZONS` horizons. The time to threshold
+it states, and its 10-90 % interval, are that crossing scaled by :data:`TREND_RATIOS`.
+
+The fine ring also gives the machine's cycle (:func:`_period`), which the alert policy uses for
+its hold and for the 90 % bound of a forecast's near miss.
+
+Everything is in arrays indexed by the window store's slots and only the machines whose fine
+step completed do any fitting, so a tick costs a few vectorised operations. The state lives in
+memory: after a restart the path is blind until a machine has :data:`MIN_COARSE` coarse steps
+again (500 readings), and reaches its longest lines only after 20,000 (see
+docs/alerting-incidents.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from config.alerts import AlertSettings
+
+FINE, FINE_BLOCKS = 10, 209
+COARSE, COARSE_BLOCKS = 100, 200
+SMOOTH = 10
+"""Fine lines fit the mean of the last 10 fine steps (100 readings, about one of the seed's
+cycles) at each fine step: a cycle left in would tilt a line over a few cycles by as much as a
+fast drift's slope, depending on where in its cycle the window ends."""
+FINE_FITS = (50, 100, 200)
+"""Lines over the last this many smoothed fine steps (500, 1,000 and 2,000 readings)."""
+COARSE_FITS = (20, 50, 200)
+"""Lines over the last this many coarse steps (2,000, 5,000, 20,000 readings)."""
+SPAN_FACTOR = 4.0
+"""A line looks at most this many times its own length ahead: a short one would otherwise carry
+a few hundred readings of healthy wear (the sawtooth of rises and maintenance) far ahead."""
+EXCURSION_BLOCKS = 20
+MIN_COARSE = 5
+"""Coarse steps a machine needs before its excursion, and so the path, means anything."""
+BREAK_C = 3.0
+"""A line whose last 100 readings average this much below it no longer holds (a repair)."""
+PERIOD_BLOCKS = 100
+"""The machine's cycle is found in its last 100 fine steps (1,000 readings)..."""
+PERIOD_LAGS = (4, 40)
+"""...as the lag, between 40 and 400 readings, at which they correlate best with themselves."""
+PERIOD_MIN_CORRELATION = 0.3
+"""Below this, the machine has no cycle worth the name: its period is unknown (NaN)."""
+HEADING_HORIZONS = 4.0
+"""A machine whose soonest line reaches the threshold within 4 horizons is *heading* for
+it: not enough to warn, but enough to keep an incident it is in open (a drift's early warnings
+at cycle peaks and the trend's own warning are one incident) and to say when it will cross."""
+TREND_RATIOS = (0.24, 0.52, 1.2)
+"""What the soonest line's crossing is worth: the reading actually crossed after 0.24, 0.52 and
+1.2 times it (10 %, 50 % and 90 % of the first trending verdicts of 108 drifts on the slow
+family's tuning seeds 101-103). The line predicts late: it is fitted partly over the readings
+before a drift began, an exponential drift outruns it, and the first noisy reading over the
+threshold comes before the machine's usual peak gets there. The time to threshold it states
+is the line's crossing times 0.52, its interval 0.24-1.2 times."""
+
+
+@dataclass(frozen=True)
+class TrendView:
+    """The slow path's verdict on some machines, in readings from their latest one."""
+
+    trending: NDArray[np.bool_]
+    """Confirmed: a crossing within the horizon on ``trend_confirm`` fine steps in a row."""
+    heading: NDArray[np.bool_]
+    """A crossing within :data:`HEADING_HORIZONS` horizons, at the last verdict."""
+    readings: NDArray[np.float64]
+    """Readings until the predicted crossing (NaN where the machine is not heading for one)."""
+    low: NDArray[np.float64]
+    high: NDArray[np.float64]
+    """The 10 % and 90 % bounds of that crossing, in readings (see :data:`TREND_RATIOS`)."""
+    period: NDArray[np.float64]
+    """The machine's cycle in readings (NaN: none found yet): when a peak falls just short of
+    the threshold, the next chance to cross is a cycle later."""
+
+
+class TrendTracker:
+    """Per-slot coarse history and line fits; see the module docstring."""
+
+    def __init__(self, settings: AlertSettings, capacity: int = 1024) -> None:
+        self.settings = settings
+        self.capacity = 0
+        self._seen = np.zeros(0, dtype=np.int64)
+        self._fine = np.zeros((0, FINE_BLOCKS), dtype=np.float32)
+        self._fine_n = np.zeros(0, dtype=np.int64)
+        self._coarse = np.zeros((0, COARSE_BLOCKS), dtype=np.float32)
+        self._excursion = np.zeros((0, COARSE_BLOCKS), dtype=np.float32)
+        self._coarse_n = np.zeros(0, dtype=np.int64)
+        self._fine_sum = np.zeros(0, dtype=np.float64)
+        self._fine_count = np.zeros(0, dtype=np.int64)
+        self._coarse_sum = np.zeros(0, dtype=np.float64)
+        self._coarse_max = np.zeros(0, dtype=np.float64)
+        self._coarse_count = np.zeros(0, dtype=np.int64)
+        # Coarse lines, refitted at each coarse step: level at the step's end, slope and its
+        # error per reading, the residual of the last step, per fit.
+        fits = len(COARSE_FITS)
+        self._c_level = np.zeros((0, fits), dtype=np.float64)
+        self._c_slope = np.zeros((0, fits), dtype=np.float64)
+        self._c_error = np.zeros((0, fits), dtype=np.float64)
+        self._c_broken = np.zeros((0, fits), dtype=np.bool_)
+        self._c_at = np.zeros(0, dtype=np.int64)  # fine steps completed at that refit
+        self._env = np.zeros(0, dtype=np.float64)
+        self._streak = np.zeros(0, dtype=np.int32)
+        self._need = np.zeros(0, dtype=np.float64)
+        self._readings = np.zeros(0, dtype=np.float64)
+        self._low = np.zeros(0, dtype=np.float64)
+        self._high = np.zeros(0, dtype=np.float64)
+        self._hot = np.zeros(0, dtype=np.bool_)
+        self._heading = np.zeros(0, dtype=np.bool_)
+        self._period = np.zeros(0, dtype=np.float64)
+        self.ensure_capacity(capacity)
+
+    # --- state -----------------------------------------------------------------------------
+
+    def _fills(self) -> dict[str, float]:
+        return {
+            "_seen": 0,
+            "_fine": math.nan,
+            "_fine_n": 0,
+            "_coarse": math.nan,
+            "_excursion": math.nan,
+            "_coarse_n": 0,
+            "_fine_sum": 0.0,
+            "_fine_count": 0,
+            "_coarse_sum": 0.0,
+            "_coarse_max": -math.inf,
+            "_coarse_count": 0,
+            "_c_level": math.nan,
+            "_c_slope": math.nan,
+            "_c_error": math.nan,
+            "_c_broken": True,
+            "_c_at": 0,
+            "_env": math.nan,
+            "_streak": 0,
+            "_need": math.nan,
+            "_readings": math.nan,
+            "_low": math.nan,
+            "_high": math.nan,
+            "_hot": False,
+            "_heading": False,
+            "_period": math.nan,
+        }
+
+    def ensure_capacity(self, capacity: int) -> None:
+        if capacity <= self.capacity:
+            return
+        old = self.capacity
+        for name, fill in self._fills().items():
+            array = getattr(self, name)
+            grown = np.full((capacity, *array.shape[1:]), fill, dtype=array.dtype)
+            grown[:old] = array
+            setattr(self, name, grown)
+        self.capacity = capacity
+
+    def reset(self, slots: NDArray[np.int64]) -> None:
+        """Forget ``slots``: evicted machines whose slots now hold others."""
+        if len(slots) == 0:
+            return
+        for name, fill in self._fills().items():
+            getattr(self, name)[slots] = fill
+
+    # --- readings in -----------------------------------------------------------------------
+
+    def update(
+        self,
+        slots: NDArray[np.int64],
+        temperatures: NDArray[np.float32],
+        appended: NDArray[np.int64],
+        threshold: NDArray[np.float64],
+    ) -> None:
+        """Take in the readings the machines got since their last update.
+
+        ``temperatures`` are their windows (newest last), ``appended`` how many readings each
+        window has taken in since it (re)started (the window store's count): the readings
+        beyond what this path has seen are the new ones. The newest reading waits one update
+        for its neighbour, which the median of three needs.
+        """
+        if len(slots) == 0 or self.settings.trend_horizon_readings == 0:
+            return
+        width = temperatures.shape[1]
+        seen = self._seen[slots]
+        restarted = appended < seen
+        fresh = np.where(restarted, appended, appended - seen)
+        usable = np.clip(np.minimum(fresh, appended - 2), 0, width - 2)
+        self._seen[slots] = appended
+        steps = int(usable.max(initial=0))
+        if steps == 0:
+            return
+        t = temperatures.astype(np.float64)
+        filtered = np.median(np.stack([t[:, :-2], t[:, 1:-1], t[:, 2:]]), axis=0)
+        # filtered[:, i] is reading i + 1 of the window: the newest usable is column -1. A
+        # reading equal to both its neighbours is a stuck sensor's, not the machine's: it is
+        # left out, or a sensor stuck in a trough and then freed would look like a rise.
+        stuck = (t[:, :-2] == t[:, 1:-1]) & (t[:, 1:-1] == t[:, 2:])
+        completed_fine = np.zeros(len(slots), dtype=np.bool_)
+        for step in range(steps):
+            age = steps - 1 - step  # 0: the newest usable reading
+            take = (usable > age) & ~stuck[:, stuck.shape[1] - 1 - age]
+            column = filtered[:, filtered.shape[1] - 1 - age]
+            rows = slots[take]
+            value = column[take]
+            self._fine_sum[rows] += value
+            self._fine_count[rows] += 1
+            self._coarse_sum[rows] += value
+            self._coarse_count[rows] += 1
+            self._coarse_max[rows] = np.maximum(self._coarse_max[rows], value)
+            done = self._fine_count[rows] >= FINE
+            if done.any():
+                self._push_fine(rows[done])
+                completed_fine[np.flatnonzero(take)[done]] = True
+            done = self._coarse_count[rows] >= COARSE
+            if done.any():
+                self._push_coarse(rows[done])
+        if completed_fine.any():
+            self._assess(slots[completed_fine], threshold[completed_fine])
+
+    def _push_fine(self, rows: NDArray[np.int64]) -> None:
+        head = self._fine_n[rows] % FINE_BLOCKS
+        self._fine[rows, head] = self._fine_sum[rows] / self._fine_count[rows]
+        self._fine_n[rows] += 1
+        self._fine_sum[rows] = 0.0
+        self._fine_count[rows] = 0
+
+    def _push_coarse(self, rows: NDArray[np.int64]) -> None:
+        head = self._coarse_n[rows] % COARSE_BLOCKS
+        mean = self._coarse_sum[rows] / self._coarse_count[rows]
+        self._coarse[rows, head] = mean
+        self._excursion[rows, head] = self._coarse_max[rows] - mean
+        self._coarse_n[rows] += 1
+        self._coarse_sum[rows] = 0.0
+        self._coarse_max[rows] = -math.inf
+        self._coarse_count[rows] = 0
+        recent = _latest(self._excursion[rows], self._coarse_n[rows], EXCURSION_BLOCKS)
+        self._env[rows] = np.nanmedian(recent, axis=1)
+        for index, blocks in enumerate(COARSE_FITS):
+            level, slope, error, broken = _fit(self._coarse[rows], self._coarse_n[rows], blocks)
+            self._c_level[rows, index] = level
+            self._c_slope[rows, index] = slope / COARSE
+            self._c_error[rows, index] = error / COARSE
+            self._c_broken[rows, index] = broken
+        self._c_at[rows] = self._fine_n[rows]
+        self._period[rows] = _period(_latest(self._fine[rows], self._fine_n[rows], PERIOD_BLOCKS))
+
+    # --- verdicts --------------------------------------------------------------------------
+
+    def _assess(self, rows: NDArray[np.int64], threshold: NDArray[np.float64]) -> None:
+        """Refit the fine lines of ``rows`` (a fine step just completed) and judge them."""
+        s = self.settings
+        lines = []
+        longest = max(FINE_FITS)
+        fine = _latest(self._fine[rows], self._fine_n[rows], longest + SMOOTH - 1)
+        kernel = np.ones(SMOOTH) / SMOOTH
+        smooth = np.apply_along_axis(np.convolve, 1, fine, kernel, mode="valid")
+        for blocks in FINE_FITS:
+            level, slope, error, broken = _fit_series(smooth[:, -blocks:])
+            # Neighbouring smoothed steps share 9 of their 10 fine steps: the fit has about a
+            # tenth as many independent points as it has steps.
+            error = error * math.sqrt(SMOOTH) / FINE
+            lines.append((level, slope / FINE, error, broken, blocks * FINE))
+        since = (self._fine_n[rows] - self._c_at[rows]) * FINE  # readings since the coarse refit
+        for index, blocks in enumerate(COARSE_FITS):
+            slope = self._c_slope[rows, index]
+            level = self._c_level[rows, index] + slope * since
+            error, broken = self._c_error[rows, index], self._c_broken[rows, index]
+            lines.append((level, slope, error, broken, blocks * COARSE))
+        env = self._env[rows]
+        ready = self._coarse_n[rows] >= MIN_COARSE
+        best = np.full(len(rows), np.inf)
+        for level, slope, error, broken, span in lines:
+            need = threshold - env - level
+            floor = slope - s.trend_sigma * error
+            valid = ready & ~broken & np.isfinite(level) & np.isfinite(floor) & (floor > 0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                soonest = np.where(valid, np.maximum(need, 0.0) / floor, np.inf)
+            # A line looks no further ahead than a few times the readings it was fitted over: a
+            # short one would otherwise carry a few hundred readings of healthy wear far ahead.
+            best = np.minimum(best, np.where(soonest <= SPAN_FACTOR * span, soonest, np.inf))
+        horizon = s.trend_horizon_readings
+        hot = best <= horizon
+        streak = np.where(hot, self._streak[rows] + 1, 0)
+        self._streak[rows] = streak
+        self._hot[rows] = streak >= s.trend_confirm
+        heading = best <= HEADING_HORIZONS * horizon
+        self._heading[rows] = heading
+        self._readings[rows] = np.where(heading, best * TREND_RATIOS[1], np.nan)
+        self._low[rows] = np.where(heading, best * TREND_RATIOS[0], np.nan)
+        self._high[rows] = np.where(heading, best * TREND_RATIOS[2], np.nan)
+
+    def view(self, slots: NDArray[np.int64]) -> TrendView:
+        """The latest verdict of ``slots``, shifted by the readings taken in since it."""
+        behind = (self._fine_count[slots] + 1).astype(np.float64)  # the median's wait, too
+        on = self.settings.trend_horizon_readings > 0
+        return TrendView(
+            trending=self._hot[slots] & on,
+            heading=self._heading[slots] & on,
+            readings=np.maximum(self._readings[slots] - behind, 0.0),
+            low=np.maximum(self._low[slots] - behind, 0.0),
+            high=np.maximum(self._high[slots] - behind, 0.0),
+            period=self._period[slots],
+        )
+
+
+def _latest(ring: NDArray[np.float32], count: NDArray[np.int64], blocks: int) -> NDArray:
+    """The last ``blocks`` entries of each row's ring, oldest first; NaN where not yet filled."""
+    size = ring.shape[1]
+    order = (count[:, np.newaxis] - blocks + np.arange(blocks)) % size
+    values = np.take_along_axis(ring, order, axis=1).astype(np.float64)
+    missing = np.arange(blocks) < (blocks - count[:, np.newaxis])
+    return np.where(missing, np.nan, values)
+
+
+def _fit(
+    ring: NDArray[np.float32], count: NDArray[np.int64], blocks: int
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
+    """Least-squares line over each row's last ``blocks`` steps, per step: the line's level at
+    the last step, its slope, the slope's standard error, and whether the last steps fell
+    :data:`BREAK_C` below the line. NaN where a row has fewer steps than that."""
+    return _fit_series(_latest(ring, count, blocks))
+
+
+def _fit_series(
+    y: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
+    """:func:`_fit` over the rows of ``y`` (oldest first; a row with a NaN gives NaN)."""
+    blocks = y.shape[1]
+    x = np.arange(blocks, dtype=np.float64) - (blocks - 1) / 2.0
+    sxx = float(np.sum(x * x))
+    mean = y.mean(axis=1)
+    slope = (y @ x) / sxx
+    residual = y - mean[:, np.newaxis] - slope[:, np.newaxis] * x
+    error = np.sqrt(np.sum(residual**2, axis=1) / (blocks - 2) / sxx)
+    tail = max(1, blocks // 10)
+    broken = residual[:, -tail:].mean(axis=1) < -BREAK_C
+    level = mean + slope * x[-1]
+    return level, slope, error, np.asarray(broken | np.isnan(mean))
+
+
+def _period(y: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Each row's cycle in readings: the first lag at which it correlates best with itself
+    around that lag (after taking out a straight line), refined between neighbouring lags; NaN
+    for a row with a gap or no such lag correlating at :data:`PERIOD_MIN_CORRELATION` or
+    more."""
+    blocks = y.shape[1]
+    x = np.arange(blocks, dtype=np.float64) - (blocks - 1) / 2.0
+    mean = y.mean(axis=1, keepdims=True)
+    slope = ((y - mean) @ x / float(x @ x))[:, np.newaxis]
+    z = y - mean - slope * x
+    power = np.sum(z * z, axis=1)
+    first, last = PERIOD_LAGS
+    lags = np.arange(first - 1, last + 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = np.stack(
+            [
+                np.sum(z[:, lag:] * z[:, :-lag], axis=1) / power * blocks / (blocks - lag)
+                for lag in lags
+            ],
+            axis=1,
+        )
+    inner = np.nan_to_num(corr[:, 1:-1], nan=-np.inf)
+    # The first local maximum that correlates well enough: a cycle's multiples correlate as
+    # well as the cycle itself.
+    local = (inner >= corr[:, :-2]) & (inner >= corr[:, 2:]) & (inner >= PERIOD_MIN_CORRELATION)
+    best = np.where(local.any(axis=1), np.argmax(local, axis=1), 0)
+    rows = np.arange(y.shape[0])
+    peak = inner[rows, best]
+    left, right = corr[rows, best], corr[rows, best + 2]
+    curve = left - 2.0 * peak + right
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shift = np.where(curve < 0, 0.5 * (left - right) / curve, 0.0)
+    lag = lags[best + 1] + np.clip(shift, -0.5, 0.5)
+    found = local.any(axis=1)
+    return np.where(found, lag * FINE, np.nan)

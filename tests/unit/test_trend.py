@@ -1,0 +1,163 @@
+"""The slow path (agent.trend): long trends from coarse steps, fed as the agent feeds it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agent.trend import COARSE, MIN_COARSE, TrendTracker, _period
+from config.alerts import AlertSettings
+
+THRESHOLD = 95.0
+WINDOW = 20
+
+
+def signal(
+    ticks: int,
+    drift_per_tick: float = 0.0,
+    onset: int = 0,
+    seed: int = 1,
+    period: float = 100.0,
+    level: float = 70.0,
+    spiked: bool = True,
+) -> np.ndarray:
+    """The seed's shape: a cycle of ±10 °C, noise of 2 °C, 2 % spikes, a sawtooth of wear, and
+    from ``onset`` a linear drift."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(ticks, dtype=np.float64)
+    wear = 0.01 * np.mod(t, 330.0)
+    drift = drift_per_tick * np.maximum(t - onset, 0.0)
+    spikes = np.where(rng.random(ticks) < 0.02, rng.uniform(5, 15, ticks), 0.0)
+    cycle = 10.0 * np.sin(2 * np.pi * t / period)
+    return level + cycle + wear + drift + rng.normal(0, 2, ticks) + spikes * spiked
+
+
+def feed(
+    temperatures: np.ndarray, settings: AlertSettings | None = None, per_update: int = 1
+) -> tuple[TrendTracker, list[tuple[int, bool, float, float, float]]]:
+    """Feed rows of readings (machines x ticks) as the agent does: each update gets the last
+    20 readings and how many the window has taken in; returns per tick the first machine's
+    (tick, trending, readings, low, high)."""
+    settings = settings or AlertSettings()
+    machines, ticks = temperatures.shape
+    tracker = TrendTracker(settings, machines)
+    slots = np.arange(machines)
+    threshold = np.full(machines, THRESHOLD)
+    data = temperatures.astype(np.float32)
+    out = []
+    for t in range(WINDOW - 1, ticks, per_update):
+        tracker.update(slots, data[:, t - WINDOW + 1 : t + 1], np.full(machines, t + 1), threshold)
+        view = tracker.view(slots)
+        out.append(
+            (
+                t,
+                bool(view.trending[0]),
+                float(view.readings[0]),
+                float(view.low[0]),
+                float(view.high[0]),
+            )
+        )
+    return tracker, out
+
+
+def first_crossing(temperatures: np.ndarray) -> int:
+    return int(np.flatnonzero(temperatures >= THRESHOLD)[0])
+
+
+def test_a_slow_drift_is_warned_hundreds_of_readings_before_the_reading_crosses() -> None:
+    # 0.008 °C per reading from 1,500 on: the peaks reach 95 °C about 1,000 readings later.
+    temperatures = signal(5000, drift_per_tick=0.008, onset=1500)
+    crossing = first_crossing(signal(5000, drift_per_tick=0.008, onset=1500, spiked=False))
+    _, verdicts = feed(temperatures[np.newaxis, :])
+    warned = [t for t, trending, *_ in verdicts if trending and t >= 1500]
+    assert warned, "never warned"
+    lead = crossing - warned[0]
+    assert lead >= 300, f"warned {lead} readings before the crossing"
+    _, _, readings, low, high = next(v for v in verdicts if v[0] == warned[0])
+    assert low <= readings <= high
+    assert 0 < readings < AlertSettings().trend_horizon_readings
+
+
+def test_a_healthy_machine_is_never_trending() -> None:
+    temperatures = np.stack([signal(8000, seed=seed) for seed in range(4)])
+    tracker, _ = feed(temperatures)
+    slots = np.arange(4)
+    view = tracker.view(slots)
+    assert not view.trending.any()
+    trending_ever = []
+    for seed in range(4):
+        _, verdicts = feed(signal(8000, seed=seed)[np.newaxis, :])
+        trending_ever.append(any(trending for _, trending, *_ in verdicts))
+    assert trending_ever == [False] * 4
+
+
+def test_blind_until_enough_coarse_steps_after_a_start() -> None:
+    """The slow path lives in memory: after a (re)start it says nothing until a machine has
+    MIN_COARSE coarse steps, even for a machine already far along a drift."""
+    temperatures = signal(3000, drift_per_tick=0.02, level=80.0)
+    _, verdicts = feed(temperatures[np.newaxis, :])
+    first = next(t for t, trending, *_ in verdicts if trending)
+    assert first >= MIN_COARSE * COARSE
+
+
+def test_a_repair_ends_the_trend() -> None:
+    temperatures = signal(6000, drift_per_tick=0.008, onset=500)
+    temperatures[3500:] = signal(6000)[3500:]  # repaired: back to its healthy self
+    _, verdicts = feed(temperatures[np.newaxis, :])
+    assert any(trending for t, trending, *_ in verdicts if t < 3500)
+    assert not any(trending for t, trending, *_ in verdicts if t > 4000)
+
+
+def test_readings_taken_in_bursts_give_the_same_verdicts() -> None:
+    """Readings that arrive several per tick (a gateway catching up) are each taken once."""
+    temperatures = signal(3000, drift_per_tick=0.01, onset=500)[np.newaxis, :]
+    one, _ = feed(temperatures, per_update=1)
+    burst, _ = feed(temperatures, per_update=7)
+    # The last burst may stop short of the end: compare the coarse history both hold.
+    steps = min(int(one._coarse_n[0]), int(burst._coarse_n[0]))
+    assert steps >= 25
+    np.testing.assert_allclose(one._coarse[0, :steps], burst._coarse[0, :steps], rtol=1e-6)
+
+
+def test_off_when_the_horizon_is_zero() -> None:
+    temperatures = signal(4000, drift_per_tick=0.01, onset=500)
+    _, verdicts = feed(temperatures[np.newaxis, :], AlertSettings(trend_horizon_readings=0))
+    assert not any(trending for _, trending, *_ in verdicts)
+
+
+def test_reset_forgets_a_slot() -> None:
+    temperatures = np.stack([signal(4000, drift_per_tick=0.01, onset=500)] * 2)
+    tracker, _ = feed(temperatures)
+    assert tracker.view(np.array([0, 1])).trending.all()
+    tracker.reset(np.array([1]))
+    view = tracker.view(np.array([0, 1]))
+    assert view.trending.tolist() == [True, False]
+    assert np.isnan(view.period[1])
+
+
+@pytest.mark.parametrize("period", [80.0, 100.0, 120.0, 300.0])
+def test_the_cycle_is_found(period: float) -> None:
+    temperatures = signal(1000, period=period)
+    fine = temperatures.reshape(100, 10).mean(axis=1)
+    assert _period(fine[np.newaxis, :])[0] == pytest.approx(period, rel=0.05)
+
+
+def test_no_cycle_no_period() -> None:
+    noise = np.random.default_rng(3).normal(70, 2, 1000).reshape(100, 10).mean(axis=1)
+    assert np.isnan(_period(noise[np.newaxis, :])[0])
+
+
+def test_a_stuck_sensor_is_left_out() -> None:
+    """A sensor stuck at a trough for 150 readings and then freed would make the machine look as
+    if it rose from there; its repeated readings are left out instead."""
+    healthy = np.stack([signal(4000, seed=seed) for seed in range(3)])
+    stuck = healthy.copy()
+    trough = np.argmin(stuck[:, 2000:2100], axis=1) + 2000
+    for row, start in enumerate(trough.tolist()):
+        stuck[row, start : start + 150] = stuck[row, start]
+    clean, _ = feed(healthy)
+    frozen, _ = feed(stuck)
+    np.testing.assert_array_less(frozen._coarse_n, clean._coarse_n)  # readings left out
+    for row in range(3):
+        _, verdicts = feed(stuck[row][np.newaxis, :])
+        assert not any(trending for _, trending, *_ in verdicts)
