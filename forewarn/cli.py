@@ -406,6 +406,8 @@ def _cmd_agent(args: argparse.Namespace, settings: Settings) -> int:
         )
         return EXIT_CONFIG
     _stop_on_signals(agent.stop_event)
+    # SIGHUP (systemctl reload): read the model files again; never ends the agent.
+    signal.signal(signal.SIGHUP, lambda signum, frame: agent.reload_model("SIGHUP"))
     return agent.run()  # 1 when the watchdog stopped it: let the service manager restart it
 
 
