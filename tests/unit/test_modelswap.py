@@ -7,7 +7,6 @@ loaded by a real agent's model thread; readings go through the agent's hand-off 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -20,58 +19,10 @@ from agent.app import Agent
 from agent.modelswap import Refused, parse_command
 from config.settings import Settings, load_settings
 from models.candidate import HASH_DIGITS, content_hash, load_model
-from models.serving import ServingModel
+from tests.modelfiles import LSTM, RIDGE, copy_model, derived_ridge
 from wire.reading import Reading
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models"
-RIDGE = SHIPPED / "shipped" / "ridge.json"
-LSTM = SHIPPED / "default.json"
 MACHINES = [f"m{i}" for i in range(8)]
-
-
-def copy_model(source: Path, folder: Path, name: str) -> Path:
-    """Copy a serving file (JSON and the files beside it) into ``folder`` as ``name``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for suffix in (".json", ".npz", ".onnx"):
-        if source.with_suffix(suffix).exists():
-            shutil.copy(source.with_suffix(suffix), folder / f"{name}{suffix}")
-    document = orjson.loads((folder / f"{name}.json").read_bytes())
-    document["weights"]["file"] = f"{name}.npz"
-    if document.get("onnx"):
-        document["onnx"]["file"] = f"{name}.onnx"
-    (folder / f"{name}.json").write_bytes(orjson.dumps(document))
-    return folder / f"{name}.json"
-
-
-def derived_ridge(folder: Path, name: str, change: str) -> Path:
-    """A Ridge serving file derived from the shipped one, changed in one way."""
-    model = ServingModel.load(RIDGE)
-    coef = model.weights["coef"].astype(np.float64)
-    if change == "horizon":
-        model.horizon = 10
-        intercept = model.array("intercept")[:10]
-        model.weights = {**model.weights, "coef": coef[:10], "intercept": intercept}
-    elif change == "window":
-        model.window = 10
-        shaped = coef.reshape(model.horizon, 20, len(model.features))[:, 10:, :]
-        model.weights = {**model.weights, "coef": shaped.reshape(model.horizon, -1)}
-    elif change == "order":
-        order = [0, 2, 1, 3]
-        model.features = tuple(model.features[i] for i in order)
-        shaped = coef.reshape(model.horizon, 20, 4)[:, :, order]
-        model.weights = {**model.weights, "coef": shaped.reshape(model.horizon, -1)}
-    elif change == "nan":
-        coef = coef.copy()
-        coef[0, 0] = np.nan
-        model.weights = {**model.weights, "coef": coef}
-    elif change == "overflow":
-        # finite weights whose forecasts overflow float32: +-inf on any window
-        intercept = model.array("intercept") + 1.0
-        model.weights = {**model.weights, "coef": coef * 1e60, "intercept": intercept * 1e60}
-    elif change == "retrained":
-        model.weights = {**model.weights, "coef": coef * 0.99}
-    model.path = None
-    return model.save(folder / f"{name}.json").json
 
 
 def settings_for(tmp_path: Path, checkpoint: Path, **model: object) -> Settings:
