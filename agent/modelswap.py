@@ -413,11 +413,19 @@ class ModelKeeper:
                 self._metrics.model_reloads.labels(role=role, result="unchanged").inc()
                 logger.info("%s model %s is unchanged (%s)", role, path, candidate.version)
                 return True
+            assert self.live is not None
+            problem = mismatch(self.live.forecaster, candidate.forecaster)
+            if problem is not None:  # before any forward pass: a refusal costs the tick nothing
+                raise problem
             warm_up = getattr(candidate.forecaster, "warm_up", None)
             if callable(warm_up):
-                warm_up()
+                try:
+                    with np.errstate(all="ignore"):  # judged by the forward check below
+                        warm_up()
+                except Exception as error:
+                    raise Refused("forecast", f"its warm-up failed: {error!r}") from error
             windows = None if self.ticker is None else self.ticker.sample_windows
-            self._check(candidate, windows)
+            check_forward(candidate.forecaster, windows)
         except Refused as refused:
             self._refuse(role, refused, f"{path} ({why})")
             return False
