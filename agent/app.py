@@ -17,7 +17,11 @@ Threads, each with one job, each in the module that holds it:
   when the network thread or the tick thread dies or stalls, so the agent is never a zombie
   that looks connected.
 
-One stop event ends them all; SIGINT/SIGTERM set it (see ``forewarn.cli``).
+* the model thread (:mod:`agent.modelswap`) loads, checks and installs a new served or
+  shadow model (SIGHUP, a changed file, a command) between two ticks.
+
+One stop event ends them all; SIGINT/SIGTERM set it, SIGHUP reloads the model (see
+``forewarn.cli``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from agent.anomaly_sensors import ScorerParams, SensorScorer
 from agent.health import MetricsServer
 from agent.ingest import Ingest, batch_subscription
 from agent.metrics import AgentMetrics
+from agent.modelswap import ModelKeeper
 from agent.publish import AlertPublisher, status_payload
 from agent.restore import AlertRestore
 from agent.silence import SilenceBook
@@ -41,9 +46,8 @@ from agent.tick import AlertListener, MachineView, Ticker, TickListener
 from agent.watchdog import Watchdog
 from agent.window import WindowStore
 from config.settings import Settings
-from config.topics import status_topic
+from config.topics import model_command_topic, status_topic
 from models.base import Forecaster
-from models.serving import forecaster_from_settings
 from wire.mapping import FieldMapping
 from wire.mqtt import connect_options, make_client, network_thread
 from wire.reading import Batch, Reading, ReadingDecoder
@@ -72,10 +76,16 @@ class Agent:
         metrics: AgentMetrics | None = None,
     ) -> None:
         self.settings = settings
-        self.forecaster: Forecaster = forecaster or forecaster_from_settings(settings.model)
         self.metrics = metrics or AgentMetrics(
             max_machine_series=settings.metrics.max_machine_series
         )
+        # The served model: the recorded promotion or the configured one (agent.modelswap).
+        self.models = ModelKeeper(settings, self.metrics)
+        if forecaster is None:
+            forecaster = self.models.initial().forecaster
+        else:
+            self.models.adopt(forecaster)
+        self.forecaster: Forecaster = forecaster
         features = len(self.forecaster.features)
         self.store = WindowStore(
             self.forecaster.window,
@@ -131,6 +141,11 @@ class Agent:
             batch_filter,
         )
         self.sparkplug = self.ingest.sparkplug
+        self.ingest.add_command(
+            model_command_topic(prefix, mqtt_settings.client_id),
+            "model",
+            self.models.handle_command,
+        )
         self.restore = AlertRestore(settings, self.stop_event)
         self.ticker = Ticker(
             settings,
@@ -162,15 +177,17 @@ class Agent:
         )
         self.metrics.build_info.info({"version": __version__})
         self.metrics.threshold.set(settings.alerts.threshold_c)
-        self.metrics.model_info.info(
-            {
-                "kind": self.forecaster.kind,
-                "version": self.forecaster.version,
-                "window": str(self.forecaster.window),
-                "horizon": str(self.forecaster.horizon),
-                "device": str(getattr(self.forecaster, "device", "cpu")),
-            }
-        )
+        self.models.on_version = self._serve_version
+        self.models.attach(self.ticker)
+
+    def _serve_version(self, version: str) -> None:
+        """After a swap (between two ticks): alerts carry the new model's version."""
+        self.forecaster = self.ticker.forecaster
+        self.publisher.set_model_version(version)
+
+    def reload_model(self, why: str = "SIGHUP") -> None:
+        """Read the served and the shadow model again from their files, off the tick thread."""
+        self.models.request_reload(why)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -198,6 +215,7 @@ class Agent:
         self.client.loop_start()
         self.watchdog.network = network_thread(self.client)
         self.ticker.start()
+        self.models.start(self.stop_event)
         self.watchdog.start()
 
     def run(self) -> int:

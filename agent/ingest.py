@@ -174,6 +174,7 @@ class Ingest:
             # Guarded as "message": a batch is readings, like the telemetry topic's messages.
             special.append((self._batch_filter, self._guard("message", self._on_batch)))
         self._special_routes = special
+        self._command_subscriptions: list[tuple[str, int]] = []
         self._telemetry_route = self._guard("message", self._on_message)
         self._routes: dict[str, tuple[Callable[..., None], ...]] = {}
         self._topic_machine_ids: dict[str, str] = {}
@@ -287,6 +288,7 @@ class Ingest:
         if self._batch_filter is not None:
             subscriptions.append((shared(m.shared_group, self._batch_filter), qos))
         subscriptions.append((silence_filter(self._prefix), 1))
+        subscriptions += self._command_subscriptions
         if self._sparkplug_filter is not None:
             subscriptions.append((self._sparkplug_filter, qos))
         return subscriptions
@@ -407,6 +409,20 @@ class Ingest:
             self._silences.handle(message.topic, message.payload)
         except Exception:
             logger.exception("error handling a silence message on %s", message.topic)
+
+    def add_command(self, topic: str, name: str, handler: Callable[[str, bytes], None]) -> None:
+        """Subscribe (QoS 1, never shared: every agent hears its own) to a command ``topic``
+        and hand its messages to ``handler(topic, payload)``, guarded as callback ``name``.
+
+        Called before the agent connects. The handler runs on the network thread, so it only
+        queues the command for the thread that acts on it."""
+
+        def on_command(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+            handler(message.topic, bytes(message.payload))
+
+        self._special_routes.insert(0, (topic, self._guard(name, on_command)))
+        self._command_subscriptions.append((topic, 1))
+        self._routes.clear()
 
     # --- the hand-off ------------------------------------------------------------------------
 

@@ -23,6 +23,10 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0,
 0.25 s by default) and then for the tick's forecast, so the buckets are finest below a second."""
 
 
+RELOAD_REASONS = ("load", "features", "window", "horizon", "forecast", "path", "command")
+"""Why a model was refused while running (forewarn_model_reload_failures_total)."""
+
+
 class AgentMetrics:
     """Owns one registry; tests build their own instance so nothing leaks between them."""
 
@@ -154,7 +158,7 @@ class AgentMetrics:
             ["callback"],
             registry=r,
         )
-        for callback in ("connect", "disconnect", "message", "silence", "sparkplug"):
+        for callback in ("connect", "disconnect", "message", "silence", "sparkplug", "model"):
             self.callback_errors.labels(callback=callback)
         self.last_tick = Gauge(
             "forewarn_last_tick_timestamp_seconds",
@@ -163,6 +167,48 @@ class AgentMetrics:
         )
         self.model_info = Info("forewarn_model", "The model being served.", registry=r)
         self.build_info = Info("forewarn_build", "forewarn's version.", registry=r)
+        self.model_reloads = Counter(
+            "forewarn_model_reloads",
+            "Model loads asked for while running (SIGHUP, a changed file, a command), by role "
+            "(live, shadow) and result (swapped, unchanged, refused).",
+            ["role", "result"],
+            registry=r,
+        )
+        self.model_reload_failures = Counter(
+            "forewarn_model_reload_failures",
+            "Models refused while running, by reason (load, features, window, horizon, "
+            "forecast, path, command); the model serving before keeps serving.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in RELOAD_REASONS:
+            self.model_reload_failures.labels(reason=reason)
+        self.shadow_info = Info(
+            "forewarn_shadow", "The shadow model forecast beside the served one.", registry=r
+        )
+        self.shadow_active = Gauge(
+            "forewarn_shadow_active", "1 while a shadow model is loaded.", registry=r
+        )
+        self.shadow_compared = Counter(
+            "forewarn_shadow_compared_readings",
+            "Readings that both the served and the shadow model forecast one step ahead.",
+            registry=r,
+        )
+        self.shadow_squared_error = Counter(
+            "forewarn_shadow_squared_error_celsius2",
+            "Sum of squared 1-step-ahead forecast errors over the compared readings, by model "
+            "(live, shadow): sqrt(rate(this)/rate(forewarn_shadow_compared_readings_total)) is "
+            "each model's RMSE over any range.",
+            ["model"],
+            registry=r,
+        )
+        self.shadow_rmse = Gauge(
+            "forewarn_shadow_rmse_celsius",
+            "Rolling RMSE of the 1-step-ahead forecast over about the last "
+            "10,000 compared readings, by model (live, shadow), on the same readings.",
+            ["model"],
+            registry=r,
+        )
         self.machine_temperature = Gauge(
             "forewarn_machine_temperature_celsius",
             "Latest temperature reading per machine (capped number of machines).",

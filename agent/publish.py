@@ -95,6 +95,12 @@ class AlertPublisher:
         self._connected_at = 0.0
         self._throttle = LogThrottle(logger)
 
+    def set_model_version(self, version: str) -> None:
+        """The model version the next alerts carry (a swap; alerts already queued keep the
+        version of the model that raised them)."""
+        with self._lock:
+            self._model_version = version
+
     # --- alerts ------------------------------------------------------------------------------
 
     def publish(self, event: AlertEvent) -> None:

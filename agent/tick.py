@@ -55,8 +55,31 @@ class MachineView:
     state: str
 
 
+@dataclass(frozen=True)
+class TickForecasts:
+    """Every model's forecasts of one tick, on the same windows (for comparing models).
+
+    ``forecasts`` maps a role to a (batch, horizon) array: always ``"live"`` (the served
+    model, the one that alerts), and ``"shadow"`` while a shadow model is loaded. Row ``i`` of
+    each is the forecast for ``windows[i]``, the window of slot ``slots[i]`` of machine
+    ``machine_ids[slots[i]]`` whose newest reading has sequence number ``seq[i]``.
+    """
+
+    slots: NDArray[np.int64]
+    windows: NDArray[np.float32]
+    seq: NDArray[np.int64]
+    forecasts: dict[str, NDArray[np.float32]]
+    machine_ids: list[str]
+    now: float
+
+
 TickListener = Callable[[list[MachineView]], None]
 AlertListener = Callable[[AlertEvent], None]
+ForecastsListener = Callable[[TickForecasts], None]
+"""Called on the tick thread with every model's forecasts of a tick; it must be quick."""
+
+SAMPLE_WINDOWS = 256
+"""Recent windows kept for checking a model before it is swapped in."""
 
 Heard = TypeVar("Heard", bool, np.bool_, NDArray[np.bool_])
 
@@ -101,6 +124,11 @@ class Ticker:
         self._stop_event = stop_event
         self._alert_listeners = alert_listeners
         self._tick_listeners = tick_listeners
+        self.shadow: Forecaster | None = None
+        """A candidate forecast on the same windows as ``forecaster``, never alerting."""
+        self.forecast_listeners: list[ForecastsListener] = []
+        self.sample_windows: NDArray[np.float32] | None = None
+        """A copy of up to SAMPLE_WINDOWS windows of the last tick that forecast, for checks."""
         self.thread: threading.Thread | None = None
         self.last_tick = 0.0
         """When the loop last started or ended a tick (monotonic), for the watchdog."""
@@ -113,6 +141,15 @@ class Ticker:
         # retained alerts this one restores: it publishes and counts only the ones it hears.
         self._shares_fleet = bool(settings.mqtt.subscriptions) or bool(settings.mqtt.shared_group)
         self._next_stale_check = 0.0
+
+    def install(self, apply: Callable[[], None]) -> None:
+        """Run ``apply`` (which replaces ``forecaster`` or ``shadow``) between two ticks.
+
+        Ticks hold the same lock, so a tick runs wholly with the old models or wholly with the
+        new ones; windows, alert states and the hand-off are untouched.
+        """
+        with self._lock:
+            apply()
 
     def start(self) -> None:
         self.last_tick = time.monotonic()
@@ -189,6 +226,8 @@ class Ticker:
             forecast_started = time.perf_counter()
             forecasts = self.forecaster.forecast(batch.windows)
             self._metrics.forecast_duration.observe(time.perf_counter() - forecast_started)
+            self.sample_windows = batch.windows[:SAMPLE_WINDOWS].copy()
+            self._tell_forecasts(batch.slots, batch.windows, forecasts, now)
             self._time_forecasts(batch.slots)
             latest = batch.windows[:, -1, 0]
             scores = self.anomaly.update(
@@ -234,6 +273,34 @@ class Ticker:
         if self._tick_listeners and len(batch):
             self._notify_tick(batch.slots, batch.windows[:, -1, 0], forecasts)
         return events
+
+    def _tell_forecasts(
+        self,
+        slots: NDArray[np.int64],
+        windows: NDArray[np.float32],
+        forecasts: NDArray[np.float32],
+        now: float,
+    ) -> None:
+        """Forecast the shadow model on the same windows and hand every model's forecasts to
+        the forecasts listeners. A failing shadow is dropped; it never touches alerting."""
+        if self.shadow is None and not self.forecast_listeners:
+            return
+        models = {"live": forecasts}
+        if self.shadow is not None:
+            try:
+                shadow = self.shadow.forecast(windows)
+                if shadow.shape != forecasts.shape:
+                    raise ValueError(f"shadow forecasts have shape {shadow.shape}")
+                models["shadow"] = shadow
+            except Exception:
+                logger.exception("the shadow model failed to forecast; dropping it")
+                self.shadow = None
+                self._metrics.shadow_active.set(0)
+        tick = TickForecasts(
+            slots, windows, self.store.last_seq[slots], models, self.store.machine_ids, now
+        )
+        for listener in self.forecast_listeners:
+            listener(tick)
 
     def _drain(self, now: float) -> None:
         """Move the hand-off into the window store, then clean up after evictions.

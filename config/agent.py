@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from config.base import Section
@@ -63,4 +65,10 @@ class AgentSettings(Section):
         ge=0,
         description="Readings whose ts is further ahead of the agent's clock are rejected as "
         "reason=future (raise it for senders with badly set clocks).",
+    )
+    state_dir: Path | None = Field(
+        None,
+        description="Folder where the agent records the model it serves after a swap, so that "
+        "a promotion survives a restart (systemd's StateDirectory=); unset: $STATE_DIRECTORY "
+        "when systemd sets it, else nothing is recorded.",
     )

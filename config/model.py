@@ -45,6 +45,25 @@ class _ModelCommon(Section):
         "onnxruntime is, else numpy (see docs/runtimes.md). onnx and numpy never import torch; the "
         "baselines are numpy code whatever this says.",
     )
+    directory: Path | None = Field(
+        None,
+        description="Folder of models that the model command topic "
+        "(<prefix>/_agents/<client_id>/model) may name, by a path relative to it; unset: the "
+        "command topic is refused (docs/operating.md, Keeping the model right).",
+    )
+    watch_interval_s: float = Field(
+        2.0,
+        ge=0,
+        le=3600,
+        description="Seconds between checks (size and modification time) of the served and "
+        "shadow model files; a changed file that stays unchanged for one more check is loaded "
+        "and swapped in. 0: no watch (SIGHUP and the command topic still swap).",
+    )
+    shadow: Path | None = Field(
+        None,
+        description="A candidate model (checkpoint or serving file) forecast beside the served "
+        "one on the same windows, without alerting, compared in forewarn_shadow_* metrics.",
+    )
 
 
 MODEL_KINDS = ("rnn", "lstm", "gru", "bilstm", "ridge", "persistence", "linear_extrapolation")

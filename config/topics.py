@@ -168,6 +168,11 @@ def restore_marker_topic(prefix: str, client_id: str) -> str:
     return f"{prefix}/_agents/{client_id}/restore"
 
 
+def model_command_topic(prefix: str, client_id: str) -> str:
+    """Where an agent's model commands are kept, retained: which model to serve or shadow."""
+    return f"{prefix}/_agents/{client_id}/model"
+
+
 def silence_topic(prefix: str, machine_id: str) -> str:
     """Where a machine's maintenance silence is kept, retained."""
     return f"{prefix}/{machine_id}/silence"

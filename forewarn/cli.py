@@ -124,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(commands)
     _add_detect(commands)
     _add_silence(commands)
+    _add_model(commands)
 
     demo = commands.add_parser(
         "demo", help="broker, simulated fleet and agent in one process, shown live"
@@ -414,6 +415,8 @@ def _cmd_agent(args: argparse.Namespace, settings: Settings) -> int:
         )
         return EXIT_CONFIG
     _stop_on_signals(agent.stop_event)
+    # SIGHUP (systemctl reload): read the model files again; never ends the agent.
+    signal.signal(signal.SIGHUP, lambda signum, frame: agent.reload_model("SIGHUP"))
     return agent.run()  # 1 when the watchdog stopped it: let the service manager restart it
 
 
@@ -785,6 +788,62 @@ def _cmd_silence(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _add_model(commands: Any) -> None:
+    model = commands.add_parser(
+        "model",
+        help="the model a running agent serves and shadows: status, serve, shadow, promote",
+    )
+    actions = model.add_subparsers(dest="action", required=True, metavar="ACTION")
+    status = actions.add_parser(
+        "status", help="live and shadow model and their errors, from the agent's /metrics"
+    )
+    status.add_argument(
+        "--url",
+        help="the agent's metrics (default: http://127.0.0.1:FOREWARN_METRICS__PORT/metrics)",
+    )
+    serve = actions.add_parser("serve", help="swap in a model of the agent's model directory")
+    serve.add_argument("path", metavar="PATH", help="path inside FOREWARN_MODEL__DIRECTORY")
+    shadow = actions.add_parser("shadow", help="forecast a candidate beside the served model")
+    group = shadow.add_mutually_exclusive_group(required=True)
+    group.add_argument("path", metavar="PATH", nargs="?", help="path inside the model directory")
+    group.add_argument("--clear", action="store_true", help="drop the shadow model")
+    actions.add_parser("promote", help="serve the shadow model (it stops being a shadow)")
+    for parser in (serve, shadow, actions.choices["promote"]):
+        parser.add_argument(
+            "--agent",
+            metavar="CLIENT_ID",
+            help="the agent's client id (default: FOREWARN_MQTT__CLIENT_ID)",
+        )
+        _add_broker(parser)
+
+
+def _cmd_model(args: argparse.Namespace, settings: Settings) -> int:
+    from forewarn.modelcmd import command_payload, fetch_status, format_status, publish_command
+
+    if args.action == "status":
+        url = args.url or f"http://127.0.0.1:{settings.metrics.port}/metrics"
+        try:
+            print(format_status(fetch_status(url)))
+        except OSError as error:
+            print(f"error: cannot read the agent's metrics at {url}: {error}", file=sys.stderr)
+            return 1
+        return 0
+    apply_overrides(settings, _broker_overrides(args.broker))
+    client_id = args.agent or settings.mqtt.client_id
+    path = None if args.action == "promote" or getattr(args, "clear", False) else args.path
+    problem = publish_command(settings, client_id, command_payload(args.action, path))
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    what = {"serve": f"serve {path}", "promote": "promote the shadow model"}.get(
+        args.action, "drop the shadow model" if path is None else f"shadow {path}"
+    )
+    print(
+        f"asked agent {client_id} to {what}; `forewarn model status` and its log say whether it did"
+    )
+    return 0
+
+
 def _cmd_detect(args: argparse.Namespace, settings: Settings) -> int:
     from forewarn.detect import DetectError, run_detect
 
@@ -818,6 +877,7 @@ COMMANDS = {
     "demo": _cmd_demo,
     "detect": _cmd_detect,
     "silence": _cmd_silence,
+    "model": _cmd_model,
     "config": _cmd_config,
 }
 

@@ -46,12 +46,14 @@ from tests.conftest import (
     wait_for_port,
 )
 from tests.faultkit import holds_within
+from tests.modelfiles import LSTM, RIDGE, copy_model
 from wire.tls import BrokerCheckError, check_broker, tls_context
 
 PASSWORDS = {
     "forewarn-agent": "agent-pw-Zq81",
     "forewarn-simulator": "sim-pw-Kx27",
     "forewarn-reader": "reader-pw-Lm55",
+    "forewarn-operator": "operator-pw-Vd43",
 }
 
 CA_CONF = """[req]
@@ -608,6 +610,65 @@ def test_the_acl_example_confines_each_user(broker: Callable[..., Mosquitto]) ->
         # subscriptions and filters at delivery. The alert that fenced the reader was routed to
         # both at once; had the filter let it through, it would be on its way here too.
         assert not [t for t, _ in sneak.messages], "the machine user may read nothing"
+    finally:
+        agent.stop()
+        for client in clients:
+            client.disconnect()
+            client.loop_stop()
+
+
+@pytest.mark.integration
+def test_only_the_operator_role_commands_models_and_silences(
+    broker: Callable[..., Mosquitto], tmp_path: Path
+) -> None:
+    """Under the shipped ACL, the reader and the machine user publishing a model command or a
+    silence are refused by mosquitto (the agent never hears them); the operator's reach the
+    agent, which swaps its model and silences the machine."""
+    acl = REPO / "config" / "mosquitto" / "acl.example"
+    target = broker(f"acl_file {acl}")
+    folder = tmp_path / "models"
+    live = copy_model(RIDGE, folder, "ridge")
+    copy_model(LSTM, folder, "lstm")
+    settings: Settings = load_settings(
+        _env_file=None,
+        model={"kind": "ridge", "checkpoint": live, "runtime": "numpy", "directory": folder},
+    )
+    settings.mqtt = mqtt_settings(
+        target,
+        client_id="forewarn-agent",
+        username="forewarn-agent",
+        password=PASSWORDS["forewarn-agent"],
+    )
+    settings.metrics = settings.metrics.model_copy(update={"host": "127.0.0.1", "port": 0})
+    agent = Agent(settings)
+    agent.start()
+    clients = [publisher(target, user) for user in ("forewarn-reader", "forewarn-simulator")]
+    operator = publisher(target, "forewarn-operator")
+    clients.append(operator)
+    command = "factory/_agents/forewarn-agent/model"
+    try:
+        assert agent.wait_connected(15), f"agent not ready: {agent.health()[1]}"
+        served = agent.forecaster.version
+        until = orjson.dumps({"until": time.time() + 3600, "reason": "test"})
+        denied = []
+        for client in clients[:2]:
+            denied.append(client.publish(command, b'{"live": "lstm.json"}', qos=1, retain=True))
+            denied.append(client.publish("factory/m-1/silence", until, qos=1, retain=True))
+        for info in denied:
+            info.wait_for_publish(5)
+        # Fence: the operator's silence of m-9 is routed after every denied publish above.
+        operator.publish("factory/m-9/silence", until, qos=1, retain=True).wait_for_publish(5)
+        assert holds_within(lambda: agent.silences.silenced("m-9", time.time()), 10), (
+            "the operator's silence did not reach the agent"
+        )
+        assert not agent.silences.silenced("m-1", time.time()), "a silence without the role"
+        assert agent.models.wait_idle()
+        assert agent.forecaster.version == served, "a model command without the role"
+
+        operator.publish(command, b'{"live": "lstm.json"}', qos=1, retain=True).wait_for_publish(5)
+        assert holds_within(lambda: agent.forecaster.kind == "lstm", 15), (
+            "the operator's model command was not applied"
+        )
     finally:
         agent.stop()
         for client in clients:

@@ -32,6 +32,20 @@ def test_the_unit_restarts_a_failed_agent_but_not_a_misconfigured_one() -> None:
     assert service["KillSignal"] == "SIGTERM"
 
 
+def test_the_unit_reloads_the_model_on_sighup_and_gives_the_agent_a_state_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`systemctl reload` sends SIGHUP (a model reload, not an exit); StateDirectory= is where
+    the agent records its promoted model, read through $STATE_DIRECTORY."""
+    from agent.modelswap import state_dir
+
+    service = unit()["Service"]
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert service["StateDirectory"] == "forewarn"
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path))
+    assert state_dir(load_settings(_env_file=None)) == tmp_path
+
+
 def tick_join_timeout_s(monkeypatch: pytest.MonkeyPatch) -> float:
     """How long ``Agent.stop`` waits for the running tick: the timeout it joins its tick
     thread with, seen as it stops a started agent (no broker needed; it never connects)."""

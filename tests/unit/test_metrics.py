@@ -94,7 +94,8 @@ def test_instances_do_not_share_state() -> None:
 
 def test_the_agent_exports_what_it_serves() -> None:
     """forewarn_model_info names the served model as the agent built it: kind, version,
-    window, horizon, device; forewarn_build_info its own version."""
+    window, horizon, device, path (none for a forecaster handed in); forewarn_build_info its
+    own version."""
     from agent import __version__
     from agent.app import Agent
     from config.settings import load_settings
@@ -104,7 +105,9 @@ def test_the_agent_exports_what_it_serves() -> None:
     forecaster = PersistenceForecaster(horizon=7, window=12, version="held-7")
     agent = Agent(settings, forecaster=forecaster)
     labels = {"kind": "persistence", "version": "held-7", "window": "12", "horizon": "7"}
-    assert value(agent.metrics.registry, "forewarn_model_info", **labels, device="cpu") == 1.0
+    assert (
+        value(agent.metrics.registry, "forewarn_model_info", **labels, device="cpu", path="") == 1.0
+    )
     assert value(agent.metrics.registry, "forewarn_build_info", version=__version__) == 1.0
 
 
