@@ -29,6 +29,7 @@ from models.baselines import (
 from models.data import make_windows
 from models.normalise import NORMALISATIONS
 from models.options import FitOptions, ProgressFn
+from models.skill import DRIFT_REFERENCE_KEY, measure_reference
 from simulator.faults import CROSSING_KINDS, MIN_RAMP_RUN_TICKS, parse_mix
 from simulator.fleet import Fleet
 from simulator.signal import seed_series
@@ -314,6 +315,8 @@ def train(
         "persistence_next_step": errors_c(persistence[:, 0], y_test[:, 0]),
         "persistence_all_steps": errors_c(persistence, y_test),
         "linear_extrapolation_all_steps": errors_c(linear, y_test),
+        # The agent's drift watch compares each machine's live skill with this one.
+        DRIFT_REFERENCE_KEY: measure_reference(predicted, x_test, y_test, target_index).as_report(),
     }
     if features == FEATURES and target_index == 0 and config.window == 20:
         report["seed_split_next_step"] = seed_split_next_step(forecaster)
