@@ -53,6 +53,7 @@ class Recorder:
         self._metrics = metrics
         self._queue: deque[tuple[list[Reading], NDArray[np.bool_]]] = deque()
         self._wake = threading.Condition()
+        self._writing = threading.Lock()  # the writer thread, or a caller of flush()
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._throttle = LogThrottle(logger)
@@ -119,9 +120,8 @@ class Recorder:
                 if not self._queue:
                     break
                 item = self._queue.popleft()
-            self._write_tick(*item)
-        if self._file is not None:
-            self._file.flush()
+            with self._writing:
+                self._write_tick(*item)
 
     def _loop(self) -> None:
         while True:
@@ -132,7 +132,8 @@ class Recorder:
                     return  # stopping, everything written
                 item = self._queue.popleft()
             try:
-                self._write_tick(*item)
+                with self._writing:
+                    self._write_tick(*item)
             except Exception:
                 logger.exception("recording a tick failed; the next tick starts afresh")
 

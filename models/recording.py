@@ -208,3 +208,13 @@ def segments(
     cuts = np.flatnonzero(broken) + 1
     bounds = [0, *cuts.tolist(), n]
     return list(itertools.pairwise(bounds))
+
+
+def machine_runs(
+    recording: Recording,
+) -> list[tuple[NDArray[np.float64], list[tuple[int, int]]]]:
+    """Each machine's readings (n, features) with its unbroken runs (see :func:`segments`)."""
+    return [
+        (values.astype(np.float64), segments(ts, seq))
+        for ts, seq, values in recording.machines.values()
+    ]
