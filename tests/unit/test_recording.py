@@ -16,7 +16,7 @@ from agent.recording import Recorder
 from config.fields import FEATURES
 from config.recording import RecordingSettings
 from models.data import DataError
-from models.recording import SUFFIX, machine_runs, read_recording, recording_files, segments
+from models.recording import SUFFIX, read_recording, recording_files, segments
 from models.train import TrainConfig, split_segments
 from wire.reading import Reading
 
