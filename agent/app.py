@@ -35,11 +35,13 @@ from agent.alerts import AlertEvent, AlertPolicy
 from agent.anomaly import AnomalyScorer
 from agent.anomaly_alert import AnomalyAlertState, AnomalyRule
 from agent.anomaly_sensors import ScorerParams, SensorScorer
+from agent.drift import DriftWatch
 from agent.health import MetricsServer
 from agent.ingest import Ingest, batch_subscription
 from agent.metrics import AgentMetrics
 from agent.modelswap import ModelKeeper
 from agent.publish import AlertPublisher, status_payload
+from agent.recording import Recorder
 from agent.restore import AlertRestore
 from agent.silence import SilenceBook
 from agent.tick import AlertListener, MachineView, Ticker, TickListener
@@ -48,6 +50,7 @@ from agent.window import WindowStore
 from config.settings import Settings
 from config.topics import model_command_topic, status_topic
 from models.base import Forecaster
+from models.skill import skill_reference
 from wire.mapping import FieldMapping
 from wire.mqtt import connect_options, make_client, network_thread
 from wire.reading import Batch, Reading, ReadingDecoder
@@ -98,6 +101,12 @@ class Agent:
         self.policy = AlertPolicy(settings.alerts, self.store.capacity)
         self.anomaly = AnomalyScorer(self.forecaster.horizon, self.store.capacity)
         self.sensors = sensor_scorer(settings, features, self.store.capacity)
+        self.drift = drift_watch(settings, self.forecaster, self.store.capacity)
+        self.recorder = (
+            Recorder(settings.recording, self.forecaster.features, self.metrics)
+            if settings.recording.enabled
+            else None
+        )
         # A mapping naming a feature this model lacks raises ConfigError: start-up stops.
         self.decoder = ReadingDecoder(
             settings.limits,
@@ -162,6 +171,8 @@ class Agent:
             stop_event=self.stop_event,
             alert_listeners=self.alert_listeners,
             tick_listeners=self.tick_listeners,
+            drift=self.drift,
+            recorder=self.recorder,
         )
         self.watchdog = Watchdog(
             settings,
@@ -179,15 +190,23 @@ class Agent:
         self.metrics.threshold.set(settings.alerts.threshold_c)
         self.models.on_version = self._serve_version
         self.models.attach(self.ticker)
+        self._export_test_skill()
 
     def _serve_version(self, version: str) -> None:
         """After a swap (between two ticks): alerts carry the new model's version."""
         self.forecaster = self.ticker.forecaster
         self.publisher.set_model_version(version)
+        if self.drift is not None:
+            self.drift.serve(skill_reference(self.forecaster))
+            self._export_test_skill()
 
     def reload_model(self, why: str = "SIGHUP") -> None:
         """Read the served and the shadow model again from their files, off the tick thread."""
         self.models.request_reload(why)
+
+    def _export_test_skill(self) -> None:
+        reference = None if self.drift is None else self.drift.reference
+        self.metrics.model_test_skill.set(float("nan") if reference is None else reference.skill)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -208,6 +227,8 @@ class Agent:
             self.settings.metrics.host,
             self.http.port,
         )
+        if self.recorder is not None:
+            self.recorder.start()
         self.restore.start()
         self.client.connect_async(
             m.host, m.port, m.keepalive_s, **connect_options(m, m.persistent_session)
@@ -240,6 +261,8 @@ class Agent:
         timeout = m.flush_timeout_s if flush_timeout_s is None else flush_timeout_s
         self.stop_event.set()
         self.ticker.join(30 if self.failure is None else 1)
+        if self.recorder is not None:
+            self.recorder.stop()
         deadline = time.monotonic() + timeout
         if self.watchdog.network_alive(time.monotonic()):
             self.publisher.flush(timeout)
@@ -324,3 +347,19 @@ def sensor_scorer(
         clear_rows=section.clear_readings,
     )
     return SensorScorer(features, capacity, params), AnomalyAlertState(rule, capacity)
+
+
+def drift_watch(settings: Settings, forecaster: Forecaster, capacity: int) -> DriftWatch | None:
+    """The drift watch, when ``drift.enabled``; a model without the test figures of its
+    training gets one that exports no ratio (said once in the log)."""
+    if not settings.drift.enabled:
+        return None
+    reference = skill_reference(forecaster)
+    if reference is None:
+        logger.warning(
+            "model %s carries no test-split RMSE (drift_reference): no drift ratio is exported; "
+            "train it again with this version of forewarn train",
+            forecaster.version,
+        )
+    section = settings.drift
+    return DriftWatch(reference, section.memory_readings, section.warm_up_readings, capacity)

@@ -258,6 +258,57 @@ class AgentMetrics:
             ["machine_id", "bound"],
             registry=r,
         )
+        self.machine_model_drift = Gauge(
+            "forewarn_machine_model_drift_ratio",
+            "Drift ratio per machine: its rolling next-step forecast RMSE over persistence's, "
+            "divided by the same on the model's test split; about 1 while the model fits the "
+            "machine (capped; drift.enabled).",
+            ["machine_id"],
+            registry=r,
+        )
+        self.model_drift_ratio = Gauge(
+            "forewarn_model_drift_ratio",
+            "Quantiles of the drift ratio over the machines that have one (quantile 1: the "
+            "worst machine); absent while none has.",
+            ["quantile"],
+            registry=r,
+        )
+        self.model_drift_machines = Gauge(
+            "forewarn_model_drift_machines",
+            "Machines with a drift ratio (enough readings compared with their forecasts).",
+            registry=r,
+        )
+        self.model_test_skill = Gauge(
+            "forewarn_model_test_skill",
+            "The served model's next-step RMSE over persistence's on its test split, the drift "
+            "ratio's reference (NaN: the model carries none, and no ratio is exported).",
+            registry=r,
+        )
+        self.recording_readings = Counter(
+            "forewarn_recording_readings", "Readings written to the recording.", registry=r
+        )
+        self.recording_bytes = Counter(
+            "forewarn_recording_bytes", "Bytes written to the recording's files.", registry=r
+        )
+        self.recording_files_dropped = Counter(
+            "forewarn_recording_files_dropped",
+            "Recording files deleted, oldest first, to keep the folder under recording.max_bytes.",
+            registry=r,
+        )
+        self.recording_dropped = Counter(
+            "forewarn_recording_readings_dropped",
+            "Accepted readings not recorded, by reason: backlog (the writer fell behind), "
+            "error (a file could not be written).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("backlog", "error"):
+            self.recording_dropped.labels(reason=reason)
+        self.recording_folder_bytes = Gauge(
+            "forewarn_recording_folder_bytes",
+            "Bytes the recording's files take in its folder now.",
+            registry=r,
+        )
         self._per_machine = (
             self.machine_temperature,
             self.machine_forecast,
@@ -266,6 +317,7 @@ class AgentMetrics:
         )
         self._machine_series: set[str] = set()
         self._sensor_series: set[str] = set()
+        self._drift_series: set[str] = set()
 
     def set_machine(
         self,
@@ -309,6 +361,12 @@ class AgentMetrics:
                 gauge.labels(machine_id, "estimate").set(estimate_s[slot])
                 gauge.labels(machine_id, "high").set(high_s[slot])
 
+    def set_machine_drift(self, machine_id: str, ratio: float) -> None:
+        """One machine's drift ratio, only for machines that already have series."""
+        if machine_id in self._machine_series:
+            self._drift_series.add(machine_id)
+            self.machine_model_drift.labels(machine_id=machine_id).set(ratio)
+
     def series_machines(self) -> list[str]:
         """Machines that have per-machine series now (at most ``max_machine_series``)."""
         return list(self._machine_series)
@@ -326,3 +384,6 @@ class AgentMetrics:
                 # KeyError: never set, the machine had no forecast yet.
                 with contextlib.suppress(KeyError):
                     self.machine_time_to_threshold.remove(machine_id, bound)
+            if machine_id in self._drift_series:
+                self._drift_series.discard(machine_id)
+                self.machine_model_drift.remove(machine_id)

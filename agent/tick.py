@@ -28,9 +28,11 @@ from agent.alerts import STATE_NAMES, AlertEvent, AlertPolicy
 from agent.anomaly import AnomalyScorer
 from agent.anomaly_alert import AnomalyAlertState
 from agent.anomaly_sensors import SensorScorer
+from agent.drift import DriftWatch, export_drift
 from agent.ingest import Ingest
 from agent.metrics import AgentMetrics
 from agent.publish import AlertPublisher
+from agent.recording import Recorder
 from agent.restore import AlertRestore
 from agent.silence import SilenceBook
 from agent.throttle import LogThrottle
@@ -108,8 +110,14 @@ class Ticker:
         alert_listeners: list[AlertListener],
         tick_listeners: list[TickListener],
         sensors: tuple[SensorScorer, AnomalyAlertState] | None = None,
+        drift: DriftWatch | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self._settings = settings
+        self.drift = drift
+        """Each machine's forecast skill against the model's own (``drift.enabled``)."""
+        self.recorder = recorder
+        """Writes the accepted readings to the recording (``recording.enabled``)."""
         self.sensors = sensors
         """The calibrated per-sensor scorer and its alert state (``anomaly.enabled``)."""
         self.forecaster = forecaster
@@ -255,6 +263,7 @@ class Ticker:
             self._metrics.set_times_to_threshold(
                 self.store.machine_ids, batch.slots, p.eta_low_s, p.eta_s, p.eta_high_s
             )
+            self._watch_drift(batch.slots, latest, forecasts, now)
             # After the export: a machine's per-machine series exist from its first scored tick.
             self._score_sensors(batch.slots, batch.windows[:, -1, :])
         self._metrics.batch_size.set(len(batch))
@@ -314,6 +323,8 @@ class Ticker:
         appended = store.append_many(readings, now)
         accepted = appended.accepted
         self._metrics.readings.inc(int(accepted.sum()))
+        if self.recorder is not None:
+            self.recorder.record(readings, accepted)
         self._report_refused(readings, appended.rejected)
         received = np.fromiter((r.received for r in readings), np.float64, len(readings))
         # Timed: readings a forecast this tick can use (made here, by tests or tools: no time).
@@ -344,6 +355,9 @@ class Ticker:
             )
             self.policy.reset(evicted_slots)
             self.anomaly.reset(evicted_slots)
+            if self.drift is not None:
+                self.drift.ensure_capacity(store.capacity)
+                self.drift.reset(evicted_slots)
             if self.sensors is not None:
                 self.sensors[0].reset(evicted_slots)
                 self.sensors[1].reset(evicted_slots)
@@ -372,6 +386,21 @@ class Ticker:
         ids = self.store.machine_ids
         for slot, score in zip(slots.tolist(), result.machine.tolist(), strict=True):
             self._metrics.set_machine_sensor_anomaly(ids[slot], score)
+
+    def _watch_drift(
+        self,
+        slots: NDArray[np.int64],
+        latest: NDArray[np.float32],
+        forecasts: NDArray[np.float32],
+        now: float,
+    ) -> None:
+        """Compare the machines' new readings with the forecasts made for them (agent.drift)."""
+        if self.drift is None:
+            return
+        store = self.store
+        self.drift.ensure_capacity(store.capacity)
+        self.drift.update(slots, latest, store.last_seq[slots], store.restarts[slots], forecasts)
+        export_drift(self.drift, self._metrics, store.machine_ids, store.slot_of, now)
 
     def _report_refused(self, readings: list[Reading], refused: list[tuple[int, str]]) -> None:
         """Count refused readings by reason, one counter update and one log line per reason."""

@@ -20,11 +20,13 @@ from config.agent import AgentSettings
 from config.alerts import AlertSettings
 from config.anomaly import AnomalySettings
 from config.base import ENV_NESTED_DELIMITER, ENV_PREFIX
+from config.drift import DriftSettings
 from config.errors import ConfigError
 from config.metrics import MetricsSettings
 from config.model import MODEL_TAG_PREFIX, CheckpointModelSettings, ModelSettings
 from config.mqtt import MqttSettings
 from config.readings import MappingSettings, ReadingLimits
+from config.recording import RecordingSettings
 from config.simulator import SimulatorSettings
 
 __all__ = [
@@ -85,6 +87,10 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings, description="Alert policy.")
     anomaly: AnomalySettings = Field(
         default_factory=AnomalySettings, description="Per-sensor anomaly score."
+    )
+    drift: DriftSettings = Field(default_factory=DriftSettings, description="Model drift watch.")
+    recording: RecordingSettings = Field(
+        default_factory=RecordingSettings, description="Recording of accepted readings."
     )
     limits: ReadingLimits = Field(default_factory=ReadingLimits, description="Valid readings.")
     mapping: MappingSettings = Field(

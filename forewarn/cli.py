@@ -212,6 +212,13 @@ def _add_train(commands: Any) -> None:
         help="train on this history instead of simulated fleets (header row, rows in time order)",
     )
     train.add_argument(
+        "--from-recording",
+        type=Path,
+        metavar="DIR",
+        help="train on the readings an agent recorded in DIR (recording.directory): split in "
+        "time per machine as --csv is, never a window across a missing reading or a gap",
+    )
+    train.add_argument(
         "--features",
         help="with --csv: comma-separated input columns, in order "
         "(default: temperature_c,vibration_hz,pressure_psi,rpm)",
@@ -485,7 +492,8 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     from config.fields import FEATURES
     from models.checkpoint import CheckpointError, servable_features
     from models.data import DataError, read_csv
-    from models.train import Split, TrainConfig, split_history, train
+    from models.recording import machine_runs, read_recording
+    from models.train import Split, TrainConfig, split_history, split_segments, train
 
     features = FEATURES
     target_index = 0
@@ -506,10 +514,23 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
             threads=args.threads,
             threshold_c=settings.alerts.threshold_c,
         )
-        if args.csv is None:
-            if args.features or args.target or args.group:
-                raise ValueError("--features, --target and --group go with --csv")
-        else:
+        if args.csv is None and (args.features or args.target or args.group):
+            raise ValueError("--features, --target and --group go with --csv")
+        if args.from_recording is not None:
+            if args.csv is not None:
+                raise ValueError("--csv and --from-recording: train on one or the other")
+            recording = read_recording(args.from_recording)
+            features = recording.features
+            split = split_segments(machine_runs(recording), config)
+            print(
+                f"recording {args.from_recording}: {recording.readings:,} readings of "
+                f"{len(recording.machines)} machines in {recording.files} files"
+                + (
+                    f" ({recording.truncated_files} cut short)" if recording.truncated_files else ""
+                ),
+                file=sys.stderr,
+            )
+        elif args.csv is not None:
             if args.features:
                 features = tuple(f.strip() for f in args.features.split(",") if f.strip())
             target = args.target or features[0]

@@ -29,6 +29,7 @@ from models.baselines import (
 from models.data import make_windows
 from models.normalise import NORMALISATIONS
 from models.options import FitOptions, ProgressFn
+from models.skill import DRIFT_REFERENCE_KEY, measure_reference
 from simulator.faults import CROSSING_KINDS, MIN_RAMP_RUN_TICKS, parse_mix
 from simulator.fleet import Fleet
 from simulator.signal import seed_series
@@ -206,6 +207,41 @@ def split_history(series: list[NDArray[np.float64]], config: TrainConfig) -> Spl
     return Split(train=parts[0], validation=parts[1], test=parts[2])
 
 
+def split_segments(
+    machines: list[tuple[NDArray[np.float64], list[tuple[int, int]]]], config: TrainConfig
+) -> Split:
+    """Like :func:`split_history`, for histories with gaps: each machine's readings are split
+    in time at 70 % and 85 % of them, and each part keeps the pieces of the machine's unbroken
+    segments (``(start, stop)`` row ranges) that fall in it, so no window spans a gap, a
+    machine change or a part boundary. Pieces shorter than one window and its horizon go.
+    """
+    need = config.window + config.horizon
+    parts: tuple[list[NDArray[np.float64]], ...] = ([], [], [])
+    for series, runs in machines:
+        ticks = len(series)
+        cuts = (
+            (0, int(ticks * 0.7)),
+            (int(ticks * 0.7), int(ticks * 0.85)),
+            (int(ticks * 0.85), ticks),
+        )
+        for part, (low, high) in zip(parts, cuts, strict=True):
+            for start, stop in runs:
+                start, stop = max(start, low), min(stop, high)
+                if stop - start >= need:
+                    part.append(series[np.newaxis, start:stop])
+    if not parts[0]:
+        raise ValueError(
+            f"no unbroken run of {need} readings (window + horizon) in the training part of "
+            "the recording: record longer"
+        )
+    if not parts[1] or not parts[2]:
+        raise ValueError(
+            "too little unbroken history to hold out validation and test data: each of the last "
+            f"15 % and the 15 % before it needs a run of {need} readings; record longer"
+        )
+    return Split(train=parts[0], validation=parts[1], test=parts[2])
+
+
 def windows_of(
     series: list[NDArray[np.float64]], config: TrainConfig, stride: int, target_index: int = 0
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -314,6 +350,8 @@ def train(
         "persistence_next_step": errors_c(persistence[:, 0], y_test[:, 0]),
         "persistence_all_steps": errors_c(persistence, y_test),
         "linear_extrapolation_all_steps": errors_c(linear, y_test),
+        # The agent's drift watch compares each machine's live skill with this one.
+        DRIFT_REFERENCE_KEY: measure_reference(predicted, x_test, y_test, target_index).as_report(),
     }
     if features == FEATURES and target_index == 0 and config.window == 20:
         report["seed_split_next_step"] = seed_split_next_step(forecaster)

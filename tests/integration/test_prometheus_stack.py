@@ -158,6 +158,10 @@ def settings_for(mosquitto: Mosquitto) -> Settings:
     )
     settings.metrics = settings.metrics.model_copy(update={"host": "127.0.0.1", "port": 0})
     settings.agent = settings.agent.model_copy(update={"tick_interval_s": 0.1})
+    # A drift ratio within seconds, for the "machines drifting most" panel.
+    settings.drift = settings.drift.model_copy(
+        update={"warm_up_readings": 20, "memory_readings": 100}
+    )
     # 10 Hz: the overheating machines cross the threshold 19-26 s into the run and stay over
     # it for several seconds; the test stops the simulator once it has what it needs.
     settings.simulator = settings.simulator.model_copy(
