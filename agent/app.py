@@ -29,12 +29,14 @@ import time
 from agent import __version__
 from agent.alerts import AlertEvent, AlertPolicy
 from agent.anomaly import AnomalyScorer
-from agent.anomaly_alert import AnomalyAlertState, AnomalyRule
+from agent.anomaly_alert import AnomalyRule
+from agent.anomaly_events import AnomalyAlerts
 from agent.anomaly_sensors import ScorerParams, SensorScorer
 from agent.health import MetricsServer
 from agent.ingest import Ingest, batch_subscription
 from agent.metrics import AgentMetrics
 from agent.publish import AlertPublisher, status_payload
+from agent.rebaseline import RebaselineQueue
 from agent.restore import AlertRestore
 from agent.silence import SilenceBook
 from agent.tick import AlertListener, MachineView, Ticker, TickListener
@@ -87,7 +89,9 @@ class Agent:
         )
         self.policy = AlertPolicy(settings.alerts, self.store.capacity)
         self.anomaly = AnomalyScorer(self.forecaster.horizon, self.store.capacity)
-        self.sensors = sensor_scorer(settings, features, self.store.capacity)
+        self.anomaly_alerts = anomaly_alerts(
+            settings, tuple(self.forecaster.features), self.store.capacity
+        )
         # A mapping naming a feature this model lacks raises ConfigError: start-up stops.
         self.decoder = ReadingDecoder(
             settings.limits,
@@ -119,7 +123,9 @@ class Agent:
             self.metrics,
             max_queued=mqtt_settings.max_queued_alerts,
             alerts=mqtt_settings.alerts_template,
+            anomaly=mqtt_settings.anomaly_template,
         )
+        self.rebaselines = RebaselineQueue(prefix) if self.anomaly_alerts is not None else None
         self.ingest = Ingest(
             settings,
             self.client,
@@ -129,6 +135,7 @@ class Agent:
             self.metrics,
             self.stop_event,
             batch_filter,
+            self.rebaselines,
         )
         self.sparkplug = self.ingest.sparkplug
         self.restore = AlertRestore(settings, self.stop_event)
@@ -138,7 +145,8 @@ class Agent:
             store=self.store,
             policy=self.policy,
             anomaly=self.anomaly,
-            sensors=self.sensors,
+            anomaly_alerts=self.anomaly_alerts,
+            rebaselines=self.rebaselines,
             ingest=self.ingest,
             restore=self.restore,
             publisher=self.publisher,
@@ -291,10 +299,10 @@ class Agent:
         )
 
 
-def sensor_scorer(
-    settings: Settings, features: int, capacity: int
-) -> tuple[SensorScorer, AnomalyAlertState] | None:
-    """The calibrated per-sensor scorer and its alert state, when ``anomaly.enabled``."""
+def anomaly_alerts(
+    settings: Settings, features: tuple[str, ...], capacity: int
+) -> AnomalyAlerts | None:
+    """The calibrated per-sensor scorer and its alert lifecycle, when ``anomaly.enabled``."""
     section = settings.anomaly
     if not section.enabled:
         return None
@@ -305,4 +313,4 @@ def sensor_scorer(
         clear_score=section.clear_score,
         clear_rows=section.clear_readings,
     )
-    return SensorScorer(features, capacity, params), AnomalyAlertState(rule, capacity)
+    return AnomalyAlerts(SensorScorer(len(features), capacity, params), rule, features, capacity)

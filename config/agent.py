@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
 from config.base import Section
@@ -63,4 +65,11 @@ class AgentSettings(Section):
         ge=0,
         description="Readings whose ts is further ahead of the agent's clock are rejected as "
         "reason=future (raise it for senders with badly set clocks).",
+    )
+    state_dir: Path | None = Field(
+        None,
+        description="Directory where the agent keeps what must survive a restart and the "
+        "broker does not hold: the anomaly scorer's learned normal of every machine "
+        "(anomaly.npz). Unset: nothing kept, every machine learns its normal again after a "
+        "restart.",
     )
