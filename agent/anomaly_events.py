@@ -152,6 +152,8 @@ class AnomalyAlerts:
         self.announced = np.zeros(0, dtype=np.bool_)
         """Whether subscribers were last told "firing" (the retained message's status)."""
         self.machine = np.zeros(0)
+        self.peak = np.zeros(0)
+        """The highest machine score since the alert fired (0 while it does not fire)."""
         self.sensor_score = np.zeros((0, f))
         self.value = np.zeros((0, f))
         self.low = np.zeros((0, f))
@@ -176,6 +178,7 @@ class AnomalyAlerts:
             ("seq", 0),
             ("announced", False),
             ("machine", 0.0),
+            ("peak", 0.0),
             ("sensor_score", 0.0),
             ("value", np.nan),
             ("low", np.nan),
@@ -195,6 +198,7 @@ class AnomalyAlerts:
         self.seq[slots] = 0
         self.announced[slots] = False
         self.machine[slots] = 0.0
+        self.peak[slots] = 0.0
         self.sensor_score[slots] = 0.0
         for name in ("value", "low", "high"):
             getattr(self, name)[slots] = np.nan
@@ -232,6 +236,8 @@ class AnomalyAlerts:
             fired, resolved = self.state.update(warm, result.machine[result.warm])
             if len(fired) or len(resolved):
                 self._changed.append(np.concatenate([fired, resolved]))
+        now_firing = self.state.firing[slots]
+        self.peak[slots] = np.where(now_firing, np.maximum(self.peak[slots], result.machine), 0.0)
 
     def take_scored(self) -> NDArray[np.int64]:
         """The slots scored since the last call, each once."""
@@ -268,7 +274,7 @@ class AnomalyAlerts:
             machine_id=machine_id,
             status="firing" if firing else "resolved",
             ts=now,
-            anomaly_score=float(self.machine[slot]),
+            anomaly_score=float(self.peak[slot] if firing else self.machine[slot]),
             sensors=self.sensors(slot),
             driver=self.features[int(self.driver[slot])] if firing else None,
             alert_id=alert_id,
@@ -303,6 +309,7 @@ class AnomalyAlerts:
         slots = np.array([slot], dtype=np.int64)
         self.scorer.reset(slots)
         self.state.reset(slots)
+        self.peak[slot] = 0.0
         self.machine[slot] = 0.0
         self.sensor_score[slot] = 0.0
 
