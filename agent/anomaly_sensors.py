@@ -200,12 +200,18 @@ class SensorScorer:
 
     # -- scoring -------------------------------------------------------------------------------
 
-    def update(self, slots: NDArray[np.int64], values: NDArray[np.floating]) -> SensorScores:
+    def update(
+        self,
+        slots: NDArray[np.int64],
+        values: NDArray[np.floating],
+        frozen: NDArray[np.bool_] | None = None,
+    ) -> SensorScores:
         """Score one new reading of every sensor of each slot, then learn from it.
 
         ``values`` is (n, sensors); a NaN (a sensor that did not report) scores 0 and teaches
         nothing. Outputs are finite and in range for any input, however large (readings beyond
-        ``MAX_ABS`` count as ``MAX_ABS``).
+        ``MAX_ABS`` count as ``MAX_ABS``). ``frozen`` (n,) marks slots that must not learn from
+        this reading whatever it scores (the agent's: an anomaly alert firing on them).
         """
         p = self.params
         x = np.asarray(values, dtype=np.float64)
@@ -275,6 +281,8 @@ class SensorScorer:
 
         # Learn, from rows that look normal (all of them while warming up).
         learn = (~warm) | (machine_score < p.learn_below)
+        if frozen is not None:
+            learn &= ~frozen
         teach = present & learn[:, None]
         rate = np.where(warm, 1.0 / p.memory, 1.0 / (count + 1.0))[:, None]
         rate = np.where(teach, rate, 0.0)

@@ -33,7 +33,8 @@ import time
 from agent import __version__
 from agent.alerts import AlertEvent, AlertPolicy
 from agent.anomaly import AnomalyScorer
-from agent.anomaly_alert import AnomalyAlertState, AnomalyRule
+from agent.anomaly_alert import AnomalyRule
+from agent.anomaly_events import AnomalyAlerts
 from agent.anomaly_sensors import ScorerParams, SensorScorer
 from agent.drift import DriftWatch
 from agent.health import MetricsServer
@@ -41,6 +42,7 @@ from agent.ingest import Ingest, batch_subscription
 from agent.metrics import AgentMetrics
 from agent.modelswap import ModelKeeper
 from agent.publish import AlertPublisher, status_payload
+from agent.rebaseline import RebaselineQueue
 from agent.recording import Recorder
 from agent.restore import AlertRestore
 from agent.silence import SilenceBook
@@ -100,7 +102,9 @@ class Agent:
         )
         self.policy = AlertPolicy(settings.alerts, self.store.capacity)
         self.anomaly = AnomalyScorer(self.forecaster.horizon, self.store.capacity)
-        self.sensors = sensor_scorer(settings, features, self.store.capacity)
+        self.anomaly_alerts = anomaly_alerts(
+            settings, tuple(self.forecaster.features), self.store.capacity
+        )
         self.drift = drift_watch(settings, self.forecaster, self.store.capacity)
         self.recorder = (
             Recorder(settings.recording, self.forecaster.features, self.metrics)
@@ -138,7 +142,9 @@ class Agent:
             self.metrics,
             max_queued=mqtt_settings.max_queued_alerts,
             alerts=mqtt_settings.alerts_template,
+            anomaly=mqtt_settings.anomaly_template,
         )
+        self.rebaselines = RebaselineQueue(prefix) if self.anomaly_alerts is not None else None
         self.ingest = Ingest(
             settings,
             self.client,
@@ -148,6 +154,7 @@ class Agent:
             self.metrics,
             self.stop_event,
             batch_filter,
+            self.rebaselines,
         )
         self.sparkplug = self.ingest.sparkplug
         self.ingest.add_command(
@@ -162,7 +169,8 @@ class Agent:
             store=self.store,
             policy=self.policy,
             anomaly=self.anomaly,
-            sensors=self.sensors,
+            anomaly_alerts=self.anomaly_alerts,
+            rebaselines=self.rebaselines,
             ingest=self.ingest,
             restore=self.restore,
             publisher=self.publisher,
@@ -332,10 +340,10 @@ class Agent:
         )
 
 
-def sensor_scorer(
-    settings: Settings, features: int, capacity: int
-) -> tuple[SensorScorer, AnomalyAlertState] | None:
-    """The calibrated per-sensor scorer and its alert state, when ``anomaly.enabled``."""
+def anomaly_alerts(
+    settings: Settings, features: tuple[str, ...], capacity: int
+) -> AnomalyAlerts | None:
+    """The calibrated per-sensor scorer and its alert lifecycle, when ``anomaly.enabled``."""
     section = settings.anomaly
     if not section.enabled:
         return None
@@ -346,7 +354,7 @@ def sensor_scorer(
         clear_score=section.clear_score,
         clear_rows=section.clear_readings,
     )
-    return SensorScorer(features, capacity, params), AnomalyAlertState(rule, capacity)
+    return AnomalyAlerts(SensorScorer(len(features), capacity, params), rule, features, capacity)
 
 
 def drift_watch(settings: Settings, forecaster: Forecaster, capacity: int) -> DriftWatch | None:

@@ -32,6 +32,7 @@ import paho.mqtt.client as mqtt
 from agent import __version__
 from agent.metrics import AgentMetrics
 from agent.publish import AlertPublisher
+from agent.rebaseline import RebaselineQueue
 from agent.silence import SilenceBook
 from agent.throttle import LogThrottle
 from config.mqtt import MqttSettings
@@ -40,6 +41,7 @@ from config.topics import (
     SHARE_PREFIX,
     SPARKPLUG_NAMESPACE,
     default_batch_topic,
+    rebaseline_filter,
     shared,
     silence_filter,
 )
@@ -122,11 +124,14 @@ class Ingest:
         metrics: AgentMetrics,
         stop_event: threading.Event,
         batch_filter: str | None,
+        rebaselines: RebaselineQueue | None = None,
     ) -> None:
         self._settings = settings
         self._decoder = decoder
         self._publisher = publisher
         self._silences = silences
+        # Re-baseline commands (anomaly.enabled): every agent hears them, as silences.
+        self._rebaselines = rebaselines
         self._metrics = metrics
         self._stop_event = stop_event
         self.connected = threading.Event()
@@ -168,6 +173,10 @@ class Ingest:
         # the route and the machine id cached per topic: paho's own matching and the template
         # parse cost ~5 µs a message, a cached route one dict lookup.
         special = [(silence_filter(self._prefix), self._guard("silence", self._on_silence))]
+        if rebaselines is not None:
+            special.append(
+                (rebaseline_filter(self._prefix), self._guard("rebaseline", self._on_rebaseline))
+            )
         if self._sparkplug_filter is not None:
             special.append((self._sparkplug_filter, self._guard("sparkplug", self._on_sparkplug)))
         if self._batch_filter is not None:
@@ -289,6 +298,8 @@ class Ingest:
             subscriptions.append((shared(m.shared_group, self._batch_filter), qos))
         subscriptions.append((silence_filter(self._prefix), 1))
         subscriptions += self._command_subscriptions
+        if self._rebaselines is not None:
+            subscriptions.append((rebaseline_filter(self._prefix), 1))
         if self._sparkplug_filter is not None:
             subscriptions.append((self._sparkplug_filter, qos))
         return subscriptions
@@ -423,6 +434,12 @@ class Ingest:
         self._special_routes.insert(0, (topic, self._guard(name, on_command)))
         self._command_subscriptions.append((topic, 1))
         self._routes.clear()
+
+    def _on_rebaseline(
+        self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage
+    ) -> None:
+        if self._rebaselines is not None:
+            self._rebaselines.handle(message.topic, message.payload)
 
     # --- the hand-off ------------------------------------------------------------------------
 

@@ -244,6 +244,39 @@ class AgentMetrics:
             "Machines whose anomaly alert is firing (anomaly.enabled).",
             registry=r,
         )
+        self.anomaly_alerts = Counter(
+            "forewarn_anomaly_alerts",
+            "Anomaly alerts published firing on the anomaly topic (anomaly.enabled).",
+            registry=r,
+        )
+        self.anomaly_alerts_resolved = Counter(
+            "forewarn_anomaly_alerts_resolved",
+            "Anomaly alerts published resolved (anomaly.enabled).",
+            registry=r,
+        )
+        self.anomaly_alerts_inhibited = Counter(
+            "forewarn_anomaly_alerts_inhibited",
+            "Anomaly alert changes held back, not published: an overheat incident was open "
+            "for the machine (its current anomaly state is published once it closes).",
+            registry=r,
+        )
+        self.anomaly_alerts_silenced = Counter(
+            "forewarn_anomaly_alerts_silenced",
+            "Anomaly alert changes computed but not published: the machine was silenced.",
+            registry=r,
+        )
+        self.anomaly_rebaselines = Counter(
+            "forewarn_anomaly_rebaselines",
+            "Machines whose learned normal was re-baselined by an operator's command.",
+            registry=r,
+        )
+        self.machine_sensor_score = Gauge(
+            "forewarn_machine_sensor_score",
+            "Calibrated anomaly score in [0, 1] per machine and sensor (anomaly.sensor_metrics; "
+            "capped like the per-machine series).",
+            ["machine_id", "sensor"],
+            registry=r,
+        )
         self.machine_alert_state = Gauge(
             "forewarn_machine_alert_state",
             "Alert state per machine: 0 ok, 1 warning, 2 critical (capped).",
@@ -318,6 +351,7 @@ class AgentMetrics:
         self._machine_series: set[str] = set()
         self._sensor_series: set[str] = set()
         self._drift_series: set[str] = set()
+        self._per_sensor: dict[str, tuple[str, ...]] = {}
 
     def set_machine(
         self,
@@ -367,6 +401,14 @@ class AgentMetrics:
             self._drift_series.add(machine_id)
             self.machine_model_drift.labels(machine_id=machine_id).set(ratio)
 
+    def set_machine_sensor_scores(self, machine_id: str, scores: dict[str, float]) -> None:
+        """One machine's per-sensor scores, only for machines that already have series."""
+        if machine_id in self._machine_series:
+            self._sensor_series.add(machine_id)
+            self._per_sensor[machine_id] = tuple(scores)
+            for sensor, score in scores.items():
+                self.machine_sensor_score.labels(machine_id=machine_id, sensor=sensor).set(score)
+
     def series_machines(self) -> list[str]:
         """Machines that have per-machine series now (at most ``max_machine_series``)."""
         return list(self._machine_series)
@@ -380,6 +422,8 @@ class AgentMetrics:
             if machine_id in self._sensor_series:
                 self._sensor_series.discard(machine_id)
                 self.machine_sensor_anomaly.remove(machine_id)
+                for sensor in self._per_sensor.pop(machine_id, ()):
+                    self.machine_sensor_score.remove(machine_id, sensor)
             for bound in ("low", "estimate", "high"):
                 # KeyError: never set, the machine had no forecast yet.
                 with contextlib.suppress(KeyError):

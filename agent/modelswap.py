@@ -44,6 +44,7 @@ import orjson
 
 from agent.metrics import AgentMetrics
 from agent.shadow import ShadowScore
+from agent.statedir import state_dir
 from agent.tick import Ticker
 from config.settings import Settings
 from models.base import Forecaster
@@ -209,14 +210,6 @@ class ModelRecord:
             os.replace(tmp, self.path)
         except OSError as error:
             logger.error("could not record the served model in %s: %s", self.path, error)
-
-
-def state_dir(settings: Settings) -> Path | None:
-    """``agent.state_dir``, else systemd's ``$STATE_DIRECTORY`` (its first entry), else None."""
-    if settings.agent.state_dir is not None:
-        return settings.agent.state_dir
-    value = os.environ.get("STATE_DIRECTORY", "")
-    return Path(value.split(":")[0]) if value else None
 
 
 def _text(path: Path | None) -> str | None:

@@ -26,9 +26,10 @@ import orjson
 import paho.mqtt.client as mqtt
 
 from agent.alerts import AlertEvent
+from agent.anomaly_events import AnomalyEvent, anomaly_payload
 from agent.metrics import AgentMetrics
 from agent.throttle import LogThrottle
-from config.topics import TopicTemplate, alerts_topic, status_topic
+from config.topics import TopicTemplate, alerts_topic, default_anomaly_topic, status_topic
 
 logger = logging.getLogger(__name__)
 
@@ -79,11 +80,14 @@ class AlertPublisher:
         metrics: AgentMetrics,
         max_queued: int = 10_000,
         alerts: TopicTemplate | None = None,
+        anomaly: TopicTemplate | None = None,
     ) -> None:
         self._client = client
         self._prefix = prefix
         # mqtt.alerts_topic; None: <prefix>/<machine_id>/alerts.
         self._alerts = alerts
+        # mqtt.anomaly_topic; None: <prefix>/<machine_id>/anomaly.
+        self._anomaly = anomaly or TopicTemplate.parse(default_anomaly_topic(prefix))
         self._model_version = model_version
         self._metrics = metrics
         self._max_queued = max_queued
@@ -119,6 +123,23 @@ class AlertPublisher:
             ),
             alert_payload(event, self._model_version),
         )
+        self._queue(outgoing)
+
+    def publish_anomaly(self, event: AnomalyEvent) -> None:
+        """An anomaly alert change, on the machine's anomaly topic (never its alerts topic)."""
+        if event.status == "firing":
+            self._metrics.anomaly_alerts.inc()
+        else:
+            self._metrics.anomaly_alerts_resolved.inc()
+        self._queue(
+            _Outgoing(
+                event.machine_id,
+                self._anomaly.render(event.machine_id),
+                anomaly_payload(event, self._model_version),
+            )
+        )
+
+    def _queue(self, outgoing: _Outgoing) -> None:
         with self._lock:
             self._outbox.append(outgoing)
             if len(self._outbox) > self._max_queued:
@@ -218,13 +239,14 @@ class AlertPublisher:
             self._in_flight = [item for item in self._in_flight if not item[1].is_published()]
 
     def _drop_one(self) -> None:
+        # Superseded per topic: a machine's anomaly message never stands in for its alert.
         newest: set[str] = set()
         victim = 0
         for index in range(len(self._outbox) - 1, -1, -1):
-            machine_id = self._outbox[index].machine_id
-            if machine_id in newest:
+            topic = self._outbox[index].topic
+            if topic in newest:
                 victim = index  # keep scanning: the oldest superseded message goes first
-            newest.add(machine_id)
+            newest.add(topic)
         dropped = self._outbox[victim]
         del self._outbox[victim]
         self._metrics.alerts_dropped.inc()

@@ -32,6 +32,7 @@ import paho.mqtt.client as mqtt
 
 from agent.alerts import CRITICAL, OK, WARNING, AlertPolicy
 from agent.anomaly import AnomalyScorer
+from agent.anomaly_events import RestoredAnomaly
 from agent.throttle import LogThrottle
 from agent.window import WindowStore
 from config.mqtt import MqttSettings
@@ -100,15 +101,47 @@ def parse_retained_alert(
     return RestoredAlert(machine_id, state, alert_id, seq)
 
 
+def parse_retained_anomaly(template: TopicTemplate, topic: str, payload: bytes) -> RestoredAnomaly:
+    """The state in one retained anomaly message; ValueError says why it cannot be used."""
+    machine_id = template.machine_id(topic) or ""
+    if not machine_id:
+        raise ValueError(f"not an anomaly topic: {topic!r}")
+    if len(payload) > MAX_ALERT_BYTES:
+        raise ValueError(f"{len(payload)} bytes")
+    try:
+        data = orjson.loads(payload)
+    except orjson.JSONDecodeError as error:
+        raise ValueError(f"not JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if data.get("machine_id") != machine_id:
+        raise ValueError(f"machine_id {data.get('machine_id')!r} on {machine_id!r}'s topic")
+    status, alert_id, seq = data.get("status"), data.get("alert_id"), data.get("seq")
+    if status not in ("firing", "resolved") or data.get("severity") != "anomaly":
+        raise ValueError(f"status {status!r} / severity {data.get('severity')!r}")
+    if not isinstance(alert_id, str) or not alert_id:
+        raise ValueError("no alert_id")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise ValueError(f"bad seq {seq!r}")
+    return RestoredAnomaly(machine_id, status == "firing", alert_id, seq)
+
+
 def read_retained_alerts(
-    settings: MqttSettings, timeout_s: float, limit: int
+    settings: MqttSettings,
+    timeout_s: float,
+    limit: int,
+    anomalies: list[RestoredAnomaly] | None = None,
 ) -> list[RestoredAlert]:
     """Every machine's retained alert state under ``settings.topic_prefix`` (at most ``limit``).
 
-    Raises ConnectionError when the broker does not accept a connection within ``timeout_s``.
+    With ``anomalies`` given, the retained anomaly alerts (``mqtt.anomaly_topic``) are read in
+    the same pass and appended to it. Raises ConnectionError when the broker does not accept a
+    connection within ``timeout_s``.
     """
     prefix = settings.topic_prefix
     template = settings.alerts_template
+    anomaly_template = settings.anomaly_template
+    found_anomalies: dict[str, RestoredAnomaly] = {}
     marker = restore_marker_topic(prefix, settings.client_id)
     token = secrets.token_hex(8).encode()
     connected = threading.Event()
@@ -124,7 +157,10 @@ def read_retained_alerts(
             if getattr(reason, "is_failure", False):
                 refused.append(describe_connect_failure(reason))
             else:
-                c.subscribe([(template.filter, 0), (marker, 0)])
+                topics = [(template.filter, 0), (marker, 0)]
+                if anomalies is not None:
+                    topics.insert(1, (anomaly_template.filter, 0))
+                c.subscribe(topics)
         except Exception:  # a raise here would end paho's thread silently
             logger.exception("restore: error in the connect callback")
         finally:
@@ -147,6 +183,13 @@ def read_retained_alerts(
                 return
             if not message.retain:
                 return  # a live alert, not a stored state
+            if anomalies is not None and anomaly_template.match(message.topic) is not None:
+                anomaly = parse_retained_anomaly(
+                    anomaly_template, message.topic, bytes(message.payload)
+                )
+                if anomaly.machine_id in found_anomalies or len(found_anomalies) < limit:
+                    found_anomalies[anomaly.machine_id] = anomaly
+                return
             alert = parse_retained_alert(prefix, message.topic, bytes(message.payload), template)
             if alert.machine_id in found or len(found) < limit:
                 found[alert.machine_id] = alert
@@ -182,6 +225,8 @@ def read_retained_alerts(
         client.loop_stop()
     if skipped:
         logger.warning("restore: ignored %d retained alert message(s) that were not valid", skipped)
+    if anomalies is not None:
+        anomalies.extend(found_anomalies.values())
     return list(found.values())
 
 
@@ -201,6 +246,9 @@ class AlertRestore:
         """The states read back; None until the read is over."""
         self.done = threading.Event()
         """Set once the tick thread has resumed the states."""
+        self.anomalies: list[RestoredAnomaly] = []
+        """The retained anomaly alert states (read with ``anomaly.enabled``), set before
+        ``result``."""
 
     def start(self) -> None:
         if self._settings.mqtt.restore_timeout_s > 0:
@@ -214,9 +262,13 @@ class AlertRestore:
         delay = m.reconnect_min_s
         while not self._stop_event.is_set():
             try:
-                result = read_retained_alerts(
-                    m, m.restore_timeout_s, self._settings.agent.max_machines
+                anomalies: list[RestoredAnomaly] | None = (
+                    [] if self._settings.anomaly.enabled else None
                 )
+                result = read_retained_alerts(
+                    m, m.restore_timeout_s, self._settings.agent.max_machines, anomalies
+                )
+                self.anomalies = anomalies or []
             except ConnectionError as error:
                 self._throttle.warning(
                     "restore", "cannot read the retained alert states yet (%s); retrying", error

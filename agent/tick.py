@@ -24,17 +24,18 @@ from typing import TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.alerts import STATE_NAMES, AlertEvent, AlertPolicy
+from agent.alerts import OK, STATE_NAMES, AlertEvent, AlertPolicy
 from agent.anomaly import AnomalyScorer
-from agent.anomaly_alert import AnomalyAlertState
-from agent.anomaly_sensors import SensorScorer
+from agent.anomaly_events import AnomalyAlerts, AnomalyEvent
 from agent.drift import DriftWatch, export_drift
 from agent.ingest import Ingest
 from agent.metrics import AgentMetrics
 from agent.publish import AlertPublisher
+from agent.rebaseline import RebaselineQueue
 from agent.recording import Recorder
 from agent.restore import AlertRestore
 from agent.silence import SilenceBook
+from agent.statedir import state_dir
 from agent.throttle import LogThrottle
 from agent.window import WindowStore
 from config.settings import Settings
@@ -109,7 +110,8 @@ class Ticker:
         stop_event: threading.Event,
         alert_listeners: list[AlertListener],
         tick_listeners: list[TickListener],
-        sensors: tuple[SensorScorer, AnomalyAlertState] | None = None,
+        anomaly_alerts: AnomalyAlerts | None = None,
+        rebaselines: RebaselineQueue | None = None,
         drift: DriftWatch | None = None,
         recorder: Recorder | None = None,
     ) -> None:
@@ -118,8 +120,11 @@ class Ticker:
         """Each machine's forecast skill against the model's own (``drift.enabled``)."""
         self.recorder = recorder
         """Writes the accepted readings to the recording (``recording.enabled``)."""
-        self.sensors = sensors
-        """The calibrated per-sensor scorer and its alert state (``anomaly.enabled``)."""
+        self.anomaly_alerts = anomaly_alerts
+        """The calibrated per-sensor scorer and its alert lifecycle (``anomaly.enabled``)."""
+        self._rebaselines = rebaselines
+        self._anomaly_changed: NDArray[np.int64] = np.empty(0, dtype=np.int64)
+        self._next_save = time.monotonic() + settings.anomaly.save_interval_s
         self.forecaster = forecaster
         self.store = store
         self.policy = policy
@@ -185,7 +190,9 @@ class Ticker:
                 if self._restore.done.is_set():
                     self.tick()
                 elif (restored := self._restore.result) is not None:
+                    self._load_anomaly_state()
                     self._restore.resume(restored, self.store, self.policy, self.anomaly)
+                    self._resume_anomalies()
                 self._publisher.pump()
             except Exception:
                 logger.exception("tick failed; the next tick starts afresh")
@@ -210,6 +217,7 @@ class Ticker:
                 break
         if self._restore.done.is_set():
             self.tick()  # a last tick, so readings that arrived before the stop are forecast
+            self.save_anomaly_state()
 
     def tick(self) -> list[AlertEvent]:
         """Drain, forecast every ready machine in one batch, alert; returns the events.
@@ -264,8 +272,8 @@ class Ticker:
                 self.store.machine_ids, batch.slots, p.eta_low_s, p.eta_s, p.eta_high_s
             )
             self._watch_drift(batch.slots, latest, forecasts, now)
-            # After the export: a machine's per-machine series exist from its first scored tick.
-            self._score_sensors(batch.slots, batch.windows[:, -1, :])
+        # After the export: a machine's per-machine series exist from its first scored tick.
+        anomaly_on = self._anomaly_tick(now)
         self._metrics.batch_size.set(len(batch))
         self._metrics.machines.set(len(self.store))
         self._metrics.pending.set(self._ingest.waiting())
@@ -275,6 +283,8 @@ class Ticker:
             self._metrics.alerts_firing.labels(severity=severity).set(count)
         events += self._track_staleness(now)
         events += self._end_silences(now)
+        if anomaly_on:
+            self._publish_anomalies(now)
         self._drop_stale(now)
         self._metrics.ticks.inc()
         self._metrics.last_tick.set(now)
@@ -335,6 +345,19 @@ class Ticker:
         oldest = time.monotonic() - float(stamped.min()) if len(stamped) else 0.0
         self._metrics.pending_oldest_age.set(oldest)
         evicted_ids, evicted_slots, evicted_heard = store.take_evicted()
+        self._evict(evicted_ids, evicted_slots, evicted_heard, now)
+        if self.anomaly_alerts is not None:
+            self._score_sensors(readings, appended.slots, accepted)
+
+    def _evict(
+        self,
+        evicted_ids: list[str],
+        evicted_slots: NDArray[np.int64],
+        evicted_heard: list[bool],
+        now: float,
+    ) -> None:
+        """Retire evicted machines' alerts and forget their per-slot state and series."""
+        store = self.store
         if evicted_ids:
             self.policy.ensure_capacity(store.capacity)
             self.anomaly.ensure_capacity(store.capacity)
@@ -358,9 +381,9 @@ class Ticker:
             if self.drift is not None:
                 self.drift.ensure_capacity(store.capacity)
                 self.drift.reset(evicted_slots)
-            if self.sensors is not None:
-                self.sensors[0].reset(evicted_slots)
-                self.sensors[1].reset(evicted_slots)
+            if self.anomaly_alerts is not None:
+                self.anomaly_alerts.ensure_capacity(store.capacity)
+                self.anomaly_alerts.reset(evicted_slots)
             for machine_id in evicted_ids:
                 self._metrics.drop_machine(machine_id)
             self._metrics.machines_evicted.inc(len(evicted_ids))
@@ -372,20 +395,130 @@ class Ticker:
                 evicted_ids[0],
             )
 
-    def _score_sensors(self, slots: NDArray[np.int64], latest: NDArray[np.float32]) -> None:
-        """Score every feature of the machines forecast this tick (their newest reading) and
-        advance their anomaly alert state; exported per machine beside the residual score."""
-        if self.sensors is None:
-            return
-        scorer, alert = self.sensors
-        scorer.ensure_capacity(self.store.capacity)
-        alert.ensure_capacity(self.store.capacity)
-        result = scorer.update(slots, latest)
-        alert.update(slots, result.machine)
-        self._metrics.anomaly_alerts_firing.set(int(alert.firing[: len(self.store)].sum()))
+    def _score_sensors(
+        self, readings: list[Reading], slots: NDArray[np.int64], accepted: NDArray[np.bool_]
+    ) -> None:
+        """Score every feature of every reading this tick accepted, each machine's in order
+        (not only its newest), and advance the anomaly alert state; a reading whose machine
+        lost its slot later in the same drain is not scored."""
+        alerts = self.anomaly_alerts
+        assert alerts is not None
+        alerts.ensure_capacity(self.store.capacity)
         ids = self.store.machine_ids
-        for slot, score in zip(slots.tolist(), result.machine.tolist(), strict=True):
+        index = [
+            i for i in np.flatnonzero(accepted).tolist() if ids[slots[i]] == readings[i].machine_id
+        ]
+        if not index:
+            return
+        values = np.array([readings[i].values for i in index], dtype=np.float64)
+        alerts.score_readings(slots[index], values)
+
+    def _anomaly_tick(self, now: float) -> bool:
+        """Apply re-baseline commands, export the scored machines' scores and count firing
+        anomaly alerts; False when ``anomaly.enabled`` is off."""
+        alerts = self.anomaly_alerts
+        if alerts is None:
+            return False
+        if self._rebaselines is not None:
+            self._apply_rebaselines(self._rebaselines.take())
+        scored = alerts.take_scored()
+        ids = self.store.machine_ids
+        self._anomaly_changed = alerts.take_changed()
+        alerts.open_ids(self._anomaly_changed, ids, now)
+        per_sensor = self._settings.anomaly.sensor_metrics
+        for slot, score in zip(scored.tolist(), alerts.machine[scored].tolist(), strict=True):
             self._metrics.set_machine_sensor_anomaly(ids[slot], score)
+            if per_sensor:
+                self._metrics.set_machine_sensor_scores(
+                    ids[slot],
+                    dict(zip(alerts.features, alerts.sensor_score[slot].tolist(), strict=True)),
+                )
+        used = len(self.store)
+        ours = self._ours(self.store.last_seq[:used] >= 0)
+        self._metrics.anomaly_alerts_firing.set(alerts.firing_count(used, ours))
+        if time.monotonic() >= self._next_save:
+            self._next_save = time.monotonic() + self._settings.anomaly.save_interval_s
+            self.save_anomaly_state()
+        return True
+
+    def _publish_anomalies(self, now: float) -> list[AnomalyEvent]:
+        """Tell subscribers each machine's anomaly state where it differs from what they were
+        last told, unless an overheat incident is open for it (inhibited) or it is silenced:
+        those changes are counted once, when they happen, and published once nothing holds
+        them back. With a shared fleet, only machines this agent hears."""
+        alerts = self.anomaly_alerts
+        assert alerts is not None
+        used = len(self.store)
+        ids = self.store.machine_ids
+        held = self.policy.state[:used] != OK
+        heard = self.store.last_seq[:used] >= 0
+        for slot in self._anomaly_changed.tolist():
+            if held[slot]:
+                self._metrics.anomaly_alerts_inhibited.inc()
+            elif self._silences.silenced(ids[slot], now):
+                self._metrics.anomaly_alerts_silenced.inc()
+        events = []
+        for slot in alerts.out_of_sync(used).tolist():
+            if held[slot] or not self._ours(bool(heard[slot])):
+                continue
+            if self._silences.silenced(ids[slot], now):
+                continue
+            event = alerts.event(slot, ids[slot], now)
+            self._publisher.publish_anomaly(event)
+            logger.info("%s", event.line())
+            events.append(event)
+        return events
+
+    def _apply_rebaselines(self, commands: list[tuple[str, float, str]]) -> None:
+        """Re-baseline each commanded machine once per command (its ``at``)."""
+        alerts = self.anomaly_alerts
+        assert alerts is not None
+        for machine_id, at, reason in commands:
+            if at <= alerts.rebaselined_at.get(machine_id, -np.inf):
+                continue  # applied before (a retained command read again after a restart)
+            alerts.rebaselined_at[machine_id] = at
+            slot = self.store.slot_of.get(machine_id)
+            if slot is None:
+                continue  # not known here: it learns its normal from scratch anyway
+            alerts.ensure_capacity(self.store.capacity)
+            alerts.rebaseline(slot)
+            self._metrics.anomaly_rebaselines.inc()
+            logger.info("re-baselined %s: its normal is learned afresh (%s)", machine_id, reason)
+
+    def _load_anomaly_state(self) -> None:
+        """Load the learned normal saved by a previous run (tick thread, before ticks)."""
+        directory = state_dir(self._settings)
+        if self.anomaly_alerts is None or directory is None:
+            return
+        loaded = self.anomaly_alerts.load(directory, self.store.slot_for)
+        self.policy.ensure_capacity(self.store.capacity)
+        self.anomaly.ensure_capacity(self.store.capacity)
+        if loaded:
+            logger.info("loaded the learned normal of %d machine(s) from %s", loaded, directory)
+
+    def _resume_anomalies(self) -> None:
+        """Resume the retained anomaly alert states read back at start-up."""
+        if self.anomaly_alerts is None:
+            return
+        for restored in self._restore.anomalies:
+            slot = self.store.slot_for(restored.machine_id)
+            if slot is not None:
+                self.anomaly_alerts.ensure_capacity(self.store.capacity)
+                self.anomaly_alerts.restore(slot, restored)
+        self.policy.ensure_capacity(self.store.capacity)
+        self.anomaly.ensure_capacity(self.store.capacity)
+
+    def save_anomaly_state(self) -> None:
+        """Write the learned normal to ``agent.state_dir`` (a failure is logged, not raised)."""
+        directory = state_dir(self._settings)
+        if self.anomaly_alerts is None or directory is None:
+            return
+        try:
+            self.anomaly_alerts.save(directory, self.store.slot_of)
+        except OSError as error:
+            self._throttle.warning(
+                "save", "cannot save the anomaly state to %s: %s", directory, error
+            )
 
     def _watch_drift(
         self,

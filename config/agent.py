@@ -68,7 +68,9 @@ class AgentSettings(Section):
     )
     state_dir: Path | None = Field(
         None,
-        description="Folder where the agent records the model it serves after a swap, so that "
-        "a promotion survives a restart (systemd's StateDirectory=); unset: $STATE_DIRECTORY "
-        "when systemd sets it, else nothing is recorded.",
+        description="Folder where the agent keeps what must survive a restart and the broker "
+        "does not hold: the model it serves after a swap (so that a promotion survives a "
+        "restart) and the anomaly scorer's learned normal of every machine (anomaly.npz). "
+        "Unset: $STATE_DIRECTORY when systemd sets it (StateDirectory= in the shipped unit), "
+        "else nothing is kept.",
     )

@@ -37,6 +37,19 @@ class AnomalySettings(Section):
     )
     clear_readings: int = Field(10, ge=1, description="... held for this many readings.")
 
+    sensor_metrics: bool = Field(
+        False,
+        description="Also export forewarn_machine_sensor_score{machine_id,sensor}, one series "
+        "per feature of each machine under metrics.max_machine_series (features times as many "
+        "series); off: per-machine gauges only.",
+    )
+    save_interval_s: float = Field(
+        300.0,
+        gt=0,
+        description="How often the learned normal of every machine is written to "
+        "agent.state_dir (and once at stop), so that it survives a restart.",
+    )
+
     @model_validator(mode="after")
     def _clear_below_fire(self) -> AnomalySettings:
         if self.clear_score > self.fire_score:

@@ -15,13 +15,17 @@ from config.topics import (
     SPARKPLUG_NAMESPACE,
     TopicTemplate,
     alerts_template,
+    anomaly_template,
     check_batch_filter,
     default_alerts_topic,
+    default_anomaly_topic,
     default_batch_topic,
     default_telemetry_topic,
     filters_overlap,
     is_disabled,
+    own_topics_problem,
     reading_filters_problem,
+    rebaseline_filter,
     restore_marker_topic,
     silence_filter,
     status_topic,
@@ -68,6 +72,12 @@ class MqttSettings(Section):
         description="Template of the topic a machine's alerts go to: fixed levels and exactly "
         "one {machine_id}, e.g. plant/{machine_id}/forewarn/alerts. Unset: "
         "<prefix>/{machine_id}/alerts.",
+    )
+    anomaly_topic: str | None = Field(
+        None,
+        description="Template of the topic a machine's anomaly alerts go to (anomaly.enabled), "
+        "apart from its overheat alerts: fixed levels and exactly one {machine_id}, e.g. "
+        "plant/{machine_id}/forewarn/anomaly. Unset: <prefix>/{machine_id}/anomaly.",
     )
     subscriptions: Annotated[list[str] | None, NoDecode] = Field(
         None,
@@ -248,7 +258,7 @@ class MqttSettings(Section):
             )
         return value
 
-    @field_validator("telemetry_topic", "alerts_topic")
+    @field_validator("telemetry_topic", "alerts_topic", "anomaly_topic")
     @classmethod
     def _template(cls, value: str | None, info: ValidationInfo) -> str | None:
         # Parsed here, so that a bad template stops start-up naming its variable.
@@ -256,6 +266,8 @@ class MqttSettings(Section):
         if value is not None:
             if info.field_name == "alerts_topic":
                 alerts_template(value)
+            elif info.field_name == "anomaly_topic":
+                anomaly_template(value)
             else:
                 TopicTemplate.parse(value)
         return value
@@ -273,6 +285,12 @@ class MqttSettings(Section):
         """The alerts template in force (``alerts_topic`` or the prefix's default)."""
 
         return alerts_template(self.alerts_topic or default_alerts_topic(self.topic_prefix))
+
+    @property
+    def anomaly_template(self) -> TopicTemplate:
+        """The anomaly alerts template in force (``anomaly_topic`` or the prefix's default)."""
+
+        return anomaly_template(self.anomaly_topic or default_anomaly_topic(self.topic_prefix))
 
     @field_validator("batch_topic")
     @classmethod
@@ -307,7 +325,9 @@ class MqttSettings(Section):
         others = [
             ("the telemetry topic", self.telemetry_template.filter),
             ("the alerts topic", self.alerts_template.filter),
+            ("the anomaly topic", self.anomaly_template.filter),
             ("the silences", silence_filter(prefix)),
+            ("the re-baseline commands", rebaseline_filter(prefix)),
             ("the agents' status", status_topic(prefix, "+")),
             ("the agents' restore marker", restore_marker_topic(prefix, "+")),
         ]
@@ -328,6 +348,15 @@ class MqttSettings(Section):
                 "would be read twice or as the wrong thing; set FOREWARN_MQTT__BATCH_TOPIC to a "
                 "filter none of the agent's topics match, or to off"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _anomaly_topic_apart(self) -> MqttSettings:
+        problem = own_topics_problem(
+            self.telemetry_template, self.alerts_template, self.anomaly_template
+        )
+        if problem is not None:
+            raise ValueError(f"{problem}; set FOREWARN_MQTT__ANOMALY_TOPIC so that they differ")
         return self
 
     @field_validator("password_file", "tls_ca_file", "tls_cert_file", "tls_key_file")

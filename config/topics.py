@@ -129,12 +129,29 @@ def alerts_template(text: str) -> TopicTemplate:
     return template
 
 
+def anomaly_template(text: str) -> TopicTemplate:
+    """A template for publishing anomaly alerts: the rule of :func:`alerts_template`."""
+    template = TopicTemplate.parse(text)
+    if template.names != (MACHINE_ID,):
+        raise TemplateError(
+            f"{text!r}: an anomaly topic needs exactly one placeholder, {{machine_id}}, "
+            "and fixed text otherwise (e.g. 'plant/{machine_id}/forewarn/anomaly')"
+        )
+    return template
+
+
 def default_telemetry_topic(prefix: str) -> str:
     return f"{prefix}/{{{MACHINE_ID}}}/telemetry"
 
 
 def default_alerts_topic(prefix: str) -> str:
     return f"{prefix}/{{{MACHINE_ID}}}/alerts"
+
+
+def default_anomaly_topic(prefix: str) -> str:
+    """Anomaly alerts have a topic of their own, so that they never overwrite the retained
+    overheat state on the alerts topic."""
+    return f"{prefix}/{{{MACHINE_ID}}}/anomaly"
 
 
 # Forewarn's own topics under a prefix.
@@ -181,6 +198,36 @@ def silence_topic(prefix: str, machine_id: str) -> str:
 def silence_filter(prefix: str) -> str:
     """The subscription that matches every machine's silence under ``prefix``."""
     return f"{prefix}/+/silence"
+
+
+def rebaseline_topic(prefix: str, machine_id: str) -> str:
+    """Where an operator asks, retained, for a machine's learned normal to be learned afresh
+    (after maintenance); the same place in the tree, and so the same ACL story, as silences."""
+    return f"{prefix}/{machine_id}/rebaseline"
+
+
+def rebaseline_filter(prefix: str) -> str:
+    """The subscription that matches every machine's re-baseline command under ``prefix``."""
+    return f"{prefix}/+/rebaseline"
+
+
+def own_topics_problem(
+    telemetry: TopicTemplate, alerts: TopicTemplate, anomaly: TopicTemplate
+) -> str | None:
+    """Why the anomaly topic cannot sit beside the telemetry and alerts topics (None: it can).
+
+    On the telemetry topic the agent would read its anomaly alerts back as readings; on the
+    alerts topic an anomaly alert would overwrite the retained overheat state.
+    """
+    sample = anomaly.render("x")
+    if telemetry.match(sample) is not None:
+        return f"anomaly topic {anomaly.text!r} matches the telemetry topic {telemetry.text!r}"
+    if alerts.match(sample) is not None:
+        return (
+            f"anomaly topic {anomaly.text!r} matches the alerts topic {alerts.text!r}: an "
+            "anomaly alert would overwrite the machine's retained overheat state"
+        )
+    return None
 
 
 SPARKPLUG_NAMESPACE = "spBv1.0"

@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_detect(commands)
     _add_silence(commands)
     _add_model(commands)
+    _add_anomaly(commands)
 
     demo = commands.add_parser(
         "demo", help="broker, simulated fleet and agent in one process, shown live"
@@ -865,6 +866,60 @@ def _cmd_model(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _add_anomaly(commands: Any) -> None:
+    anomaly = commands.add_parser("anomaly", help="the anomaly alert's learned normal")
+    actions = anomaly.add_subparsers(dest="action", metavar="ACTION", required=True)
+    rebaseline = actions.add_parser(
+        "rebaseline",
+        help="forget a machine's learned normal and learn it afresh (after maintenance); "
+        "a firing anomaly alert resolves",
+    )
+    rebaseline.add_argument("machine", metavar="MACHINE_ID", help="machine id")
+    rebaseline.add_argument("--reason", default="maintenance", help="shown in the agent's log")
+    _add_broker(rebaseline)
+
+
+def _cmd_anomaly(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from agent.rebaseline import rebaseline_payload
+    from config.topics import rebaseline_topic
+
+    apply_overrides(settings, _broker_overrides(args.broker))
+    m = settings.mqtt
+    topic = rebaseline_topic(m.topic_prefix, args.machine)
+    if not _publish_retained(settings, topic, rebaseline_payload(time.time(), args.reason)):
+        return 1
+    print(f"re-baseline of {args.machine} sent: the agent learns its normal afresh")
+    return 0
+
+
+def _publish_retained(settings: Settings, topic: str, payload: bytes) -> bool:
+    """Publish one retained QoS 1 message and wait for the broker's acknowledgement."""
+    import time
+
+    from wire.mqtt import make_client
+
+    m = settings.mqtt
+    client = make_client(m, f"{m.client_id}-command-{int(time.time())}")
+    try:
+        client.connect(m.host, m.port, m.keepalive_s)
+    except OSError as error:
+        print(f"error: cannot reach the broker at {m.host}:{m.port}: {error}", file=sys.stderr)
+        return False
+    client.loop_start()
+    info = client.publish(topic, payload, qos=1, retain=True)
+    try:
+        info.wait_for_publish(timeout=10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if not info.is_published():
+        print(f"error: the broker did not confirm the message on {topic}", file=sys.stderr)
+        return False
+    return True
+
+
 def _cmd_detect(args: argparse.Namespace, settings: Settings) -> int:
     from forewarn.detect import DetectError, run_detect
 
@@ -899,6 +954,7 @@ COMMANDS = {
     "detect": _cmd_detect,
     "silence": _cmd_silence,
     "model": _cmd_model,
+    "anomaly": _cmd_anomaly,
     "config": _cmd_config,
 }
 

@@ -259,6 +259,7 @@ def test_prometheus_config_and_rules_pass_promtool(promtool: str) -> None:
         "ForewarnAgentDown",
         "ForewarnBrokerDisconnected",
         "ForewarnForecastLatencyHigh",
+        "ForewarnAnomalyAlertsFiring",
     } <= names
 
 
@@ -297,6 +298,21 @@ def test_grafana_provisioning_serves_the_dashboard_from_the_prometheus_datasourc
         for target in panel["targets"]:
             assert target["datasource"]["uid"] == datasource["uid"], panel["title"]
             assert target["expr"].strip(), panel["title"]
+
+
+def test_the_dashboard_shows_anomaly_alerts_with_metrics_the_agent_exports() -> None:
+    """The anomaly panel queries the agent's own anomaly series, by their exported names."""
+    from agent.metrics import AgentMetrics
+
+    dashboard = json.loads(DASHBOARD.read_text())
+    (panel,) = [p for p in dashboard["panels"] if p["title"] == "Anomaly alerts"]
+    exprs = " ".join(target["expr"] for target in panel["targets"])
+    exported = {
+        sample.name for family in AgentMetrics().registry.collect() for sample in family.samples
+    }
+    used = set(re.findall(r"forewarn_[a-z_]+", exprs))
+    assert {"forewarn_anomaly_alerts_firing", "forewarn_anomaly_alerts_inhibited_total"} <= used
+    assert used <= exported, used - exported
 
 
 @pytest.mark.integration

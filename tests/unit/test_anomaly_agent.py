@@ -45,7 +45,7 @@ def healthy(rng: np.random.Generator, ticks: int, machines: int) -> np.ndarray:
 def test_off_by_default_and_then_nothing_is_scored() -> None:
     assert load_settings(_env_file=None).anomaly.enabled is False
     agent = make_agent(False)
-    assert agent.ticker.sensors is None
+    assert agent.ticker.anomaly_alerts is None
     feed(agent, ["m-1"], healthy(np.random.default_rng(1), 30, 1))
     assert sample(agent, "forewarn_machine_sensor_anomaly_score", "m-1") is None
 
@@ -57,7 +57,9 @@ def test_every_feature_is_scored_and_a_stuck_sensor_fires_the_anomaly_alert() ->
     rows = healthy(rng, 300, 2)
     rows[200:, 1, 2] = rows[199, 1, 2]  # m-stuck's pressure repeats its last value
     feed(agent, machines, rows)
-    scorer, alert = agent.ticker.sensors  # type: ignore[misc]
+    alerts = agent.ticker.anomaly_alerts
+    assert alerts is not None
+    scorer, alert = alerts.scorer, alerts.state
     ok, stuck = agent.store.slot_of["m-ok"], agent.store.slot_of["m-stuck"]
     assert scorer.sensors == 4
     assert not alert.firing[ok] and alert.firing[stuck]
@@ -70,7 +72,9 @@ def test_an_evicted_slot_forgets_what_its_machine_learned() -> None:
     rng = np.random.default_rng(3)
     agent = make_agent(True, max_machines=2)
     feed(agent, ["a", "b"], healthy(rng, 80, 2))
-    scorer, _ = agent.ticker.sensors  # type: ignore[misc]
+    alerts = agent.ticker.anomaly_alerts
+    assert alerts is not None
+    scorer = alerts.scorer
     slot_a = agent.store.slot_of["a"]
     assert scorer.count[slot_a] > 0
     feed(agent, ["c"], healthy(rng, 1, 1), start=100)  # evicts the least recently seen

@@ -51,6 +51,7 @@ def test_the_wheel_holds_every_package_and_its_data(tmp_path: Path) -> None:
         for suffix in suffixes:
             assert f"models/shipped/{kind}{suffix}" in names, (kind, suffix)
     assert "wire/schemas/alert.schema.json" in names
+    assert "wire/schemas/anomaly.schema.json" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "forewarn = forewarn.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

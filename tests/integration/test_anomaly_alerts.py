@@ -1,0 +1,242 @@
+"""The anomaly alert end to end through a real mosquitto: its lifecycle on its own retained topic,
+its restore (and the learned normal's) after a restart, inhibition under an open overheat
+incident, and re-baselining by the retained MQTT command that `forewarn anomaly rebaseline`
+sends.
+
+Readings carry timestamps one second apart, ending now, and are published faster than real
+time; each machine learns its normal on its first 500 readings (``anomaly.warm_up_readings``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.app import Agent
+from config.settings import Settings, load_settings
+from forewarn.cli import main
+from simulator.signal import readings_from_temperature
+from tests.conftest import Mosquitto, Recorder
+from wire.payload import encode_reading
+
+pytestmark = pytest.mark.integration
+
+Messages = list[tuple[str, dict[str, object], bool]]
+SCHEMA = json.loads((resources.files("wire") / "schemas/anomaly.schema.json").read_text())
+
+
+def agent_settings(mosquitto: Mosquitto, state_dir: Path, client_id: str) -> Settings:
+    settings = load_settings(_env_file=None)
+    settings.mqtt = settings.mqtt.model_copy(
+        update={"host": mosquitto.host, "port": mosquitto.port, "client_id": client_id}
+    )
+    settings.metrics = settings.metrics.model_copy(update={"host": "127.0.0.1", "port": 0})
+    settings.agent = settings.agent.model_copy(
+        update={"tick_interval_s": 0.01, "state_dir": state_dir, "stale_after_s": 1e6}
+    )
+    settings.alerts = settings.alerts.model_copy(update={"keep_firing_for_s": 20.0})
+    settings.anomaly = settings.anomaly.model_copy(update={"enabled": True})
+    return settings
+
+
+class Feeder:
+    """Publishes readings of machines at one-second timestamps that end about now."""
+
+    def __init__(self, mosquitto: Mosquitto, readings: int) -> None:
+        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2)
+        self.client.connect(mosquitto.host, mosquitto.port)
+        self.client.loop_start()
+        self.t0 = time.time() - readings - 5
+        self.seq: dict[str, int] = {}
+
+    def send(self, machine_id: str, rows: np.ndarray) -> None:
+        for values in rows:
+            seq = self.seq.get(machine_id, 0)
+            self.seq[machine_id] = seq + 1
+            payload = encode_reading(machine_id, self.t0 + seq, seq, values)
+            self.client.publish(f"factory/{machine_id}/telemetry", payload, qos=1)
+            if seq % 4 == 3:
+                time.sleep(0.01)  # about one reading per tick
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def normal(rng: np.random.Generator, n: int, level: float = 70.0) -> np.ndarray:
+    t = np.arange(n)
+    return readings_from_temperature(
+        level + 3.0 * np.sin(2 * np.pi * t / 50) + rng.normal(0, 0.8, n), rng
+    )
+
+
+def statuses(recorder: Recorder, machine_id: str) -> list[tuple[str, str, int]]:
+    return [
+        (str(p["status"]), str(p["alert_id"]), int(str(p["seq"])))
+        for _, p, _ in recorder.snapshot()
+        if p["machine_id"] == machine_id
+    ]
+
+
+def metric(agent: Agent, name: str) -> float:
+    return agent.metrics.registry.get_sample_value(name) or 0.0
+
+
+def test_lifecycle_on_its_own_topic_restored_with_the_learned_normal_after_a_restart(
+    mosquitto: Mosquitto,
+    running_agent: Callable[[Settings], Agent],
+    subscribe: Callable[[str], Recorder],
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(11)
+    settings = agent_settings(mosquitto, tmp_path / "state", "anomaly-agent")
+    anomalies = subscribe("factory/+/anomaly")
+    overheat = subscribe("factory/+/alerts")
+    first = running_agent(settings)
+    feeder = Feeder(mosquitto, 1000)
+    stuck = normal(rng, 650)
+    stuck[600:, 2] = stuck[599, 2]  # the pressure sensor sticks
+    feeder.send("m-stuck", stuck)
+    feeder.send("m-ok", normal(rng, 650))
+
+    def fired(messages: Messages) -> bool:
+        return any(p["status"] == "firing" for _, p, _ in messages)
+
+    assert anomalies.wait_for(fired, 30), anomalies.snapshot()
+    time.sleep(0.5)
+    story = statuses(anomalies, "m-stuck")
+    assert [s for s, _, _ in story] == ["firing"], story
+    firing = next(p for _, p, _ in anomalies.snapshot() if p["machine_id"] == "m-stuck")
+    jsonschema.validate(firing, SCHEMA)
+    assert firing["driver"] == "pressure_psi" and firing["previous_state"] == "ok", str(firing)
+    sensors = firing["sensors"]
+    assert isinstance(sensors, dict) and set(sensors) == {
+        "temperature_c",
+        "vibration_hz",
+        "pressure_psi",
+        "rpm",
+    }
+    assert not statuses(anomalies, "m-ok")
+    assert not overheat.snapshot(), "the overheat alerts topic is not the anomaly alert's"
+    slot = first.store.slot_of["m-ok"]
+    alerts = first.ticker.anomaly_alerts
+    assert alerts is not None
+    learned = float(alerts.scorer.mean[slot, 0])
+    first.stop()
+    assert (tmp_path / "state" / "anomaly.npz").exists()
+
+    # A restarted agent: no second "firing", the same alert resolves once the sensor works.
+    second = running_agent(settings.model_copy(deep=True))
+    alerts = second.ticker.anomaly_alerts
+    assert alerts is not None
+    slot = second.store.slot_of["m-ok"]
+    assert alerts.scorer.mean[slot, 0] == pytest.approx(learned)
+    assert alerts.state.firing[second.store.slot_of["m-stuck"]]
+    feeder.send("m-stuck", normal(rng, 60))
+
+    def resolved(messages: Messages) -> bool:
+        return any(p["status"] == "resolved" for _, p, _ in messages)
+
+    assert anomalies.wait_for(resolved, 30), statuses(anomalies, "m-stuck")
+    feeder.close()
+    story = statuses(anomalies, "m-stuck")
+    assert [s for s, _, _ in story] == ["firing", "resolved"], story
+    assert story[1][1] == story[0][1] and story[1][2] == story[0][2] + 1, story
+    for _, payload, _ in anomalies.snapshot():
+        jsonschema.validate(payload, SCHEMA)
+
+
+def test_an_anomaly_is_held_back_while_an_overheat_incident_is_open(
+    mosquitto: Mosquitto,
+    running_agent: Callable[[Settings], Agent],
+    subscribe: Callable[[str], Recorder],
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(12)
+    settings = agent_settings(mosquitto, tmp_path / "state", "inhibit-agent")
+    anomalies = subscribe("factory/+/anomaly")
+    overheat = subscribe("factory/+/alerts")
+    agent = running_agent(settings)
+    feeder = Feeder(mosquitto, 800)
+    rows = normal(rng, 720)
+    rows[550:600, 0] = 100.0 + rng.normal(0, 0.5, 50)  # overheats: critical, and anomalous
+    rows[600:, 0] = 86.0 + rng.normal(0, 0.5, 120)  # under the threshold, still anomalous
+    feeder.send("m-hot", rows)
+
+    def overheat_over(messages: Messages) -> bool:
+        return any(p["status"] == "resolved" for _, p, _ in messages)
+
+    assert overheat.wait_for(overheat_over, 30), overheat.snapshot()
+    assert anomalies.wait_for(lambda ms: bool(ms), 10), "published once the incident closed"
+    feeder.close()
+    incident = [p for _, p, _ in overheat.snapshot()]
+    assert incident[0]["severity"] == "critical" and incident[0]["status"] == "firing"
+    held = metric(agent, "forewarn_anomaly_alerts_inhibited_total")
+    assert held >= 1, "the anomaly fired during the incident and was held back"
+    story = [p for _, p, _ in anomalies.snapshot()]
+    assert story[0]["status"] == "firing", story
+    closed_at = next(float(str(p["ts"])) for p in incident if p["status"] == "resolved")
+    assert float(str(story[0]["ts"])) >= closed_at - 0.001, (
+        "nothing published while the incident was open"
+    )
+
+
+def test_a_retained_rebaseline_command_is_applied_once(
+    mosquitto: Mosquitto,
+    running_agent: Callable[[Settings], Agent],
+    subscribe: Callable[[str], Recorder],
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(13)
+    settings = agent_settings(mosquitto, tmp_path / "state", "rebaseline-agent")
+    anomalies = subscribe("factory/+/anomaly")
+    agent = running_agent(settings)
+    feeder = Feeder(mosquitto, 1800)
+    feeder.send("m-fixed", normal(rng, 550))
+    feeder.send("m-fixed", normal(rng, 40, level=80.0))  # after maintenance it runs warmer
+
+    def fired(messages: Messages) -> bool:
+        return any(p["status"] == "firing" for _, p, _ in messages)
+
+    assert anomalies.wait_for(fired, 30), anomalies.snapshot()
+    code = main(
+        ["anomaly", "rebaseline", "m-fixed", "--broker", f"{mosquitto.host}:{mosquitto.port}"]
+    )
+    assert code == 0
+
+    def resolved(messages: Messages) -> bool:
+        return any(p["status"] == "resolved" for _, p, _ in messages)
+
+    assert anomalies.wait_for(resolved, 15), statuses(anomalies, "m-fixed")
+    assert metric(agent, "forewarn_anomaly_rebaselines_total") == 1.0
+    # The new level is learned as normal.
+    feeder.send("m-fixed", normal(rng, 700, level=80.0))
+    time.sleep(1.0)
+    story = [(p["status"], p["driver"]) for _, p, _ in anomalies.snapshot()]
+    assert story[:2] == [("firing", "temperature_c"), ("resolved", None)], story
+    # The warmer level is normal now: nothing the temperature drives fires again.
+    assert ("firing", "temperature_c") not in story[2:], story
+    alerts = agent.ticker.anomaly_alerts
+    assert alerts is not None
+    slot = agent.store.slot_of["m-fixed"]
+    assert alerts.scorer.count[slot] > 650 and abs(alerts.scorer.mean[slot, 0] - 80.0) < 2.0
+    agent.stop()
+
+    # A restart reads the retained command again, and knows it has applied it.
+    again = running_agent(settings.model_copy(deep=True))
+    feeder.send("m-fixed", normal(rng, 20, level=80.0))
+    time.sleep(1.0)
+    feeder.close()
+    assert metric(again, "forewarn_anomaly_rebaselines_total") == 0.0
+    alerts = again.ticker.anomaly_alerts
+    assert alerts is not None and "m-fixed" in alerts.rebaselined_at
+    assert alerts.scorer.count[again.store.slot_of["m-fixed"]] > 700
