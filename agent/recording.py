@@ -3,7 +3,7 @@
 The tick thread's share is one ``deque.append`` per tick (:meth:`Recorder.record`: the tick's
 readings and which of them the window store accepted). A writer thread of its own picks the
 wanted machines (``recording.machines``, shell patterns, each id's answer cached), packs each
-tick into one compressed block (models.recording's format: about 13 bytes a reading for the
+tick into one compressed block (models.recording's format: about 15 bytes a reading for the
 simulated fleet, measured by bench.recording), writes it and rotates files:
 
 * a block that would take the open file past ``file_bytes`` goes to a new file instead;
