@@ -90,6 +90,12 @@ class DriftWatch:
         self.persistence_sq[slots] = 0.0
         self.count[slots] = 0
 
+    def use_model(self, reference: SkillReference | None) -> None:
+        """Measure against another model from now on (a live swap): its reference, and every
+        machine's rolling errors started afresh, since they were the old model's."""
+        self.reference = reference
+        self.reset(np.arange(self.count.shape[0]))
+
     def update(
         self,
         slots: NDArray[np.int64],

@@ -90,6 +90,14 @@ class Recorder:
             self._queue.append((readings, accepted))
             self._wake.notify()
 
+    def use_features(self, features: tuple[str, ...]) -> None:
+        """Record readings of other features from the next tick on (a live swap to a model of
+        other features): the next block opens a new file, whose header names them."""
+        with self._wake, self._writing:
+            self.flush_locked()
+            self.features = features
+            self._close()
+
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -112,6 +120,11 @@ class Recorder:
             self._thread.join(timeout_s)
         if self._thread is None or not self._thread.is_alive():
             self._close()
+
+    def flush_locked(self) -> None:
+        """Write everything queued, holding both locks (see :meth:`use_features`)."""
+        while self._queue:
+            self._write_tick(*self._queue.popleft())
 
     def flush(self) -> None:
         """Write everything queued now, in the caller's thread (for tools and tests)."""
