@@ -220,6 +220,8 @@ def test_train_from_recording(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert (
         report["drift_reference"]["model_rmse_c"] < report["drift_reference"]["persistence_rmse_c"]
     )
-    assert (tmp_path / "from-rec.json").exists()
+    served = json.loads((tmp_path / "from-rec.json").read_text())
+    assert served["report"]["drift_reference"] == report["drift_reference"]
+    assert served["features"] == list(FEATURES)
     assert main([*argv, "--csv", "x.csv", "--output", str(output)]) == 2
     assert "one or the other" in capsys.readouterr().err
