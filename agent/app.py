@@ -205,7 +205,7 @@ class Agent:
         self.forecaster = self.ticker.forecaster
         self.publisher.set_model_version(version)
         if self.drift is not None:
-            self.drift.serve(skill_reference(self.forecaster))
+            self.drift.use_model(skill_reference(self.forecaster))
             self._export_test_skill()
 
     def reload_model(self, why: str = "SIGHUP") -> None:

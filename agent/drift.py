@@ -90,9 +90,9 @@ class DriftWatch:
         self.persistence_sq[slots] = 0.0
         self.count[slots] = 0
 
-    def serve(self, reference: SkillReference | None) -> None:
-        """A new model is served (a live swap): its own test skill becomes the reference and
-        every machine's errors start again, so no ratio mixes the old model's errors in."""
+    def use_model(self, reference: SkillReference | None) -> None:
+        """Measure against another model from now on (a live swap): its reference, and every
+        machine's rolling errors started afresh, since they were the old model's."""
         self.reference = reference
         self.reset(np.arange(self.count.shape[0]))
 

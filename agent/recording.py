@@ -3,7 +3,7 @@
 The tick thread's share is one ``deque.append`` per tick (:meth:`Recorder.record`: the tick's
 readings and which of them the window store accepted). A writer thread of its own picks the
 wanted machines (``recording.machines``, shell patterns, each id's answer cached), packs each
-tick into one compressed block (models.recording's format: about 13 bytes a reading for the
+tick into one compressed block (models.recording's format: about 15 bytes a reading for the
 simulated fleet, measured by bench.recording), writes it and rotates files:
 
 * a block that would take the open file past ``file_bytes`` goes to a new file instead;
@@ -90,6 +90,14 @@ class Recorder:
             self._queue.append((readings, accepted))
             self._wake.notify()
 
+    def use_features(self, features: tuple[str, ...]) -> None:
+        """Record readings of other features from the next tick on (a live swap to a model of
+        other features): the next block opens a new file, whose header names them."""
+        with self._wake, self._writing:
+            self.flush_locked()
+            self.features = features
+            self._close()
+
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -112,6 +120,11 @@ class Recorder:
             self._thread.join(timeout_s)
         if self._thread is None or not self._thread.is_alive():
             self._close()
+
+    def flush_locked(self) -> None:
+        """Write everything queued, holding both locks (see :meth:`use_features`)."""
+        while self._queue:
+            self._write_tick(*self._queue.popleft())
 
     def flush(self) -> None:
         """Write everything queued now, in the caller's thread (for tools and tests)."""

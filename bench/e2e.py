@@ -109,6 +109,7 @@ class AgentProcess:
         name: str,
         module: tuple[str, ...] = ("forewarn.cli", "agent"),
         profile_to: Path | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.metrics_port = free_port()
         env = dict(os.environ)
@@ -132,6 +133,7 @@ class AgentProcess:
             "FOREWARN_METRICS__HOST": "127.0.0.1",
             "FOREWARN_METRICS__PORT": str(self.metrics_port),
         }
+        env |= extra_env or {}
         command = [sys.executable, "-m", *module]
         spy = profiling.py_spy() if profile_to is not None else None
         if profile_to is not None and spy is not None:

@@ -32,7 +32,7 @@ class RecordingSettings(Section):
         1024 * MIB,
         ge=MIB,
         description="Most bytes the recording's files take together: before a write would "
-        "pass it, the oldest files are deleted (about 13 bytes a reading; see the manual).",
+        "pass it, the oldest files are deleted (about 15 bytes a reading; see the manual).",
     )
     file_bytes: int = Field(
         64 * MIB,

@@ -5,7 +5,8 @@ taken the previous one, so every reading is one step after the forecast made bef
 run the simulator's healthy signal throughout; the fifth runs it for 150 readings and then
 turns into a fast, regular cycle (12 readings a period) that no machine of the model's training
 fleets had. The drift ratio of the healthy ones stays near 1, the changed machine's climbs
-past ForewarnModelDrift's 1.5, and before the change it was near 1 too.
+past ForewarnModelDrift's 1.5, and before the change it was near 1 too. The agent records
+the run meanwhile: every reading comes back from the recording, one unbroken run per machine.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import paho.mqtt.client as mqtt
@@ -22,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.app import Agent
 from agent.drift import EXPORT_EVERY_S
 from config.settings import Settings, load_settings
+from models.recording import read_recording, segments
 from simulator.fleet import Fleet
 from tests.conftest import Mosquitto
 from wire.payload import encode_reading
@@ -59,7 +62,7 @@ def drift_ratios(port: int) -> dict[str, float]:
 
 
 def test_drift_shows_on_the_machine_whose_behaviour_changed_and_not_the_others(
-    mosquitto: Mosquitto, running_agent: Callable[[Settings], Agent]
+    mosquitto: Mosquitto, running_agent: Callable[[Settings], Agent], tmp_path: Path
 ) -> None:
     settings = load_settings(_env_file=None)
     settings.mqtt = settings.mqtt.model_copy(
@@ -69,6 +72,9 @@ def test_drift_shows_on_the_machine_whose_behaviour_changed_and_not_the_others(
     settings.agent = settings.agent.model_copy(update={"tick_interval_s": 0.01})
     settings.drift = settings.drift.model_copy(
         update={"memory_readings": 200, "warm_up_readings": 100}
+    )
+    settings.recording = settings.recording.model_copy(
+        update={"enabled": True, "directory": tmp_path / "recordings"}
     )
     agent = running_agent(settings)
     readings = series()
@@ -105,3 +111,16 @@ def test_drift_shows_on_the_machine_whose_behaviour_changed_and_not_the_others(
     assert after[CHANGED] > 1.5, after
     assert all(0.7 < after[m] < 1.3 for m in HEALTHY), after
     assert after["fleet max"] == after[CHANGED]
+
+    recorded = agent.metrics.recording_readings
+    deadline = time.monotonic() + 10
+    while recorded._value.get() < (ROUNDS + 1) * len(readings):
+        assert time.monotonic() < deadline, "the recording did not catch up"
+        time.sleep(0.05)
+    recording = read_recording(tmp_path / "recordings")
+    assert set(recording.machines) == set(readings)
+    for machine_id, (ts, seq, values) in recording.machines.items():
+        assert seq.tolist() == list(range(ROUNDS + 1))
+        assert segments(ts, seq) == [(0, ROUNDS + 1)]
+        # As published: the payload carries three decimals.
+        np.testing.assert_allclose(values, readings[machine_id], rtol=0, atol=5e-4 + 1e-4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from bench.decode import measure, one_by_one, tick_of, together
 from bench.e2e import targets
 from bench.memory import growth
+from bench.recording import targets as recording_targets
 
 
 def test_growth_is_the_slope_between_the_two_largest_fleets():
@@ -59,3 +60,24 @@ def test_the_decode_bench_compares_verdicts_arrival_by_arrival():
     kept, reasons = together(decoder, arrivals)
     assert (kept, reasons) == one_by_one(decoder, arrivals)
     assert kept.count(False) == 7 and sum(reasons.values()) == 7
+
+
+def test_recording_cpu_target_counts_only_at_the_full_rate():
+    round_ = {"on_readings_per_s": 4990, "off_readings_per_s": 4985}
+    report = {
+        "machines": 5000,
+        "rate_hz": 1.0,
+        "rounds": [round_, round_],
+        "extra_cpu_percent": 4.0,
+        "extra_cpu_per_reading_percent": 6.0,
+        "folder_within_cap": True,
+    }
+    verdict = recording_targets(report)
+    assert verdict["at_full_rate"]["met"] is True
+    assert verdict["cpu"] == {"extra_percent": 6.0, "target_percent": 10.0, "met": True}
+    assert verdict["cap"]["met"] is True
+    report["extra_cpu_per_reading_percent"] = 12.0
+    assert recording_targets(report)["cpu"]["met"] is False
+    report["extra_cpu_per_reading_percent"] = 1.0
+    report["rounds"] = [{"on_readings_per_s": 1500, "off_readings_per_s": 4990}]
+    assert recording_targets(report)["cpu"]["met"] is False  # not measured at the full rate

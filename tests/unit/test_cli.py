@@ -194,6 +194,12 @@ def test_train_writes_a_checkpoint_and_reports(
     checkpoint = Checkpoint.load(output)
     assert checkpoint.horizon == 5
     assert checkpoint.report["config"]["episodes"] == 3
+    reference = checkpoint.report["drift_reference"]  # the drift watch's reference
+    assert reference["step"] == 1 and reference["split"] == "test"
+    assert reference["model_rmse_c"] == pytest.approx(report["test_next_step"]["rmse_c"])
+    assert reference["persistence_rmse_c"] == pytest.approx(
+        report["persistence_next_step"]["rmse_c"]
+    )
 
 
 @pytest.mark.parametrize(

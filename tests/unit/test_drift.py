@@ -87,6 +87,18 @@ def test_reset_forgets_a_reused_slot() -> None:
     assert watch.forecast_seq[1] == -1
 
 
+def test_a_new_model_starts_every_machine_afresh_against_its_own_reference() -> None:
+    actual = np.arange(40, dtype=np.float64)[np.newaxis]
+    watch = DriftWatch(REFERENCE, 100, 10, capacity=1)
+    feed(watch, actual, actual)
+    assert watch.ratio(np.array([0]))[0] == pytest.approx(2.0)
+    other = SkillReference(model_rmse_c=1.0, persistence_rmse_c=1.0)
+    watch.use_model(other)
+    assert watch.reference is other and watch.count[0] == 0
+    feed(watch, actual + 40, actual + 40)
+    assert watch.ratio(np.array([0]))[0] == pytest.approx(1.0)
+
+
 def test_capacity_grows_keeping_state() -> None:
     actual = np.arange(30, dtype=np.float64)[np.newaxis]
     watch = DriftWatch(REFERENCE, 100, 10, capacity=1)

@@ -121,6 +121,21 @@ def test_a_backlog_drops_and_counts_instead_of_growing(tmp_path: Path) -> None:
     assert value("forewarn_recording_readings_dropped_total", {"reason": "backlog"}) == 6
 
 
+def test_other_features_start_a_new_file_and_reading_them_together_is_refused(
+    tmp_path: Path,
+) -> None:
+    rec, _ = recorder(tmp_path)
+    rng = np.random.default_rng(7)
+    rec.record(tick_readings(["a"], 0, rng), np.ones(1, dtype=np.bool_))
+    rec.use_features(FEATURES[:2])
+    narrow = [Reading("a", 1_700_000_001.0, 1, np.array([70.0, 30.0], dtype=np.float32))]
+    rec.record(narrow, np.ones(1, dtype=np.bool_))
+    rec.stop()
+    assert len(recording_files(tmp_path / "rec")) == 2
+    with pytest.raises(DataError, match="train on one model's recording at a time"):
+        read_recording(tmp_path / "rec")
+
+
 def test_a_file_cut_short_is_read_to_its_last_whole_block(tmp_path: Path) -> None:
     rec, _ = recorder(tmp_path)
     rng = np.random.default_rng(6)
@@ -205,6 +220,8 @@ def test_train_from_recording(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert (
         report["drift_reference"]["model_rmse_c"] < report["drift_reference"]["persistence_rmse_c"]
     )
-    assert (tmp_path / "from-rec.json").exists()
+    served = json.loads((tmp_path / "from-rec.json").read_text())
+    assert served["report"]["drift_reference"] == report["drift_reference"]
+    assert served["features"] == list(FEATURES)
     assert main([*argv, "--csv", "x.csv", "--output", str(output)]) == 2
     assert "one or the other" in capsys.readouterr().err
