@@ -78,7 +78,7 @@ AlertListener = Callable[[AlertEvent], None]
 ForecastsListener = Callable[[TickForecasts], None]
 """Called on the tick thread with every model's forecasts of a tick; it must be quick."""
 
-SAMPLE_WINDOWS = 256
+SAMPLE_WINDOWS = 64
 """Recent windows kept for checking a model before it is swapped in."""
 
 Heard = TypeVar("Heard", bool, np.bool_, NDArray[np.bool_])
@@ -143,7 +143,8 @@ class Ticker:
         self._next_stale_check = 0.0
 
     def install(self, apply: Callable[[], None]) -> None:
-        """Run ``apply`` (which replaces ``forecaster`` or ``shadow``) between two ticks.
+        """Run ``apply`` (which replaces ``forecaster`` or ``shadow``, or checks a candidate
+        model) between two ticks.
 
         Ticks hold the same lock, so a tick runs wholly with the old models or wholly with the
         new ones; windows, alert states and the hand-off are untouched.
