@@ -34,6 +34,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,6 +241,8 @@ class ModelKeeper:
         self.swaps = 0
         """Models installed (live or shadow) since start, for tests and tools."""
         self.refusals = 0
+        self.last_load: tuple[float, float] = (0.0, 0.0)
+        """When the last load began and ended (monotonic): reading, checks and install."""
 
     # --- start-up ----------------------------------------------------------------------------
 
@@ -395,6 +398,13 @@ class ModelKeeper:
 
     def _load(self, role: str, path: Path, why: str) -> bool:
         """Load ``path`` as the ``role`` model; True when it serves (or already did)."""
+        started = time.monotonic()
+        try:
+            return self._load_checked(role, path, why)
+        finally:
+            self.last_load = (started, time.monotonic())
+
+    def _load_checked(self, role: str, path: Path, why: str) -> bool:
         try:
             try:
                 candidate = load_model(self._model, path)
@@ -410,20 +420,31 @@ class ModelKeeper:
             problem = mismatch(self.live.forecaster, candidate.forecaster)
             if problem is not None:  # before any forward pass: a refusal costs the tick nothing
                 raise problem
-            warm_up = getattr(candidate.forecaster, "warm_up", None)
-            if callable(warm_up):
-                try:
-                    with np.errstate(all="ignore"):  # judged by the forward check below
-                        warm_up()
-                except Exception as error:
-                    raise Refused("forecast", f"its warm-up failed: {error!r}") from error
-            windows = None if self.ticker is None else self.ticker.sample_windows
-            check_forward(candidate.forecaster, windows)
+            # The candidate's first forward passes run between two ticks, not beside one: two
+            # runtimes' thread pools on the same cores slow both far more than taking turns.
+            if self.ticker is None:
+                self._try_forward(candidate.forecaster, None)
+            else:
+                ticker = self.ticker
+                forecaster = candidate.forecaster
+                ticker.install(lambda: self._try_forward(forecaster, ticker.sample_windows))
         except Refused as refused:
             self._refuse(role, refused, f"{path} ({why})")
             return False
         self._install(role, candidate, why)
         return True
+
+    @staticmethod
+    def _try_forward(forecaster: Forecaster, windows: np.ndarray | None) -> None:
+        """Warm the candidate up and check its forecasts on ``windows`` (:class:`Refused`)."""
+        warm_up = getattr(forecaster, "warm_up", None)
+        if callable(warm_up):
+            try:
+                with np.errstate(all="ignore"):  # judged by the forward check below
+                    warm_up()
+            except Exception as error:
+                raise Refused("forecast", f"its warm-up failed: {error!r}") from error
+        check_forward(forecaster, windows)
 
     def _refuse(self, role: str, refused: Refused, what: str) -> None:
         self.refusals += 1
@@ -448,6 +469,7 @@ class ModelKeeper:
                 if ticker is not None:
                     ticker.forecaster = candidate.forecaster
                 self.live = candidate
+                self.score.reset()  # under the tick lock: the tick is the score's other user
                 self.on_version(candidate.version)
 
             logger.warning(
@@ -459,13 +481,13 @@ class ModelKeeper:
                 if ticker is not None:
                     ticker.shadow = candidate.forecaster
                 self.shadow = candidate
+                self.score.reset()
 
             logger.info("shadowing %s (%s)", candidate.version, why)
         if ticker is not None:
             ticker.install(apply)
         else:
             apply()
-        self.score.reset()
         self.swaps += 1
         self._metrics.model_reloads.labels(role=role, result="swapped").inc()
         self._export()
@@ -483,6 +505,7 @@ class ModelKeeper:
                 ticker.forecaster = shadow.forecaster
                 ticker.shadow = None
             self.live, self.shadow = shadow, None
+            self.score.reset()
             self.on_version(shadow.version)
 
         logger.warning("promoting the shadow model %s to serve", shadow.version)
@@ -490,7 +513,6 @@ class ModelKeeper:
             ticker.install(apply)
         else:
             apply()
-        self.score.reset()
         self.swaps += 1
         self._metrics.model_reloads.labels(role="live", result="swapped").inc()
         self._export()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numpy.typing import NDArray
 
 from agent.metrics import AgentMetrics
 from agent.tick import TickForecasts
@@ -86,9 +85,3 @@ class ShadowScore:
             self._metrics.shadow_squared_error.labels(model=model).inc(float(squared[index]))
         for model, value in zip(MODELS, self.rmse(), strict=True):
             self._metrics.shadow_rmse.labels(model=model).set(value)
-
-    def forget(self, slots: NDArray[np.int64]) -> None:
-        """Slots handed to other machines: their pending forecasts are not theirs."""
-        slots = slots[slots < len(self._seq)]
-        self._pending[slots] = np.nan
-        self._seq[slots] = -2

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -81,8 +82,27 @@ AlertListener = Callable[[AlertEvent], None]
 ForecastsListener = Callable[[TickForecasts], None]
 """Called on the tick thread with every model's forecasts of a tick; it must be quick."""
 
-SAMPLE_WINDOWS = 256
+SAMPLE_WINDOWS = 64
 """Recent windows kept for checking a model before it is swapped in."""
+
+
+class _Job:
+    """A function to run between two ticks, and its outcome."""
+
+    def __init__(self, apply: Callable[[], None]) -> None:
+        self.apply = apply
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self, lock: threading.Lock) -> None:
+        try:
+            with lock:
+                self.apply()
+        except Exception as error:
+            self.error = error
+        finally:
+            self.done.set()
+
 
 Heard = TypeVar("Heard", bool, np.bool_, NDArray[np.bool_])
 
@@ -142,6 +162,8 @@ class Ticker:
         self.forecast_listeners: list[ForecastsListener] = []
         self.sample_windows: NDArray[np.float32] | None = None
         """A copy of up to SAMPLE_WINDOWS windows of the last tick that forecast, for checks."""
+        self._jobs: deque[_Job] = deque()
+        """Work to run between two ticks (:meth:`install`)."""
         self.thread: threading.Thread | None = None
         self.last_tick = 0.0
         """When the loop last started or ended a tick (monotonic), for the watchdog."""
@@ -156,13 +178,33 @@ class Ticker:
         self._next_stale_check = 0.0
 
     def install(self, apply: Callable[[], None]) -> None:
-        """Run ``apply`` (which replaces ``forecaster`` or ``shadow``) between two ticks.
+        """Run ``apply`` (which replaces ``forecaster`` or ``shadow``, or checks a candidate
+        model) between two ticks, and return once it ran (raising what it raised).
 
-        Ticks hold the same lock, so a tick runs wholly with the old models or wholly with the
-        new ones; windows, alert states and the hand-off are untouched.
+        The tick loop runs it right after the tick in progress, so a tick runs wholly with the
+        old models or wholly with the new ones, and a loop that is behind (ticking back to
+        back) cannot starve it; windows, alert states and the hand-off are untouched. Without
+        a running loop (tools, tests) it runs here, under the tick lock.
         """
-        with self._lock:
-            apply()
+        job = _Job(apply)
+        self._jobs.append(job)
+        while not job.done.wait(0.2):
+            if self.thread is None or not self.thread.is_alive():
+                try:
+                    self._jobs.remove(job)
+                except ValueError:
+                    continue  # the loop took it: it is running now
+                job.run(self._lock)
+        if job.error is not None:
+            raise job.error
+
+    def _run_jobs(self) -> None:
+        while self._jobs:
+            try:
+                job = self._jobs.popleft()
+            except IndexError:
+                return
+            job.run(self._lock)
 
     def start(self) -> None:
         self.last_tick = time.monotonic()
@@ -196,6 +238,7 @@ class Ticker:
                 self._publisher.pump()
             except Exception:
                 logger.exception("tick failed; the next tick starts afresh")
+            self._run_jobs()
             now = self.last_tick = time.monotonic()
             next_at += interval
             delay = next_at - now

@@ -171,7 +171,8 @@ class Watch:
 
     def slowest(self, start: float, end: float) -> float:
         """The slowest tick that ran while a model was loaded, checked and installed
-        (``start`` to ``end``), and the first tick after it (the new model's first)."""
+        (``start`` to ``end``: the model thread's own timing), and the first tick after it
+        (the new model's first)."""
         after = [at for at, _ in self.ticks if at >= end]
         last = min(after, default=end)
         during = [seconds for at, seconds in self.ticks if at + seconds >= start and at <= last]
@@ -291,6 +292,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "alert_events_duplicated": watch.duplicates,
             "baseline_ticks": len([1 for at, _ in watch.ticks if base_start <= at <= base_end]),
             "tick_p99_s": round(p99, 4),
+            "tick_max_s": round(watch.slowest(base_start, base_end), 4),
             "tick_limit_s": round(2 * p99, 4),
             "ticks_skipped": int(sample(agent, "forewarn_ticks_skipped_total")),
             "swaps": swaps,
@@ -309,11 +311,11 @@ def swap_step(agent: Agent, watch: Watch, name: str, payload: bytes) -> dict[str
     start = time.monotonic()
     agent.models.handle_command("bench", payload)
     agent.models.wait_idle(120)
-    end = time.monotonic()
+    loaded, end = agent.models.last_load
     step = {
         "step": name,
-        "seconds": round(end - start, 2),
-        "window": (start, end),
+        "seconds": round(end - loaded, 2),
+        "window": (max(start, loaded), end),
         "refused": agent.models.refusals > refusals,
         "served": agent.forecaster.version,
         "changed": agent.forecaster.version != before,
@@ -341,11 +343,11 @@ def file_step(agent: Agent, watch: Watch, folder: Path, gap_s: float) -> dict[st
     deadline = time.monotonic() + 60
     while agent.forecaster.version == before and time.monotonic() < deadline:
         time.sleep(0.05)
-    end = time.monotonic()
+    loaded, end = agent.models.last_load
     step = {
         "step": "file change: gru rewritten",
-        "seconds": round(end - start, 2),
-        "window": (start, end),
+        "seconds": round(end - loaded, 2),
+        "window": (max(start, loaded), end),
         "refused": False,
         "served": agent.forecaster.version,
         "changed": agent.forecaster.version != before,
@@ -365,10 +367,11 @@ def table(report: dict[str, Any]) -> str:
         f"{report['alert_states_changed_by_swaps']}, duplicated firing events "
         f"{report['alert_events_duplicated']} (target 0 and 0)",
         f"normal tick p99 {report['tick_p99_s'] * 1000:.1f} ms over "
-        f"{report['baseline_ticks']} ticks; limit 2x = {report['tick_limit_s'] * 1000:.1f} ms; "
+        f"{report['baseline_ticks']} ticks (max {report['tick_max_s'] * 1000:.1f} ms); "
+        f"limit 2x p99 = {report['tick_limit_s'] * 1000:.1f} ms; "
         f"ticks skipped in the run {report['ticks_skipped']}",
         "",
-        f"{'step':<28} {'took s':>7} {'slowest tick ms':>16} {'<= 2x p99':>9} "
+        f"{'step':<28} {'load s':>7} {'slowest tick ms':>16} {'<= 2x p99':>9} "
         f"{'refused':>8}  served after",
     ]
     for step in report["swaps"]:

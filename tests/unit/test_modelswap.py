@@ -250,3 +250,29 @@ def test_metrics_of_a_fresh_agent_name_every_refusal_reason(tmp_path: Path) -> N
             )
             == 0.0
         )
+
+
+def test_the_shadow_score_takes_both_errors_on_the_same_next_readings() -> None:
+    """Each model's 1-step forecast of a machine is compared with that machine's next reading
+    (its next seq) only; a reading after a skipped seq closes nothing."""
+    from agent.metrics import AgentMetrics
+    from agent.shadow import ShadowScore
+    from agent.tick import TickForecasts
+
+    score = ShadowScore(AgentMetrics(CollectorRegistry()), memory=1e12)
+    slots = np.array([0, 1])
+
+    def tick(seq: list[int], temperatures: list[float], live: float, shadow: float) -> None:
+        windows = np.zeros((2, 20, 4), dtype=np.float32)
+        windows[:, -1, 0] = temperatures
+        forecasts = {
+            "live": np.full((2, 15), live, dtype=np.float32),
+            "shadow": np.full((2, 15), shadow, dtype=np.float32),
+        }
+        score(TickForecasts(slots, windows, np.array(seq), forecasts, ["a", "b"], 0.0))
+
+    tick([5, 9], [60.0, 70.0], live=61.0, shadow=60.5)
+    assert np.isnan(score.rmse()).all()
+    tick([6, 11], [62.0, 71.0], live=0.0, shadow=0.0)  # b skipped seq 10: not compared
+    live, shadow = score.rmse()
+    assert live == pytest.approx(1.0) and shadow == pytest.approx(1.5)
