@@ -205,7 +205,15 @@ class Agent:
         self.forecaster = self.ticker.forecaster
         self.publisher.set_model_version(version)
         if self.drift is not None:
-            self.drift.use_model(skill_reference(self.forecaster))
+            # Every machine's ratio starts afresh against the new model's own test skill.
+            reference = skill_reference(self.forecaster)
+            if reference is None:
+                logger.warning(
+                    "model %s carries no test-split RMSE (drift_reference): no drift ratio is "
+                    "exported while it serves",
+                    version,
+                )
+            self.drift.use_model(reference)
             self._export_test_skill()
 
     def reload_model(self, why: str = "SIGHUP") -> None:

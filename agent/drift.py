@@ -92,9 +92,11 @@ class DriftWatch:
 
     def use_model(self, reference: SkillReference | None) -> None:
         """Measure against another model from now on (a live swap): its reference, and every
-        machine's rolling errors started afresh, since they were the old model's."""
+        machine's rolling errors started afresh, since they were the old model's. The next
+        export comes at the next tick, so the old model's ratios leave /metrics at once."""
         self.reference = reference
         self.reset(np.arange(self.count.shape[0]))
+        self.next_export = 0.0
 
     def update(
         self,
@@ -160,14 +162,19 @@ def export_drift(
     """Export the fleet's quantiles and the per-machine ratios, at most every EXPORT_EVERY_S.
 
     Per machine only for the machines that have per-machine series (``max_machine_series``),
-    so the cost and the cardinality stay bounded whatever the fleet.
+    so the cost and the cardinality stay bounded whatever the fleet. A ratio that is gone (a
+    live swap started every machine afresh, :meth:`DriftWatch.use_model`) leaves /metrics
+    rather than showing the old model's figure until the new one has warmed up.
     """
     if now < watch.next_export:
         return
     watch.next_export = now + EXPORT_EVERY_S
     ratios = watch.fleet(len(machine_ids))
     metrics.model_drift_machines.set(len(ratios))
-    for quantile, value in watch.quantiles(ratios).items():
+    quantiles = watch.quantiles(ratios)
+    if not quantiles:
+        metrics.model_drift_ratio.clear()
+    for quantile, value in quantiles.items():
         metrics.model_drift_ratio.labels(quantile=f"{quantile:g}").set(value)
     series = metrics.series_machines()
     slots = np.fromiter((slot_of.get(m, -1) for m in series), np.int64, len(series))
@@ -178,3 +185,5 @@ def export_drift(
     ):
         if value == value:  # not NaN: warmed up
             metrics.set_machine_drift(machine_id, value)
+        else:
+            metrics.clear_machine_drift(machine_id)

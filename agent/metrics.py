@@ -401,6 +401,12 @@ class AgentMetrics:
             self._drift_series.add(machine_id)
             self.machine_model_drift.labels(machine_id=machine_id).set(ratio)
 
+    def clear_machine_drift(self, machine_id: str) -> None:
+        """Remove a machine's drift ratio (it has none now: a new model is warming up)."""
+        if machine_id in self._drift_series:
+            self._drift_series.discard(machine_id)
+            self.machine_model_drift.remove(machine_id)
+
     def set_machine_sensor_scores(self, machine_id: str, scores: dict[str, float]) -> None:
         """One machine's per-sensor scores, only for machines that already have series."""
         if machine_id in self._machine_series:
@@ -428,6 +434,4 @@ class AgentMetrics:
                 # KeyError: never set, the machine had no forecast yet.
                 with contextlib.suppress(KeyError):
                     self.machine_time_to_threshold.remove(machine_id, bound)
-            if machine_id in self._drift_series:
-                self._drift_series.discard(machine_id)
-                self.machine_model_drift.remove(machine_id)
+            self.clear_machine_drift(machine_id)

@@ -11,6 +11,11 @@ simulated fleet, measured by bench.recording), writes it and rotates files:
   ``max_bytes``, so the folder never holds more than that (counted in
   ``forewarn_recording_files_dropped_total``); a block that could never fit is not written.
 
+The features written are the served model's at start-up and stay so while the agent runs: a
+live swap never changes them (agent.modelswap refuses a model of other features), so a swap
+needs nothing from the recording, which goes on in the same file. A restart under a model of
+other features starts a new file whose header names them.
+
 A writer that falls ``max_backlog_ticks`` behind drops the newest tick's readings (counted as
 ``backlog``) rather than growing memory; a file that cannot be written drops the block
 (``error``, logged) and the next block opens a new file. The recording never stops the agent.
@@ -90,14 +95,6 @@ class Recorder:
             self._queue.append((readings, accepted))
             self._wake.notify()
 
-    def use_features(self, features: tuple[str, ...]) -> None:
-        """Record readings of other features from the next tick on (a live swap to a model of
-        other features): the next block opens a new file, whose header names them."""
-        with self._wake, self._writing:
-            self.flush_locked()
-            self.features = features
-            self._close()
-
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -120,11 +117,6 @@ class Recorder:
             self._thread.join(timeout_s)
         if self._thread is None or not self._thread.is_alive():
             self._close()
-
-    def flush_locked(self) -> None:
-        """Write everything queued, holding both locks (see :meth:`use_features`)."""
-        while self._queue:
-            self._write_tick(*self._queue.popleft())
 
     def flush(self) -> None:
         """Write everything queued now, in the caller's thread (for tools and tests)."""

@@ -126,6 +126,27 @@ def test_export_sets_bounded_per_machine_gauges_and_fleet_quantiles() -> None:
     assert value("forewarn_machine_model_drift_ratio", {"machine_id": "a"}) is None
 
 
+def test_after_a_new_model_the_old_ratios_leave_the_metrics_until_the_new_ones_warm_up() -> None:
+    metrics = AgentMetrics()
+    metrics.set_machine("a", 70.0, 71.0)
+    actual = np.arange(30, dtype=np.float64)[np.newaxis]
+    watch = DriftWatch(REFERENCE, 100, 10, capacity=1)
+    feed(watch, actual, actual)
+    export_drift(watch, metrics, ["a"], {"a": 0}, now=100.0)
+    value = metrics.registry.get_sample_value
+    assert value("forewarn_machine_model_drift_ratio", {"machine_id": "a"}) == pytest.approx(2.0)
+    watch.use_model(SkillReference(model_rmse_c=1.0, persistence_rmse_c=1.0))
+    feed(watch, actual[:, :5] + 30, actual[:, :5] + 30)
+    export_drift(watch, metrics, ["a"], {"a": 0}, now=100.5)  # not a second later: at once
+    assert value("forewarn_machine_model_drift_ratio", {"machine_id": "a"}) is None
+    assert value("forewarn_model_drift_ratio", {"quantile": "1"}) is None
+    assert value("forewarn_model_drift_machines") == 0
+    feed(watch, actual + 35, actual + 35)
+    export_drift(watch, metrics, ["a"], {"a": 0}, now=102.0)
+    assert value("forewarn_machine_model_drift_ratio", {"machine_id": "a"}) == pytest.approx(1.0)
+    assert value("forewarn_model_drift_ratio", {"quantile": "1"}) == pytest.approx(1.0)
+
+
 def test_reference_from_training_report_and_older_reports() -> None:
     windows = np.zeros((3, 4, 2), dtype=np.float32)
     windows[:, -1, 0] = [0.0, 0.0, 0.0]

@@ -121,16 +121,19 @@ def test_a_backlog_drops_and_counts_instead_of_growing(tmp_path: Path) -> None:
     assert value("forewarn_recording_readings_dropped_total", {"reason": "backlog"}) == 6
 
 
-def test_other_features_start_a_new_file_and_reading_them_together_is_refused(
+def test_a_restart_under_other_features_starts_a_new_file_and_reading_both_is_refused(
     tmp_path: Path,
 ) -> None:
     rec, _ = recorder(tmp_path)
     rng = np.random.default_rng(7)
     rec.record(tick_readings(["a"], 0, rng), np.ones(1, dtype=np.bool_))
-    rec.use_features(FEATURES[:2])
-    narrow = [Reading("a", 1_700_000_001.0, 1, np.array([70.0, 30.0], dtype=np.float32))]
-    rec.record(narrow, np.ones(1, dtype=np.bool_))
     rec.stop()
+    section = RecordingSettings(enabled=True, directory=tmp_path / "rec")
+    restarted = Recorder(section, FEATURES[:2], AgentMetrics())
+    restarted.start()
+    narrow = [Reading("a", 1_700_000_001.0, 1, np.array([70.0, 30.0], dtype=np.float32))]
+    restarted.record(narrow, np.ones(1, dtype=np.bool_))
+    restarted.stop()
     assert len(recording_files(tmp_path / "rec")) == 2
     with pytest.raises(DataError, match="train on one model's recording at a time"):
         read_recording(tmp_path / "rec")
