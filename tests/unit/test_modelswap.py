@@ -19,6 +19,8 @@ from agent.app import Agent
 from agent.modelswap import Refused, parse_command
 from config.settings import Settings, load_settings
 from models.candidate import HASH_DIGITS, content_hash, load_model
+from models.recording import read_recording, recording_files
+from models.skill import skill_reference
 from tests.modelfiles import LSTM, RIDGE, copy_model, derived_ridge
 from wire.reading import Reading
 
@@ -276,3 +278,48 @@ def test_the_shadow_score_takes_both_errors_on_the_same_next_readings() -> None:
     tick([6, 11], [62.0, 71.0], live=0.0, shadow=0.0)  # b skipped seq 10: not compared
     live, shadow = score.rmse()
     assert live == pytest.approx(1.0) and shadow == pytest.approx(1.5)
+
+
+def test_a_swap_restarts_the_drift_watch_on_the_new_reference_and_leaves_the_recording_be(
+    tmp_path: Path, started
+) -> None:
+    """A refused model (other feature order) touches neither the drift watch nor the
+    recording; an accepted one starts every machine's drift afresh against its own test skill,
+    and the recording goes on in the same file with the same features (a swap cannot change
+    them)."""
+    live = copy_model(RIDGE, tmp_path / "models", "ridge")
+    copy_model(LSTM, tmp_path / "models", "lstm")
+    derived_ridge(tmp_path / "models", "order", "order")
+    settings = settings_for(tmp_path, live)
+    settings.drift = settings.drift.model_copy(update={"warm_up_readings": 5})
+    settings.recording = settings.recording.model_copy(
+        update={"enabled": True, "directory": tmp_path / "rec"}
+    )
+    agent = started(settings)
+    recorder, drift = agent.recorder, agent.drift
+    assert recorder is not None and drift is not None
+    recorder.start()
+    features = recorder.features
+    value = agent.metrics.registry.get_sample_value
+    ridge_skill = value("forewarn_model_test_skill")
+    run(agent, 0, 30)
+    compared = drift.count[: len(MACHINES)].copy()
+    assert (compared >= 5).all()
+
+    agent.models.handle_command("t", orjson.dumps({"live": "order.json"}))
+    assert agent.models.wait_idle() and failures(agent, "features") == 1.0
+    assert np.array_equal(drift.count[: len(MACHINES)], compared)
+    assert recorder.features == features and value("forewarn_model_test_skill") == ridge_skill
+
+    agent.models.handle_command("t", orjson.dumps({"live": "lstm.json"}))
+    assert agent.models.wait_idle() and agent.forecaster.kind == "lstm"
+    reference = skill_reference(agent.forecaster)
+    assert reference is not None and drift.reference == reference
+    assert value("forewarn_model_test_skill") == pytest.approx(reference.skill) != ridge_skill
+    assert (drift.count == 0).all()
+    run(agent, 30, 10)
+    assert (drift.count[: len(MACHINES)] == 9).all()  # the first reading closes no forecast
+    recorder.stop()
+    assert recorder.features == features
+    assert len(recording_files(tmp_path / "rec")) == 1
+    assert read_recording(tmp_path / "rec").readings == 40 * len(MACHINES)
