@@ -72,12 +72,18 @@ train: $(STAMP)
 E2E_ARGS ?=
 # ANOMALY_ARGS go to bench.anomaly only, e.g. ANOMALY_ARGS="--nab-python /path/with/pandas/python".
 ANOMALY_ARGS ?=
+# SWAP_ARGS go to bench.swap, RECORDING_ARGS to bench.recording (both 5,000 machines at 1 Hz
+# through mosquitto by default, about two minutes each), e.g. SWAP_ARGS="--machines 1000".
+SWAP_ARGS ?=
+RECORDING_ARGS ?=
 bench: $(STAMP) system-deps
 	@test -x $(BIN)/py-spy || $(BIN)/python -m pip install --quiet py-spy
 	$(BIN)/python -m bench.inference $(ARGS)
 	$(BIN)/python -m bench.decode $(ARGS)
 	$(BIN)/python -m bench.e2e $(ARGS) $(E2E_ARGS)
 	$(BIN)/python -m bench.anomaly $(ARGS) $(ANOMALY_ARGS)
+	$(BIN)/python -m bench.swap $(ARGS) $(SWAP_ARGS)
+	$(BIN)/python -m bench.recording $(ARGS) $(RECORDING_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

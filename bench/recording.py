@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = run(args)
     report["targets"] = targets(report)
-    print(json.dumps(report, indent=2) if args.json else table(report))
+    print(json.dumps(report) if args.json else table(report))
     return 0
 
 

@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     report = run(args)
-    print(json.dumps(report, indent=1) if args.json else table(report))
+    print(json.dumps(report) if args.json else table(report))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The drift watch in the agent (see docs/model-drift-and-recording.md): each machine's
+"""The drift watch in the agent (see docs/model-lifecycle.md): each machine's
 forecast skill against the skill the model had on its own test split."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Recording the readings the agent accepts, for training on the plant's own history (see
-docs/model-drift-and-recording.md): where, how much, and which machines."""
+docs/model-lifecycle.md): where, how much, and which machines."""
 
 from __future__ import annotations
 
