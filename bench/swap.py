@@ -58,6 +58,10 @@ from wire.payload import encode_reading
 SPAWN = multiprocessing.get_context("spawn")
 PREFIX = "factory"
 SHIPPED = Path(__file__).resolve().parents[1] / "models"
+SETTLE_MAX_S = 120.0
+"""Longest wait, after the publishers stop, for the agent to count what they published."""
+SETTLE_STALL_S = 15.0
+"""No reading counted for this long ends the wait: what is still missing is lost."""
 
 
 def log(message: str) -> None:
@@ -267,14 +271,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for process in publishers:
                 process.join(60)
         published = sum(int(v.value) for v in sent)
-        settle = time.monotonic() + 30
-        last = -1
-        while time.monotonic() < settle:
+        # The agent may be seconds behind (a slow machine's ticks take seconds): wait until it
+        # counted everything, or counted nothing new for SETTLE_STALL_S (longer than a tick).
+        deadline = time.monotonic() + SETTLE_MAX_S
+        last, moved = -1, time.monotonic()
+        while time.monotonic() < deadline:
             now = counted(agent)
-            if now >= published or now == last:
+            if now >= published:
                 break
-            last = now
-            time.sleep(2.0)
+            if now != last:
+                last, moved = now, time.monotonic()
+            elif time.monotonic() - moved > SETTLE_STALL_S:
+                break
+            time.sleep(0.5)
         received = counted(agent)
         p99 = watch.p99(base_start, base_end)
         report = {

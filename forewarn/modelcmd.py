@@ -1,10 +1,11 @@
 """`forewarn model`: see which model an agent serves and shadows, and change them.
 
 ``status`` reads a running agent's ``/metrics`` over HTTP (what it serves, its shadow, their
-rolling 1-step-ahead RMSE on the same readings, refusals). ``serve``, ``shadow`` and
-``promote`` publish a retained command on ``<prefix>/_agents/<client_id>/model``: the agent
-loads and checks the named model (a path inside its ``model.directory``) on its own, so the
-command says what is wanted and the agent's log and metrics say what happened.
+rolling 1-step-ahead RMSE on the same readings, refusals, and the served model's drift).
+``serve``, ``shadow`` and ``promote`` publish a retained command on
+``<prefix>/_agents/<client_id>/model``: the agent loads and checks the named model (a path
+inside its ``model.directory``) on its own, so the command says what is wanted and the agent's
+log and metrics say what happened.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class ModelStatus:
     compared: float = 0.0
     reloads: dict[tuple[str, str], float] = field(default_factory=dict)
     failures: dict[str, float] = field(default_factory=dict)
+    test_skill: float = math.nan
+    drift: dict[str, float] = field(default_factory=dict)
+    """Quantiles of the fleet's drift ratios, by quantile label ("0.5", "1")."""
+    drift_machines: float = 0.0
 
 
 def read_status(text: str) -> ModelStatus:
@@ -52,6 +57,12 @@ def read_status(text: str) -> ModelStatus:
                 status.reloads[(labels["role"], labels["result"])] = sample.value
             elif sample.name == "forewarn_model_reload_failures_total" and sample.value:
                 status.failures[labels["reason"]] = sample.value
+            elif sample.name == "forewarn_model_test_skill":
+                status.test_skill = sample.value
+            elif sample.name == "forewarn_model_drift_ratio":
+                status.drift[labels["quantile"]] = sample.value
+            elif sample.name == "forewarn_model_drift_machines":
+                status.drift_machines = sample.value
     return status
 
 
@@ -84,12 +95,27 @@ def format_status(status: ModelStatus) -> str:
             lines.append(f"{better} forecasts better (shadow/live RMSE {ratio:.3f})")
     else:
         lines.append("shadow  none")
+    lines.append(_drift_line(status))
     swapped = sum(v for (_, result), v in status.reloads.items() if result == "swapped")
     refused = sum(v for (_, result), v in status.reloads.items() if result == "refused")
     lines.append(f"swaps {int(swapped)}, refused {int(refused)}")
     for reason, count in sorted(status.failures.items()):
         lines.append(f"  refused for {reason}: {int(count)}")
     return "\n".join(lines)
+
+
+def _drift_line(status: ModelStatus) -> str:
+    """The served model's drift: its test skill and the fleet's ratios against it."""
+    if math.isnan(status.test_skill):
+        return "drift   none (drift.enabled is off, or the model carries no test skill)"
+    head = f"drift   test skill {status.test_skill:.3f}; "
+    median, worst = status.drift.get("0.5"), status.drift.get("1")
+    if not status.drift_machines or median is None or worst is None:
+        return head + "no machine has a ratio yet (warming up)"
+    return (
+        head + f"ratio over {int(status.drift_machines)} machines: median {median:.2f}, "
+        f"worst {worst:.2f}"
+    )
 
 
 def command_payload(action: str, path: str | None) -> bytes:

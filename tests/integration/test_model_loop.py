@@ -164,6 +164,7 @@ def test_record_train_shadow_promote(
         shown = capsys.readouterr().out
         assert f"live    {live_version}" in shown and f"shadow  {shadow.version}" in shown
         assert shown.count(" °C") == 2, shown  # a 1-step RMSE for each, on the same readings
+        assert f"drift   test skill {ridge_skill:.3f}; ratio over {len(MACHINES)} machines" in shown
 
         # Promote it.
         assert main(["model", "promote", *cli]) == 0

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from prometheus_client import generate_latest
 
 from agent.drift import DriftWatch, export_drift
 from agent.metrics import AgentMetrics
+from forewarn.modelcmd import format_status, read_status
 from models.skill import (
     DRIFT_REFERENCE_KEY,
     SkillReference,
@@ -178,3 +180,25 @@ def test_shipped_models_carry_their_test_skill(name: str) -> None:
     reference = skill_reference(Served())
     assert reference is not None
     assert 0.5 < reference.skill < 1.0  # they beat persistence on their test split
+
+
+def test_forewarn_model_status_shows_the_served_models_drift() -> None:
+    """`forewarn model status` reads the test skill and the fleet's ratios from /metrics."""
+    metrics = AgentMetrics()
+
+    def drift_line() -> str:
+        text = generate_latest(metrics.registry).decode()
+        (line,) = [s for s in format_status(read_status(text)).splitlines() if s[:5] == "drift"]
+        return line
+
+    metrics.model_test_skill.set(float("nan"))
+    assert drift_line() == "drift   none (drift.enabled is off, or the model carries no test skill)"
+    metrics.model_test_skill.set(REFERENCE.skill)
+    assert drift_line() == "drift   test skill 0.500; no machine has a ratio yet (warming up)"
+    actual = np.arange(30, dtype=np.float64)[np.newaxis].repeat(2, axis=0)
+    watch = DriftWatch(REFERENCE, 100, 10, capacity=2)
+    feed(watch, actual, actual + np.array([[0.0], [-1.0]]))  # ratios 2 and 4
+    export_drift(watch, metrics, ["a", "b"], {"a": 0, "b": 1}, now=100.0)
+    assert drift_line() == (
+        "drift   test skill 0.500; ratio over 2 machines: median 3.00, worst 4.00"
+    )
