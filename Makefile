@@ -20,7 +20,7 @@ help:
 	@echo "make test      run the whole test suite (installs mosquitto, prometheus, amtool, docker-compose if missing)"
 	@echo "make lint      ruff (lint + format check), mypy and the import layers (lint-imports)"
 	@echo "make train     retrain every shipped model: the default LSTM (models/default.pt) and models/shipped/{rnn,gru,bilstm,ridge}.pt"
-	@echo "make bench     forecast path, end to end through mosquitto, memory, py-spy profile (~10 min; ARGS=--json)"
+	@echo "make bench     forecast path, end to end through mosquitto, memory, py-spy profile, live swap, recording (~15 min; ARGS=--json)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "forewarn needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -72,8 +72,9 @@ train: $(STAMP)
 E2E_ARGS ?=
 # ANOMALY_ARGS go to bench.anomaly only, e.g. ANOMALY_ARGS="--nab-python /path/with/pandas/python".
 ANOMALY_ARGS ?=
-# SWAP_ARGS go to bench.swap, RECORDING_ARGS to bench.recording (both 5,000 machines at 1 Hz
-# through mosquitto by default, about two minutes each), e.g. SWAP_ARGS="--machines 1000".
+# SWAP_ARGS go to bench.swap, RECORDING_ARGS to bench.recording: both run 5,000 machines at
+# 1 Hz through mosquitto by default (about 1.5 and 3 minutes on a 2-core machine), e.g.
+# SWAP_ARGS="--machines 1000" RECORDING_ARGS="--rounds 3".
 SWAP_ARGS ?=
 RECORDING_ARGS ?=
 bench: $(STAMP) system-deps
