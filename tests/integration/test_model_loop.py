@@ -6,7 +6,8 @@ directory; `forewarn model shadow` loads it beside the Ridge, `forewarn model st
 the two on the same readings, `forewarn model promote` serves it. Afterwards the alerts and
 `forewarn_model_info` carry its version, the drift ratios start afresh against its own test
 skill (`forewarn_model_test_skill`), and every reading published was counted, and recorded
-in one unbroken run per machine: a swap needs nothing from the recording.
+in one unbroken run per machine: a swap needs nothing from the recording. (A candidate
+trained this briefly forecasts worse than the Ridge; the loop, not the model, is under test.)
 """
 
 from __future__ import annotations
