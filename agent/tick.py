@@ -3,7 +3,10 @@
 Every ``tick_interval_s`` the tick thread takes the hand-off (decoding its single messages
 together, rejections counted by reason), stores every reading in the window store, runs one
 batched forecast over every machine with a full window and a new reading, advances the alert
-policy and publishes the changes (:mod:`agent.publish`), except for silenced machines. It also
+policy and publishes the changes (:mod:`agent.publish`), except for silenced machines. With
+``anomaly.enabled`` it scores every accepted reading on every feature and publishes anomaly
+alert changes on their own topic, held back while a machine's overheat incident is open
+(:mod:`agent.anomaly_events`). It also
 marks machines that stopped reporting stale, republishes where a machine stands when its
 silence ends, and drops the metric series of machines gone quiet.
 
