@@ -298,8 +298,18 @@ class Ticker:
             self.policy.reset(evicted_slots)
             self.anomaly.reset(evicted_slots)
             if self.anomaly_alerts is not None:
-                self.anomaly_alerts.ensure_capacity(store.capacity)
-                self.anomaly_alerts.reset(evicted_slots)
+                alerts = self.anomaly_alerts
+                alerts.ensure_capacity(store.capacity)
+                # Its retained anomaly message would say "firing" forever: resolve it first.
+                for machine_id, slot, heard in zip(
+                    evicted_ids, evicted_slots.tolist(), evicted_heard, strict=True
+                ):
+                    if alerts.announced[slot] and self._ours(heard):
+                        alerts.state.firing[slot] = False
+                        self._publisher.publish_anomaly(
+                            alerts.event(slot, machine_id, now, reason="evicted")
+                        )
+                alerts.reset(evicted_slots)
             for machine_id in evicted_ids:
                 self._metrics.drop_machine(machine_id)
             self._metrics.machines_evicted.inc(len(evicted_ids))

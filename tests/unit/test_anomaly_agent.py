@@ -227,3 +227,22 @@ def test_rebaseline_commands_malformed_or_cleared_are_ignored() -> None:
     queue.handle("factory/m-2/rebaseline", rebaseline_payload(100.0, "bearing swap"))
     assert queue.take() == [("m-2", 100.0, "bearing swap")]
     assert queue.take() == []
+
+
+def test_an_evicted_machine_whose_anomaly_alert_fired_is_resolved_first() -> None:
+    """Else its retained anomaly message would say "firing" for ever."""
+    rng = np.random.default_rng(10)
+    agent = make_agent(True, max_machines=2)
+    rows = healthy(rng, 300, 2)
+    rows[200:, 0, 2] = rows[199, 0, 2]  # b's pressure sticks
+    for machine_id, column in (("b", 0), ("a", 1)):  # b is the least recently seen
+        for reading in readings(machine_id, rows[:, column]):
+            agent.hand_off(reading)
+    agent.tick()
+    alerts = agent.ticker.anomaly_alerts
+    assert alerts is not None and alerts.announced[agent.store.slot_of["b"]]
+    resolved = sample(agent, "forewarn_anomaly_alerts_resolved_total")
+    agent.hand_off(readings("c", rows[:1, 1])[0])
+    agent.tick()
+    assert "b" not in agent.store.slot_of
+    assert sample(agent, "forewarn_anomaly_alerts_resolved_total") == (resolved or 0) + 1
