@@ -20,7 +20,7 @@ help:
 	@echo "make test      run the whole test suite (installs mosquitto, prometheus, amtool, docker-compose if missing)"
 	@echo "make lint      ruff (lint + format check), mypy and the import layers (lint-imports)"
 	@echo "make train     retrain every shipped model: the default LSTM (models/default.pt) and models/shipped/{rnn,gru,bilstm,ridge}.pt"
-	@echo "make bench     forecast path, end to end through mosquitto, memory, py-spy profile, live swap, recording (~15 min; ARGS=--json)"
+	@echo "make bench     forecast path, end to end through mosquitto, memory, py-spy profile, a live model swap, recording (~18 min; ARGS=--json)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "forewarn needs Python 3.11 or newer; set PYTHON=python3.11")'

@@ -5,7 +5,8 @@ work per message comes first) and which paho ends, silently, when a callback rai
 callback is guarded (errors logged and counted, never raised; the time it started kept for
 the watchdog), and the per-reading share is kept small.
 
-* on connect the agent subscribes to readings, silences, gateway batches and Sparkplug B,
+* on connect the agent subscribes to readings, silences, re-baseline commands (with
+  ``anomaly.enabled``), gateway batches and Sparkplug B,
   and says it is online; a refused subscription and a lost connection are logged;
 * one message callback routes each message by topic, with the route and the machine id
   cached per topic;

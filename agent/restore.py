@@ -17,6 +17,11 @@ token never come back (an ACL that forbids the topic, say), the read ends after
 :class:`AlertRestore` runs the read in its own thread at start-up, retrying until the broker
 answers, and hands the states to the tick thread (the alert policy's only writer), which
 resumes them before its first tick; ticks wait for it.
+
+With ``anomaly.enabled`` the same pass reads each machine's retained anomaly alert
+(``mqtt.anomaly_topic``) too (:func:`parse_retained_anomaly`), and the tick resumes those
+(:meth:`agent.anomaly_events.AnomalyAlerts.restore`) after loading the learned normal saved in
+``agent.state_dir``.
 """
 
 from __future__ import annotations

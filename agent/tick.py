@@ -3,7 +3,10 @@
 Every ``tick_interval_s`` the tick thread takes the hand-off (decoding its single messages
 together, rejections counted by reason), stores every reading in the window store, runs one
 batched forecast over every machine with a full window and a new reading, advances the alert
-policy and publishes the changes (:mod:`agent.publish`), except for silenced machines. It also
+policy and publishes the changes (:mod:`agent.publish`), except for silenced machines. With
+``anomaly.enabled`` it scores every accepted reading on every feature and publishes anomaly
+alert changes on their own topic, held back while a machine's overheat incident is open
+(:mod:`agent.anomaly_events`). It also
 marks machines that stopped reporting stale, republishes where a machine stands when its
 silence ends, and drops the metric series of machines gone quiet.
 
@@ -425,8 +428,18 @@ class Ticker:
                 self.drift.ensure_capacity(store.capacity)
                 self.drift.reset(evicted_slots)
             if self.anomaly_alerts is not None:
-                self.anomaly_alerts.ensure_capacity(store.capacity)
-                self.anomaly_alerts.reset(evicted_slots)
+                alerts = self.anomaly_alerts
+                alerts.ensure_capacity(store.capacity)
+                # Its retained anomaly message would say "firing" forever: resolve it first.
+                for machine_id, slot, heard in zip(
+                    evicted_ids, evicted_slots.tolist(), evicted_heard, strict=True
+                ):
+                    if alerts.announced[slot] and self._ours(heard):
+                        alerts.state.firing[slot] = False
+                        self._publisher.publish_anomaly(
+                            alerts.event(slot, machine_id, now, reason="evicted")
+                        )
+                alerts.reset(evicted_slots)
             for machine_id in evicted_ids:
                 self._metrics.drop_machine(machine_id)
             self._metrics.machines_evicted.inc(len(evicted_ids))

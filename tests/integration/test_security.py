@@ -674,3 +674,38 @@ def test_only_the_operator_role_commands_models_and_silences(
         for client in clients:
             client.disconnect()
             client.loop_stop()
+
+
+@pytest.mark.integration
+def test_the_acl_example_lets_only_operators_silence_and_rebaseline(
+    broker: Callable[..., Mosquitto],
+) -> None:
+    """Silences and re-baseline commands share one auth story: the agent reads both, the
+    operator user writes both, a machine's user writes neither; anomaly alerts reach readers."""
+    acl = REPO / "config" / "mosquitto" / "acl.example"
+    target = broker(f"acl_file {acl}")
+    agent_side = watcher(target, "forewarn-agent", "factory/+/silence", "factory/+/rebaseline")
+    reader = watcher(target, "forewarn-reader", "factory/+/anomaly")
+    operator = publisher(target, "forewarn-operator")
+    machine = publisher(target, "forewarn-simulator")
+    agent_out = publisher(target, "forewarn-agent")
+    clients = [agent_side.client, reader.client, operator, machine, agent_out]
+    try:
+        for info in (
+            machine.publish("factory/m-1/rebaseline", b'{"at": 1, "reason": "forged"}', qos=1),
+            machine.publish("factory/m-1/silence", b'{"until": 1, "reason": "forged"}', qos=1),
+        ):
+            info.wait_for_publish(5)
+        operator.publish("factory/m-1/silence", b'{"until": 2}', qos=1).wait_for_publish(5)
+        operator.publish("factory/m-1/rebaseline", b'{"at": 2}', qos=1).wait_for_publish(5)
+        agent_out.publish("factory/m-1/anomaly", b"{}", qos=1).wait_for_publish(5)
+        assert holds_within(lambda: len(agent_side.messages) >= 2, 10), agent_side.messages
+        assert holds_within(lambda: len(reader.messages) >= 1, 10), "anomaly alerts reach readers"
+        assert sorted(agent_side.messages) == [
+            ("factory/m-1/rebaseline", b'{"at": 2}'),
+            ("factory/m-1/silence", b'{"until": 2}'),
+        ], "only the operator's commands arrive"
+    finally:
+        for client in clients:
+            client.disconnect()
+            client.loop_stop()

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import time
+from importlib import resources
+from pathlib import Path
 
+import jsonschema
 import numpy as np
+import orjson
+import pytest
 
+from agent.anomaly_alert import AnomalyRule
+from agent.anomaly_events import AnomalyAlerts, anomaly_payload
+from agent.anomaly_sensors import SensorScorer
 from agent.app import Agent
+from agent.rebaseline import RebaselineQueue, rebaseline_payload
 from config.settings import load_settings
 from wire.reading import Reading
+
+SCHEMA = json.loads((resources.files("wire") / "schemas/anomaly.schema.json").read_text())
 
 
 def make_agent(enabled: bool, max_machines: int = 100) -> Agent:
@@ -80,3 +92,157 @@ def test_an_evicted_slot_forgets_what_its_machine_learned() -> None:
     feed(agent, ["c"], healthy(rng, 1, 1), start=100)  # evicts the least recently seen
     evicted = [s for s in (0, 1) if agent.store.machine_ids[s] == "c"]
     assert evicted and scorer.count[evicted[0]] <= 1
+
+
+def readings(machine_id: str, rows: np.ndarray, start: int = 0) -> list[Reading]:
+    t0 = time.time() - 10_000
+    return [
+        Reading(machine_id, t0 + start + i, start + i, row.astype(np.float32))
+        for i, row in enumerate(rows)
+    ]
+
+
+def test_every_reading_is_scored_not_only_the_newest_of_each_tick() -> None:
+    """Readings that arrive faster than ticks give the scorer exactly what one per tick does."""
+    rows = healthy(np.random.default_rng(4), 200, 1)[:, 0, :]
+    one_by_one, bunched = make_agent(True), make_agent(True)
+    feed(one_by_one, ["m"], rows[:, None, :])
+    for i in range(0, len(rows), 7):  # seven readings a tick
+        for reading in readings("m", rows[i : i + 7], start=i):
+            bunched.hand_off(reading)
+        bunched.tick()
+    a, b = one_by_one.ticker.anomaly_alerts, bunched.ticker.anomaly_alerts
+    assert a is not None and b is not None
+    assert b.scorer.count[0] == len(rows)
+    np.testing.assert_array_equal(a.scorer.mean[0], b.scorer.mean[0])
+    np.testing.assert_array_equal(a.machine[:1], b.machine[:1])
+
+
+def test_the_learned_normal_is_frozen_while_the_alert_fires() -> None:
+    rng = np.random.default_rng(5)
+    agent = make_agent(True)
+    rows = healthy(rng, 400, 1)
+    rows[200:, 0, 0] += 15.0  # a lasting step up
+    feed(agent, ["m"], rows[:220])
+    alerts = agent.ticker.anomaly_alerts
+    assert alerts is not None and alerts.state.firing[0]
+    frozen = alerts.scorer.mean[0].copy()
+    feed(agent, ["m"], rows[220:], start=220)
+    assert alerts.state.firing[0], "a departure that lasts keeps firing"
+    np.testing.assert_array_equal(alerts.scorer.mean[0], frozen)
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        np.full(300, 5.0),  # constant
+        np.zeros(300),  # flat at zero
+        np.round(np.random.default_rng(6).normal(20, 2, 300)),  # integer-valued
+        np.r_[np.full(150, 1.0), np.full(150, 3.0e38)],  # a jump to float32's largest
+        np.r_[np.random.default_rng(7).normal(0, 1e37, 150), np.full(150, -3.0e38)],
+    ],
+)
+def test_hostile_readings_in_the_agent_never_give_a_nan_or_out_of_range_score(
+    column: np.ndarray,
+) -> None:
+    agent = make_agent(True)
+    rows = np.repeat(column[:, None], 4, axis=1)
+    for reading in readings("m", rows):
+        agent.hand_off(reading)
+    agent.tick()  # every reading scored, in order
+    alerts = agent.ticker.anomaly_alerts
+    assert alerts is not None and alerts.scorer.count[0] == len(rows)
+    assert alerts is not None
+    scores = np.r_[alerts.machine[:1], alerts.sensor_score[0], alerts.peak[:1]]
+    assert np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all(), scores
+    payload = orjson.loads(anomaly_payload(alerts.event(0, "m", time.time()), "v"))
+    jsonschema.validate(payload, SCHEMA)
+
+
+def test_learned_state_round_trips_through_the_state_dir(tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    saved = make_agent(True)
+    rows = healthy(rng, 80, 2)
+    for m, machine_id in enumerate(("a", "b")):
+        for reading in readings(machine_id, rows[:, m]):
+            saved.hand_off(reading)
+    saved.tick()
+    alerts = saved.ticker.anomaly_alerts
+    assert alerts is not None
+    alerts.rebaselined_at["b"] = 123.0
+    alerts.save(tmp_path, saved.store.slot_of)
+
+    loaded = make_agent(True)
+    loaded.store.slot_for("c")  # slots differ from the saved run's
+    again = loaded.ticker.anomaly_alerts
+    assert again is not None
+    assert again.load(tmp_path, loaded.store.slot_for) == 2
+    for machine_id in ("a", "b"):
+        old, new = saved.store.slot_of[machine_id], loaded.store.slot_of[machine_id]
+        np.testing.assert_array_equal(again.scorer.mean[new], alerts.scorer.mean[old])
+        assert again.scorer.count[new] == alerts.scorer.count[old] == 80
+    assert again.rebaselined_at == {"b": 123.0}
+
+
+def test_a_state_file_for_other_features_is_ignored(tmp_path: Path) -> None:
+    agent = make_agent(True)
+    alerts = agent.ticker.anomaly_alerts
+    assert alerts is not None
+    other = AnomalyAlerts(SensorScorer(2, 8), AnomalyRule(), ("a_c", "b_c"), 8)
+    other.save(tmp_path, {"m": 0})
+    assert alerts.load(tmp_path, agent.store.slot_for) == 0
+
+
+def test_per_sensor_series_only_behind_their_setting() -> None:
+    rows = healthy(np.random.default_rng(9), 30, 1)
+    plain = make_agent(True)
+    feed(plain, ["m"], rows)
+    assert sample(plain, "forewarn_machine_sensor_anomaly_score", "m") is not None
+    assert (
+        plain.metrics.registry.get_sample_value(
+            "forewarn_machine_sensor_score", {"machine_id": "m", "sensor": "rpm"}
+        )
+        is None
+    )
+    detailed = make_agent(True)
+    detailed.settings.anomaly.sensor_metrics = True
+    feed(detailed, ["m"], rows)
+    for sensor in detailed.forecaster.features:
+        labels = {"machine_id": "m", "sensor": sensor}
+        value = detailed.metrics.registry.get_sample_value("forewarn_machine_sensor_score", labels)
+        assert value is not None, labels  # one series per feature
+    detailed.metrics.drop_machine("m")
+    labels = {"machine_id": "m", "sensor": "rpm"}
+    assert (
+        detailed.metrics.registry.get_sample_value("forewarn_machine_sensor_score", labels) is None
+    )
+
+
+def test_rebaseline_commands_malformed_or_cleared_are_ignored() -> None:
+    queue = RebaselineQueue("factory")
+    queue.handle("factory/m-1/rebaseline", b"")
+    queue.handle("factory/m-1/rebaseline", b"not json")
+    queue.handle("factory/m-1/rebaseline", b'{"reason": "no at"}')
+    queue.handle("factory/m-1/rebaseline", b"[1, 2]")
+    queue.handle("factory/m-2/rebaseline", rebaseline_payload(100.0, "bearing swap"))
+    assert queue.take() == [("m-2", 100.0, "bearing swap")]
+    assert queue.take() == []
+
+
+def test_an_evicted_machine_whose_anomaly_alert_fired_is_resolved_first() -> None:
+    """Else its retained anomaly message would say "firing" for ever."""
+    rng = np.random.default_rng(10)
+    agent = make_agent(True, max_machines=2)
+    rows = healthy(rng, 300, 2)
+    rows[200:, 0, 2] = rows[199, 0, 2]  # b's pressure sticks
+    for machine_id, column in (("b", 0), ("a", 1)):  # b is the least recently seen
+        for reading in readings(machine_id, rows[:, column]):
+            agent.hand_off(reading)
+    agent.tick()
+    alerts = agent.ticker.anomaly_alerts
+    assert alerts is not None and alerts.announced[agent.store.slot_of["b"]]
+    resolved = sample(agent, "forewarn_anomaly_alerts_resolved_total")
+    agent.hand_off(readings("c", rows[:1, 1])[0])
+    agent.tick()
+    assert "b" not in agent.store.slot_of
+    assert sample(agent, "forewarn_anomaly_alerts_resolved_total") == (resolved or 0) + 1

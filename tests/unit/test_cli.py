@@ -15,6 +15,7 @@ from config.errors import ConfigError
 from config.settings import Settings, load_settings
 from forewarn.cli import apply_overrides, build_parser, main
 from models.checkpoint import Checkpoint
+from tests.conftest import free_port
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +36,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         ["demo", "--help"],
         ["config", "--help"],
         ["config", "check", "--help"],
+        ["anomaly", "rebaseline", "--help"],
     ],
 )
 def test_help_exits_zero(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -53,7 +55,16 @@ def test_subcommands() -> None:
 
 
 @pytest.mark.parametrize(
-    "argv", [[], ["bogus"], ["config"], ["config", "frobnicate"], ["agent", "--device", "tpu"]]
+    "argv",
+    [
+        [],
+        ["bogus"],
+        ["config"],
+        ["config", "frobnicate"],
+        ["agent", "--device", "tpu"],
+        ["anomaly"],
+        ["anomaly", "rebaseline"],
+    ],
 )
 def test_bad_command_lines_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as caught:
@@ -212,3 +223,9 @@ def test_train_rejects_impossible_config(
     assert main(["train", *flags, "--device", "cpu", "--output", str(tmp_path / "x.pt")]) == 2
     assert named in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_rebaseline_with_no_broker_says_so_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    port = free_port()
+    assert main(["anomaly", "rebaseline", "m-1", "--broker", f"127.0.0.1:{port}"]) == 1
+    assert f"cannot reach the broker at 127.0.0.1:{port}" in capsys.readouterr().err

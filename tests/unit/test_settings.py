@@ -392,3 +392,12 @@ def test_the_hand_off_must_hold_one_payload_of_the_largest_size(
     assert "at least 8000" in message
     monkeypatch.setenv("FOREWARN_AGENT__MAX_PENDING_BYTES", "8000")
     assert load_settings(_env_file=None).agent.max_pending_bytes == 8000
+
+
+def test_an_anomaly_topic_on_the_alerts_or_telemetry_topic_is_refused() -> None:
+    message = config_error(FOREWARN_MQTT__ANOMALY_TOPIC="factory/{machine_id}/alerts")
+    assert "FOREWARN_MQTT__ANOMALY_TOPIC" in message and "overheat state" in message
+    message = config_error(FOREWARN_MQTT__ANOMALY_TOPIC="factory/{machine_id}/telemetry")
+    assert "matches the telemetry topic" in message
+    message = config_error(FOREWARN_MQTT__ANOMALY_TOPIC="factory/{line}/anomaly")
+    assert "exactly one placeholder" in message
