@@ -43,7 +43,12 @@ def agent_settings(mosquitto: Mosquitto, state_dir: Path, client_id: str) -> Set
     settings.agent = settings.agent.model_copy(
         update={"tick_interval_s": 0.01, "state_dir": state_dir, "stale_after_s": 1e6}
     )
-    settings.alerts = settings.alerts.model_copy(update={"keep_firing_for_s": 20.0})
+    # The overheat incident must end soon after the machine cools for the inhibition test: a
+    # short hold, not stretched to the machine's cycle nor kept open by the slow path's trend
+    # (the jump to 100 °C and back to 86 °C is a rise it would rightly call heading up).
+    settings.alerts = settings.alerts.model_copy(
+        update={"keep_firing_for_s": 20.0, "keep_firing_cycles": 0.0, "trend_horizon_readings": 0}
+    )
     settings.anomaly = settings.anomaly.model_copy(update={"enabled": True})
     return settings
 
