@@ -777,7 +777,6 @@ def _cmd_silence(args: argparse.Namespace, settings: Settings) -> int:
 
     from agent.silence import parse_duration, silence_payload
     from config.topics import silence_topic
-    from wire.mqtt import make_client
 
     apply_overrides(settings, _broker_overrides(args.broker))
     payload = b""
@@ -788,22 +787,8 @@ def _cmd_silence(args: argparse.Namespace, settings: Settings) -> int:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_CONFIG
         payload = silence_payload(time.time() + seconds, args.reason)
-    m = settings.mqtt
-    client = make_client(m, f"{m.client_id}-silence-{int(time.time())}")
-    try:
-        client.connect(m.host, m.port, m.keepalive_s)
-    except OSError as error:
-        print(f"error: cannot reach the broker at {m.host}:{m.port}: {error}", file=sys.stderr)
-        return 1
-    client.loop_start()
-    info = client.publish(silence_topic(m.topic_prefix, args.machine), payload, qos=1, retain=True)
-    try:
-        info.wait_for_publish(timeout=10)
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    if not info.is_published():
-        print("error: the broker did not confirm the silence", file=sys.stderr)
+    topic = silence_topic(settings.mqtt.topic_prefix, args.machine)
+    if not _publish_retained(settings, topic, payload):
         return 1
     what = "lifted" if args.clear else f"set for {args.duration}"
     print(f"silence of {args.machine} {what}")

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from agent.anomaly_alert import AnomalyRule
-from agent.anomaly_events import AnomalyAlerts, anomaly_payload
+from agent.anomaly_events import AnomalyAlerts, RestoredAnomaly, anomaly_payload
 from agent.anomaly_sensors import SensorScorer
 from agent.app import Agent
 from agent.rebaseline import RebaselineQueue, rebaseline_payload
@@ -23,8 +23,9 @@ from wire.reading import Reading
 SCHEMA = json.loads((resources.files("wire") / "schemas/anomaly.schema.json").read_text())
 
 
-def make_agent(enabled: bool, max_machines: int = 100) -> Agent:
+def make_agent(enabled: bool, max_machines: int = 100, shared_group: str | None = None) -> Agent:
     config = load_settings(_env_file=None)
+    config.mqtt = config.mqtt.model_copy(update={"shared_group": shared_group})
     config.metrics = config.metrics.model_copy(update={"host": "127.0.0.1", "port": 0})
     config.agent = config.agent.model_copy(update={"max_machines": max_machines})
     config.anomaly = config.anomaly.model_copy(update={"enabled": enabled, "warm_up_readings": 60})
@@ -246,3 +247,21 @@ def test_an_evicted_machine_whose_anomaly_alert_fired_is_resolved_first() -> Non
     agent.tick()
     assert "b" not in agent.store.slot_of
     assert sample(agent, "forewarn_anomaly_alerts_resolved_total") == (resolved or 0) + 1
+
+
+@pytest.mark.parametrize("shared_group", [None, "forewarn"])
+def test_a_restored_anomaly_of_a_machine_not_heard_counts_only_without_sharding(
+    shared_group: str | None,
+) -> None:
+    """Under sharding, a machine known only from its retained anomaly alert may report to
+    another agent: this one neither counts nor publishes it (as for overheat alerts)."""
+    agent = make_agent(True, shared_group=shared_group)
+    alerts = agent.ticker.anomaly_alerts
+    assert alerts is not None
+    slot = agent.store.slot_for("m-elsewhere")
+    assert slot is not None
+    alerts.restore(slot, RestoredAnomaly("m-elsewhere", True, "m-elsewhere-anomaly-1", 4))
+    agent.tick()
+    expected = 0.0 if shared_group else 1.0
+    assert sample(agent, "forewarn_anomaly_alerts_firing") == expected
+    assert alerts.out_of_sync(len(agent.store)).size == 0, "nothing to publish either way"
