@@ -158,6 +158,8 @@ def settings_for(mosquitto: Mosquitto) -> Settings:
     )
     settings.metrics = settings.metrics.model_copy(update={"host": "127.0.0.1", "port": 0})
     settings.agent = settings.agent.model_copy(update={"tick_interval_s": 0.1})
+    # The calibrated anomaly score, for the "Anomaly score" panel's second query.
+    settings.anomaly = settings.anomaly.model_copy(update={"enabled": True})
     # A drift ratio within seconds, for the "machines drifting most" panel.
     settings.drift = settings.drift.model_copy(
         update={"warm_up_readings": 20, "memory_readings": 100}
