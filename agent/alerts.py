@@ -317,9 +317,9 @@ class AlertPolicy:
         warned = warn_streak >= s.warning_confirm_ticks
         ts = np.full(len(slots), now) if reading_ts is None else np.nan_to_num(reading_ts, nan=now)
         hold = self._hold_s(trend.period, interval_s)
-        # A machine the slow path sees heading for its threshold keeps its incident open too:
+        # A machine the slow path sees rising towards its threshold keeps its incident open too:
         # a drift's warnings at its cycle's peaks and the trend's own are one incident.
-        warned_or_heading = np.asarray(warned | trend.heading, dtype=np.bool_)
+        warned_or_heading = np.asarray(warned | trend.rising | trend.heading, dtype=np.bool_)
         hot = np.asarray(warned_or_heading | reading_hot, dtype=np.bool_)
         hot_for = self._held(slots, ts, hot, self._hot_at) >= hold
         reading_quiet = self._held(slots, ts, np.asarray(reading_hot), self._reading_hot_at) >= hold
@@ -390,7 +390,8 @@ class AlertPolicy:
 
         From the forecast when its estimate reaches the threshold within the horizon (the near
         future is what it knows best); else from the slow path's trend when the machine is
-        heading for its threshold; else from the forecast extended as far as it rises. A
+        heading for its threshold; else from the forecast extended as far as it rises. On a
+        machine heading for its threshold the 90 % bound is never sooner than the trend's. A
         machine whose forecast error is not known yet (its first readings) is given the widest
         the warning margin allows; the 90 % bound of a near miss is a cycle later (see
         :func:`fast_crossing`).
@@ -405,7 +406,9 @@ class AlertPolicy:
         use_trend = ~(point <= horizon) & np.isfinite(trend.readings)
         point = np.where(use_trend, trend.readings, point)
         low = np.where(use_trend, trend.low, low)
-        high = np.where(use_trend, trend.high, high)
+        # A peak the forecast sees reaching the threshold may fall just short; on a machine the
+        # slow path sees heading for it, the trend's own 90 % bound is the later chance.
+        high = np.where(use_trend, trend.high, np.fmax(high, trend.high))
         self.eta_s[slots] = point * interval_s
         self.eta_low_s[slots] = np.minimum(low, point) * interval_s
         self.eta_high_s[slots] = np.maximum(high, point) * interval_s

@@ -65,15 +65,26 @@ MIN_COARSE = 5
 BREAK_C = 3.0
 """A line whose last 100 readings average this much below it no longer holds (a repair)."""
 PERIOD_BLOCKS = 100
-"""The machine's cycle is found in its last 100 fine steps (1,000 readings)..."""
+"""The machine's cycle is found in its last 100 fine steps (1,000 readings), or in as many as it
+has from :data:`PERIOD_MIN_BLOCKS` on..."""
+PERIOD_MIN_BLOCKS = 30
+"""...(300 readings: a machine's first incident often comes before it has 1,000, and without
+its cycle the 90 % bound of a peak that falls just short misses the crossing at the next one)..."""
 PERIOD_LAGS = (4, 40)
-"""...as the lag, between 40 and 400 readings, at which they correlate best with themselves."""
+"""...as the lag, between 40 and 400 readings (at most half the readings looked at), at which
+they correlate best with themselves."""
 PERIOD_MIN_CORRELATION = 0.3
 """Below this, the machine has no cycle worth the name: its period is unknown (NaN)."""
 HEADING_HORIZONS = 4.0
 """A machine whose soonest line reaches the threshold within 4 horizons is *heading* for
 it: not enough to warn, but enough to keep an incident it is in open (a drift's early warnings
 at cycle peaks and the trend's own warning are one incident) and to say when it will cross."""
+RISING_HORIZONS = 4.0
+"""A machine with a line that reaches the threshold within this many horizons, however far that
+is beyond the line's own length (:data:`SPAN_FACTOR`), is *rising*: too uncertain to warn on or
+to set the time to threshold, but an incident it is in stays open (a slow drift's first warning,
+at a peak of its cycle, often comes before its lines look far enough ahead, and would otherwise
+resolve and page again when they do), and that line's 90 % bound is the interval's end."""
 TREND_RATIOS = (0.24, 0.52, 1.2)
 """What the soonest line's crossing is worth: the reading actually crossed after 0.24, 0.52 and
 1.2 times it (10 %, 50 % and 90 % of the first trending verdicts of 108 drifts on the slow
@@ -91,11 +102,14 @@ class TrendView:
     """Confirmed: a crossing within the horizon on ``trend_confirm`` fine steps in a row."""
     heading: NDArray[np.bool_]
     """A crossing within :data:`HEADING_HORIZONS` horizons, at the last verdict."""
+    rising: NDArray[np.bool_]
+    """A crossing within :data:`RISING_HORIZONS` horizons, at the last verdict."""
     readings: NDArray[np.float64]
     """Readings until the predicted crossing (NaN where the machine is not heading for one)."""
     low: NDArray[np.float64]
     high: NDArray[np.float64]
-    """The 10 % and 90 % bounds of that crossing, in readings (see :data:`TREND_RATIOS`)."""
+    """The 10 % and 90 % bounds of that crossing, in readings (see :data:`TREND_RATIOS`); a
+    machine only rising (:data:`RISING_HORIZONS`) has the 90 % bound of its soonest line."""
     period: NDArray[np.float64]
     """The machine's cycle in readings (NaN: none found yet): when a peak falls just short of
     the threshold, the next chance to cross is a cycle later."""
@@ -134,6 +148,7 @@ class TrendTracker:
         self._high = np.zeros(0, dtype=np.float64)
         self._hot = np.zeros(0, dtype=np.bool_)
         self._heading = np.zeros(0, dtype=np.bool_)
+        self._rising = np.zeros(0, dtype=np.bool_)
         self._period = np.zeros(0, dtype=np.float64)
         self.ensure_capacity(capacity)
 
@@ -165,6 +180,7 @@ class TrendTracker:
             "_high": math.nan,
             "_hot": False,
             "_heading": False,
+            "_rising": False,
             "_period": math.nan,
         }
 
@@ -266,7 +282,17 @@ class TrendTracker:
             self._c_error[rows, index] = error / COARSE
             self._c_broken[rows, index] = broken
         self._c_at[rows] = self._fine_n[rows]
-        self._period[rows] = _period(_latest(self._fine[rows], self._fine_n[rows], PERIOD_BLOCKS))
+        self._period[rows] = self._periods(rows)
+
+    def _periods(self, rows: NDArray[np.int64]) -> NDArray[np.float64]:
+        """The cycle of ``rows`` over their last :data:`PERIOD_BLOCKS` fine steps, or all they
+        have from :data:`PERIOD_MIN_BLOCKS` on (rows grouped by that count); NaN below."""
+        available = np.minimum(self._fine_n[rows], PERIOD_BLOCKS)
+        out = np.full(len(rows), np.nan)
+        for blocks in np.unique(available[available >= PERIOD_MIN_BLOCKS]).tolist():
+            pick = available == blocks
+            out[pick] = _period(_latest(self._fine[rows[pick]], self._fine_n[rows[pick]], blocks))
+        return out
 
     # --- verdicts --------------------------------------------------------------------------
 
@@ -293,6 +319,7 @@ class TrendTracker:
         env = self._env[rows]
         ready = self._coarse_n[rows] >= MIN_COARSE
         best = np.full(len(rows), np.inf)
+        anywhere = np.full(len(rows), np.inf)
         for level, slope, error, broken, span in lines:
             need = threshold - env - level
             floor = slope - s.trend_sigma * error
@@ -302,6 +329,7 @@ class TrendTracker:
             # A line looks no further ahead than a few times the readings it was fitted over: a
             # short one would otherwise carry a few hundred readings of healthy wear far ahead.
             best = np.minimum(best, np.where(soonest <= SPAN_FACTOR * span, soonest, np.inf))
+            anywhere = np.minimum(anywhere, soonest)
         horizon = s.trend_horizon_readings
         hot = best <= horizon
         streak = np.where(hot, self._streak[rows] + 1, 0)
@@ -309,9 +337,13 @@ class TrendTracker:
         self._hot[rows] = streak >= s.trend_confirm
         heading = best <= HEADING_HORIZONS * horizon
         self._heading[rows] = heading
+        rising = anywhere <= RISING_HORIZONS * horizon
+        self._rising[rows] = rising
         self._readings[rows] = np.where(heading, best * TREND_RATIOS[1], np.nan)
         self._low[rows] = np.where(heading, best * TREND_RATIOS[0], np.nan)
-        self._high[rows] = np.where(heading, best * TREND_RATIOS[2], np.nan)
+        self._high[rows] = np.where(
+            heading, best * TREND_RATIOS[2], np.where(rising, anywhere * TREND_RATIOS[2], np.nan)
+        )
 
     def view(self, slots: NDArray[np.int64]) -> TrendView:
         """The latest verdict of ``slots``, shifted by the readings taken in since it."""
@@ -320,6 +352,7 @@ class TrendTracker:
         return TrendView(
             trending=self._hot[slots] & on,
             heading=self._heading[slots] & on,
+            rising=self._rising[slots] & on,
             readings=np.maximum(self._readings[slots] - behind, 0.0),
             low=np.maximum(self._low[slots] - behind, 0.0),
             high=np.maximum(self._high[slots] - behind, 0.0),
@@ -373,7 +406,7 @@ def _period(y: NDArray[np.float64]) -> NDArray[np.float64]:
     slope = ((y - mean) @ x / float(x @ x))[:, np.newaxis]
     z = y - mean - slope * x
     power = np.sum(z * z, axis=1)
-    first, last = PERIOD_LAGS
+    first, last = PERIOD_LAGS[0], min(PERIOD_LAGS[1], blocks // 2)
     lags = np.arange(first - 1, last + 2)
     with np.errstate(divide="ignore", invalid="ignore"):
         corr = np.stack(

@@ -53,7 +53,7 @@ from numpy.typing import NDArray
 from agent.app import Agent
 from config.settings import Settings
 from config.simulator import FAULT_KINDS
-from forewarn.alert_quality import alert_fleet, bench_settings, fleet_mix, stream
+from forewarn.alert_quality import alert_fleet, bench_settings, fleet_mix, replay, stream
 from forewarn.alert_scoring import Score, incidents_from_hot, score, score_run
 from models.base import Forecaster
 from models.baselines import LinearExtrapolationForecaster, PersistenceForecaster
@@ -276,6 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow", action="store_true", help="run the slow-drift family")
     parser.add_argument("--slow-per-kind", type=int, default=4, help="drifts per shape and reach")
     parser.add_argument("--slow-healthy", type=int, default=36, help="healthy machines beside")
+    parser.add_argument(
+        "--slow-replay",
+        action="store_true",
+        help="slow family: forecasts batched up front, then the agent's alert policy and anomaly "
+        "scorer tick by tick (forewarn.alert_quality.replay; the same messages, several times "
+        "faster)",
+    )
     parser.add_argument("--cost", action="store_true", help="measure the slow path's tick cost")
     parser.add_argument("--cost-machines", type=int, default=10_000)
     parser.add_argument("--cost-ticks", type=int, default=40)
@@ -331,7 +338,8 @@ def slow_family(
         fleet, history = slow_fleet(seed, args.slow_per_kind, args.slow_healthy)
         spikes = fleet.last_spikes_c
         fleets[seed] = (fleet, history, spikes)
-        forewarn.merge(score_run(seed, stream(model, fleet, history, settings)))
+        run = (replay if args.slow_replay else stream)(model, fleet, history, settings)
+        forewarn.merge(score_run(seed, run))
     reference = forewarn.summary()
     horizon = settings.alerts.trend_horizon_readings
     hold = int(settings.alerts.keep_firing_for_s)

@@ -13,9 +13,11 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 from numpy.typing import NDArray
 
-from agent.alerts import AlertEvent
+from agent.alerts import AlertEvent, AlertPolicy
+from agent.anomaly import AnomalyScorer
 from agent.app import Agent
 from config.settings import Settings, load_settings
 from models.base import Forecaster
@@ -133,6 +135,61 @@ def stream(
         fleet=fleet,
         history=history,
         spikes=spikes,
+        messages=messages,
+        hold_ticks=settings.alerts.keep_firing_for_s,
+        seconds=time.monotonic() - started,
+    )
+
+
+def replay(
+    forecaster: Forecaster, fleet: Fleet, history: NDArray[np.float64], settings: Settings
+) -> Run:
+    """:func:`stream`'s result, faster, for a fleet without window faults (every machine reports
+    every tick, as in the slow-drift family): every machine's forecasts computed up front in
+    large batches, then the agent's own anomaly scorer and alert policy driven tick by tick as
+    its tick drives them, without the window store and the hand-off around them. The per-tick
+    cost of those, not the forecaster, bounds a 20,000-tick stream."""
+    if fleet.window_faults:
+        raise ValueError("replay needs a fleet without window faults; stream() takes any")
+    started = time.monotonic()
+    machines, ticks, features = history.shape
+    window = forecaster.window
+    values = history.astype(np.float32)
+    forecasts = np.empty((machines, ticks - window + 1, forecaster.horizon), dtype=np.float32)
+    for m in range(machines):
+        windows = sliding_window_view(values[m], (window, features))[:, 0]
+        forecasts[m] = forecaster.forecast(np.ascontiguousarray(windows))
+    temperatures = values[:, :, 0]
+    policy = AlertPolicy(settings.alerts, machines)
+    anomaly = AnomalyScorer(forecaster.horizon, machines)
+    slots = np.arange(machines, dtype=np.int64)
+    interval = np.ones(machines)
+    messages: dict[str, list[tuple[int, AlertEvent]]] = {}
+    for tick in range(window - 1, ticks):
+        ahead = forecasts[:, tick - window + 1]
+        scores = anomaly.update(
+            slots, temperatures[:, tick], np.full(machines, tick, dtype=np.int64), ahead
+        )
+        events = policy.update(
+            slots,
+            fleet.machine_ids,
+            temperatures[:, tick - window + 1 : tick + 1],
+            ahead,
+            interval,
+            float(tick),
+            scores,
+            anomaly.spread(slots),
+            anomaly.noise_ratio(slots),
+            reading_ts=np.full(machines, float(tick)),
+            appended=np.full(machines, tick + 1, dtype=np.int64),
+        )
+        for event in events:
+            if event.severity in ("warning", "critical"):
+                messages.setdefault(event.machine_id, []).append((tick, event))
+    return Run(
+        fleet=fleet,
+        history=history,
+        spikes=fleet.last_spikes_c,
         messages=messages,
         hold_ticks=settings.alerts.keep_firing_for_s,
         seconds=time.monotonic() - started,

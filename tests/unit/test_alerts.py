@@ -10,6 +10,7 @@ streaks. The hold has its own scenarios, one tick being one second of readings.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from agent.alerts import (
     AlertPolicy,
     time_to_threshold,
 )
+from agent.trend import TrendView
 from config.alerts import AlertSettings
 
 COOL, WARM, HOT = 80.0, 94.0, 96.0  # below clear (93), in the hysteresis band, over (95)
@@ -596,3 +598,55 @@ def test_firing_counts_can_leave_out_machines_this_agent_never_heard() -> None:
     assert policy.firing_counts(3) == {"warning": 1, "critical": 1, "stale": 1}
     heard = np.array([False, True, False])
     assert policy.firing_counts(3, heard) == {"warning": 1, "critical": 0, "stale": 0}
+
+
+def test_a_machine_heading_for_its_threshold_keeps_the_trends_later_bound() -> None:
+    """A peak the forecast sees reaching the threshold may fall just short, and a drifting
+    machine then crosses at a later peak: the trend's 90 % bound stays the interval's end."""
+    policy = AlertPolicy(AlertSettings(), 2)
+    slots = np.array([0, 1])
+    forecasts = np.tile(np.linspace(90.0, 97.0, 15, dtype=np.float32), (2, 1))
+    nan = np.full(2, math.nan)
+    trend = TrendView(
+        trending=np.zeros(2, dtype=np.bool_),
+        heading=np.array([True, False]),
+        rising=np.array([True, False]),
+        readings=np.array([400.0, math.nan]),
+        low=np.array([200.0, math.nan]),
+        high=np.array([900.0, math.nan]),
+        period=nan,
+    )
+    policy._estimate(slots, forecasts, np.full(2, 95.0), np.full(2, 1.0), trend, np.ones(2))
+    assert policy.eta_s[0] == policy.eta_s[1] <= 15  # the forecast sets the estimate
+    assert policy.eta_low_s[0] == policy.eta_low_s[1]
+    assert policy.eta_high_s[0] == 900.0
+    assert policy.eta_high_s[1] < 20  # the forecast's own
+
+
+def test_an_incident_stays_open_while_the_slow_path_sees_the_machine_rising() -> None:
+    """A slow drift's first warning, at a peak, comes before its trend is confirmed: while the
+    slow path sees the machine rising towards its threshold the incident stays open past the
+    hold instead of resolving and paging again; once it no longer does, the hold runs out."""
+
+    def resolved_at(rising_until: int) -> float | None:
+        policy = AlertPolicy(AlertSettings(keep_firing_for_s=30.0, warning_confirm_ticks=1))
+        recent = np.full((1, 20), COOL, dtype=np.float32)
+        slots = np.array([0])
+        quiet = policy.trend.view(slots)
+        step = 0
+
+        def view(_slots: np.ndarray) -> TrendView:
+            return replace(quiet, rising=np.array([step < rising_until]))
+
+        policy.trend.view = view  # type: ignore[method-assign, assignment]
+        for step in range(300):
+            forecast = np.full((1, 5), HOT if step == 0 else COOL, dtype=np.float32)
+            events = policy.update(
+                slots, ["m-0"], recent, forecast, np.ones(1), 1_000.0, reading_ts=np.array([step])
+            )
+            if any(event.status == "resolved" for event in events):
+                return float(step)
+        return None
+
+    assert resolved_at(rising_until=0) == 30.0
+    assert resolved_at(rising_until=100) == 129.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agent.trend import COARSE, MIN_COARSE, TrendTracker, _period
+from agent.trend import COARSE, MIN_COARSE, PERIOD_MIN_BLOCKS, TrendTracker, _period
 from config.alerts import AlertSettings
 
 THRESHOLD = 95.0
@@ -140,6 +140,19 @@ def test_the_cycle_is_found(period: float) -> None:
     temperatures = signal(1000, period=period)
     fine = temperatures.reshape(100, 10).mean(axis=1)
     assert _period(fine[np.newaxis, :])[0] == pytest.approx(period, rel=0.05)
+
+
+@pytest.mark.parametrize("period", [80.0, 120.0])
+def test_the_cycle_is_known_from_a_few_hundred_readings(period: float) -> None:
+    """A machine's first incident often comes before it has 1,000 readings: its cycle is found
+    from what it has, once that is a few hundred readings, and not before."""
+    early = 10 * PERIOD_MIN_BLOCKS - COARSE
+    tracker, _ = feed(signal(early + WINDOW, period=period)[np.newaxis, :])
+    assert np.isnan(tracker.view(np.array([0])).period[0])
+    tracker, _ = feed(
+        signal(10 * PERIOD_MIN_BLOCKS + COARSE + WINDOW, period=period)[np.newaxis, :]
+    )
+    assert tracker.view(np.array([0])).period[0] == pytest.approx(period, rel=0.1)
 
 
 def test_no_cycle_no_period() -> None:
