@@ -14,6 +14,12 @@ forecast, anomaly scorer, alert policy — ``Agent.tick`` without the network):
 All use the agent's alert settings unless said otherwise. A fault's crossing is its first
 reading at or over the threshold leaving out the sensor spikes (see ``run_policy``).
 
+With ``--runtimes onnx,numpy`` forewarn's policy also runs on each torch-free runtime
+(docs/runtimes.md) over the same model, made into a serving file in memory, and ``runtimes``
+says for each whether its alerts are identical to torch's: every event (tick, machine,
+severity, status) the same. The history is replayed tick by tick, so what is alerted depends
+on the readings alone, never on how fast a runtime forecasts.
+
     python -m bench.alerts            # a table
     python -m bench.alerts --json     # {"policies": {...}} on stdout
 """
@@ -72,6 +78,43 @@ def matched_baseline(
     )
 
 
+def compare_runtimes(
+    model: TorchForecaster,
+    fleet: Fleet,
+    history: NDArray[np.float64],
+    settings: Settings,
+    runtimes: str,
+    outcomes: dict[str, Outcome],
+) -> dict[str, dict[str, object]]:
+    """forewarn's policy on each runtime named in ``runtimes`` (comma-separated), its events
+    compared with torch's (run here if ``outcomes`` lacks them); its outcome joins
+    ``outcomes`` as ``forewarn_<runtime>``."""
+    names = [name for name in runtimes.split(",") if name and name != "torch"]
+    if not names:
+        return {}
+    from bench.inference import serving_forecasters
+
+    lean = serving_forecasters(model)
+    unknown = sorted(set(names) - set(lean))
+    if unknown:
+        raise SystemExit(f"--runtimes: {', '.join(unknown)} cannot run here (have: {sorted(lean)})")
+    if "forewarn" not in outcomes:
+        outcomes["forewarn"] = run_policy(model, fleet, history, settings)
+    reference = outcomes["forewarn"].events
+    verdicts: dict[str, dict[str, object]] = {}
+    for name in names:
+        outcome = outcomes[f"forewarn_{name}"] = run_policy(lean[name], fleet, history, settings)
+        differing = sorted(set(outcome.events) ^ set(reference))
+        verdicts[name] = {
+            "identical": outcome.events == reference,
+            "events": len(outcome.events),
+            "torch_events": len(reference),
+            "differing": len(differing),
+            "first_difference": list(differing[0]) if differing else None,
+        }
+    return verdicts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -89,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         "--policies",
         default="forewarn,static_threshold,linear_extrapolation",
         help="comma-separated subset to run",
+    )
+    parser.add_argument(
+        "--runtimes",
+        default="",
+        help="comma-separated torch-free runtimes (onnx, numpy) to run forewarn's policy on "
+        "too, each compared with torch's alerts event by event",
     )
     parser.add_argument(
         "--no-match",
@@ -129,9 +178,14 @@ def main(argv: list[str] | None = None) -> int:
         outcomes["linear_extrapolation_matched"] = matched_baseline(
             policies["linear_extrapolation"], fleet, history, settings, outcomes["forewarn"]
         )
+    runtimes = compare_runtimes(model, fleet, history, settings, args.runtimes, outcomes)
     report = {
         "fleet": {"machines": args.machines, "ticks": args.ticks, "seed": args.seed, "mix": mix},
-        "policies": {name: vars(outcome) for name, outcome in outcomes.items()},
+        "policies": {
+            name: {k: v for k, v in vars(outcome).items() if k != "events"}
+            for name, outcome in outcomes.items()
+        },
+        "runtimes": runtimes,
     }
     if args.json:
         print(json.dumps(report))
@@ -154,6 +208,16 @@ def main(argv: list[str] | None = None) -> int:
     matched = outcomes.get("linear_extrapolation_matched")
     if matched is not None:
         print(f"linear_extrapolation_matched: the best lead of {MATCH_GRID} at {matched.settings}")
+    for runtime, verdict in runtimes.items():
+        print(
+            f"forewarn on {runtime}: {verdict['events']} alert events, "
+            + (
+                "identical to torch's"
+                if verdict["identical"]
+                else f"{verdict['differing']} differ from torch's "
+                f"(first: {verdict['first_difference']})"
+            )
+        )
     return 0
 
 

@@ -52,6 +52,9 @@ class Outcome:
     seconds: float = 0.0
     crossings: int = 0
     caught: int = 0
+    events: list[tuple[int, str, str, str]] = field(default_factory=list, repr=False)
+    """Every alert event, as (tick, machine id, severity, status): two forecasters raise
+    identical alerts when these are equal."""
 
     @property
     def overall_recall(self) -> float | None:
@@ -97,6 +100,7 @@ def run_policy(
     agent = Agent(settings, forecaster=forecaster)
     machines, ticks, _ = history.shape
     first_warning: dict[str, list[int]] = {}
+    events: list[tuple[int, str, str, str]] = []
     rng = np.random.default_rng(0)
     for tick in range(ticks):
         silent = set(fleet.silent(tick))
@@ -114,6 +118,7 @@ def run_policy(
             else:
                 agent.hand_off(Reading(machine_id, float(tick), tick, values))
         for event in agent.tick():
+            events.append((tick, event.machine_id, event.severity, event.status))
             if event.severity == "warning" and event.status == "firing":
                 if event.previous_state == "critical":
                     continue  # a step down continues an episode; it is not a new warning
@@ -168,4 +173,5 @@ def run_policy(
         seconds=round(time.monotonic() - started, 1),
         crossings=sum(total.values()),
         caught=sum(caught.values()),
+        events=events,
     )
