@@ -81,6 +81,7 @@ bench: $(STAMP) system-deps
 	@test -x $(BIN)/py-spy || $(BIN)/python -m pip install --quiet py-spy
 	$(BIN)/python -m bench.inference $(ARGS)
 	$(BIN)/python -m bench.decode $(ARGS)
+	$(BIN)/python -m bench.startup $(ARGS)
 	$(BIN)/python -m bench.e2e $(ARGS) $(E2E_ARGS)
 	$(BIN)/python -m bench.anomaly $(ARGS) $(ANOMALY_ARGS)
 	$(BIN)/python -m bench.swap $(ARGS) $(SWAP_ARGS)

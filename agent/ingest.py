@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import paho.mqtt.client as mqtt
 
@@ -48,8 +48,9 @@ from config.topics import (
 )
 from wire.mqtt import describe_connect_failure, reading_filters
 from wire.reading import Arrival, Batch, Reading, ReadingDecoder, Rejected
-from wire.sparkplug import BIRTH_TYPES, DEATH_TYPES, DecodeError, SparkplugIngest
-from wire.sparkplug import parse_topic as parse_sparkplug_topic
+
+if TYPE_CHECKING:
+    from wire.sparkplug import SparkplugIngest
 
 logger = logging.getLogger(__name__)
 
@@ -160,9 +161,14 @@ class Ingest:
         self._telemetry = settings.mqtt.telemetry_template
         # Sparkplug B (mqtt.sparkplug_group): its own callback; DEATH certificates queue the
         # machines they end for the tick thread, the alert policy's only writer.
-        self.sparkplug = SparkplugIngest()
+        # Imported only then: protobuf is among the largest imports of a plain agent.
         self._deaths: deque[str] = deque()
         group = settings.mqtt.sparkplug_group
+        self.sparkplug: SparkplugIngest | None = None
+        if group is not None:
+            from wire.sparkplug import SparkplugIngest
+
+            self.sparkplug = SparkplugIngest()
         self._sparkplug_filter = None if group is None else f"{SPARKPLUG_NAMESPACE}/{group}/#"
         self._batch_filter = batch_filter
 
@@ -388,10 +394,13 @@ class Ingest:
         self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage
     ) -> None:
         """A Sparkplug B message: DATA becomes a reading, BIRTH teaches aliases, DEATH stales."""
-        topic = parse_sparkplug_topic(message.topic)
+        from wire import sparkplug  # loaded with SparkplugIngest in __init__: a dict lookup
+
+        assert self.sparkplug is not None  # subscribed only with mqtt.sparkplug_group set
+        topic = sparkplug.parse_topic(message.topic)
         if topic is None:
             return  # STATE, NCMD/DCMD: not about readings
-        if topic.kind in DEATH_TYPES:
+        if topic.kind in sparkplug.DEATH_TYPES:
             machines = self.sparkplug.death(topic)
             self._deaths.extend(machines)
             logger.info("%s on %s: %s go stale", topic.kind, message.topic, ", ".join(machines))
@@ -401,7 +410,7 @@ class Ingest:
                 raise Rejected(
                     "too_large", f"{len(message.payload)} bytes > {self._decoder.max_bytes}"
                 )
-            if topic.kind in BIRTH_TYPES:
+            if topic.kind in sparkplug.BIRTH_TYPES:
                 self.sparkplug.birth(topic, message.payload)
                 return
             data = self.sparkplug.reading(topic, message.payload)
@@ -411,7 +420,7 @@ class Ingest:
         except Rejected as rejected:
             self.reject(rejected.reason, rejected.detail)
             return
-        except DecodeError:
+        except sparkplug.DecodeError:
             self.reject("bad_json", f"not a Sparkplug B payload on {message.topic}")
             return
         self.hand_off(reading)

@@ -33,6 +33,13 @@ incidents are held as long as forewarn's (``alerts.keep_firing_for_s``).
     python -m bench.alerts --json               # {"policies": {...}, "incidents": ...}
     python -m bench.alerts --json --seeds 23,31,47 --slow --cost   # the full report
 
+With ``--runtimes onnx,numpy`` forewarn's policy also runs on each torch-free runtime
+(docs/runtimes.md) over the same model, made into a serving file in memory, on the first seed's
+fast fleet, and ``runtimes`` says for each whether its alerts are identical to torch's: every
+warning and critical message (tick, machine, severity, status) the same. The history is
+replayed tick by tick, so what is alerted depends on the readings alone, never on how fast a
+runtime forecasts.
+
 With several seeds the outcomes are pooled (each fault and each machine-tick counts once). The
 forecaster runs on one CPU thread: on a shared machine, more threads collapse under load.
 """
@@ -53,7 +60,15 @@ from numpy.typing import NDArray
 from agent.app import Agent
 from config.settings import Settings
 from config.simulator import FAULT_KINDS
-from forewarn.alert_quality import alert_fleet, bench_settings, fleet_mix, replay, stream
+from forewarn.alert_quality import (
+    Outcome,
+    alert_fleet,
+    bench_settings,
+    fleet_mix,
+    replay,
+    run_policy,
+    stream,
+)
 from forewarn.alert_scoring import Score, incidents_from_hot, score, score_run
 from models.base import Forecaster
 from models.baselines import LinearExtrapolationForecaster, PersistenceForecaster
@@ -241,6 +256,43 @@ def tick_cost(machines: int, ticks: int, settings: Settings) -> dict[str, object
     }
 
 
+def compare_runtimes(
+    model: TorchForecaster,
+    fleet: Fleet,
+    history: NDArray[np.float64],
+    settings: Settings,
+    runtimes: str,
+    outcomes: dict[str, Outcome],
+) -> dict[str, dict[str, object]]:
+    """forewarn's policy on each runtime named in ``runtimes`` (comma-separated), its events
+    compared with torch's (run here if ``outcomes`` lacks them); its outcome joins
+    ``outcomes`` as ``forewarn_<runtime>``."""
+    names = [name for name in runtimes.split(",") if name and name != "torch"]
+    if not names:
+        return {}
+    from bench.inference import serving_forecasters
+
+    lean = serving_forecasters(model)
+    unknown = sorted(set(names) - set(lean))
+    if unknown:
+        raise SystemExit(f"--runtimes: {', '.join(unknown)} cannot run here (have: {sorted(lean)})")
+    if "forewarn" not in outcomes:
+        outcomes["forewarn"] = run_policy(model, fleet, history, settings)
+    reference = outcomes["forewarn"].events
+    verdicts: dict[str, dict[str, object]] = {}
+    for name in names:
+        outcome = outcomes[f"forewarn_{name}"] = run_policy(lean[name], fleet, history, settings)
+        differing = sorted(set(outcome.events) ^ set(reference))
+        verdicts[name] = {
+            "identical": outcome.events == reference,
+            "events": len(outcome.events),
+            "torch_events": len(reference),
+            "differing": len(differing),
+            "first_difference": list(differing[0]) if differing else None,
+        }
+    return verdicts
+
+
 # --- the command -------------------------------------------------------------------------------
 
 
@@ -283,6 +335,12 @@ def main(argv: list[str] | None = None) -> int:
         "scorer tick by tick (forewarn.alert_quality.replay; the same messages, several times "
         "faster)",
     )
+    parser.add_argument(
+        "--runtimes",
+        default="",
+        help="comma-separated torch-free runtimes (onnx, numpy) to run forewarn's policy on "
+        "and compare alert by alert with torch's, on the first seed's fast fleet",
+    )
     parser.add_argument("--cost", action="store_true", help="measure the slow path's tick cost")
     parser.add_argument("--cost-machines", type=int, default=10_000)
     parser.add_argument("--cost-ticks", type=int, default=40)
@@ -319,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.slow:
         slow_report = slow_family(seeds, args, settings)
         report["slow"] = slow_report
+    if args.runtimes:
+        fleet, history = alert_fleet(args.machines, args.ticks, seeds[0])
+        model = TorchForecaster.from_path(None, device="cpu", threads=1)
+        report["runtimes"] = compare_runtimes(model, fleet, history, settings, args.runtimes, {})
     if args.cost:
         report["cost"] = tick_cost(args.cost_machines, args.cost_ticks, settings)
     if args.json:
@@ -408,6 +470,16 @@ def print_report(
                 f"false/10k {o['false_warnings_per_10k']}, pages/episode {o['pages_per_episode']}"
             )
         print(f"slow lead ratio vs the anchor: {slow['lead_ratio_vs_anchor']}")
+    for runtime, verdict in report.get("runtimes", {}).items():
+        print(
+            f"forewarn on {runtime}: {verdict['events']} alert messages, "
+            + (
+                "identical to torch's"
+                if verdict["identical"]
+                else f"{verdict['differing']} differ from torch's "
+                f"(first: {verdict['first_difference']})"
+            )
+        )
 
 
 def _pct(value: Any) -> str:

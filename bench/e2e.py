@@ -46,6 +46,7 @@ import json
 import multiprocessing
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -334,51 +335,68 @@ def drain_backlog(consumer: Consumer, bench_broker: Broker, backlog: Backlog) ->
 
 
 def ingest(workdir: Path, args: argparse.Namespace, qos: int) -> dict[str, Any]:
-    """The agent's and the bare drain's backlog drain at ``qos`` (and batches at QoS 1)."""
+    """The agent's and the bare drain's backlog drains at ``qos`` (and batches at QoS 1).
+
+    The ingest-only drain is repeated ``args.drains`` times, each on a fleet of its own (a
+    machine id prefix per round, so that no window fills and nothing is forecast), each round
+    followed by the bare drain of the same backlog on a broker of its own: the ratio is the
+    median of the rounds' ratios, so that a neighbour's burst of load slows both of a pair.
+    """
     result: dict[str, Any] = {}
-    with broker(workdir) as bench_broker:
+    with broker(workdir) as bench_broker, broker(workdir) as bare_broker:
         agent = AgentProcess(workdir, bench_broker.port, qos, f"bench-agent-qos{qos}")
+        bare = BareDrain(bare_broker.port, qos)
         try:
             window = result["window"] = agent.window()
-            # First window - 1 readings per machine: no window is full yet, so this drain is
-            # ingest alone (decode, hand-off, window store). The next readings complete the
-            # windows, and from then on each reading is forecast: the agent in service.
-            first = Backlog(
-                args.machines,
-                window - 1,
-                args.publishers,
-                qos,
-                start_of(window, args.steps, args.steps),
-            )
-            log(f"QoS {qos}: agent, ingest only, backlog of {first.readings:,} readings")
-            result["ingest_only"] = drain_backlog(agent, bench_broker, first)
-            log(f"QoS {qos}: agent, ingest only {result['ingest_only']['per_s']}/s")
+            t0 = start_of(window, args.steps, args.steps)
+            rounds: list[dict[str, Any]] = []
+            for round_ in range(max(1, args.drains)):
+                # First window - 1 readings per machine: no window is full yet, so this drain
+                # is ingest alone (decode, hand-off, window store).
+                first = Backlog(
+                    args.machines,
+                    window - 1,
+                    args.publishers,
+                    qos,
+                    t0,
+                    machine_prefix="m-" if round_ == 0 else f"m{round_}-",
+                )
+                log(f"QoS {qos}: agent, ingest only, backlog of {first.readings:,} readings")
+                alone = drain_backlog(agent, bench_broker, first)
+                log(f"QoS {qos}: agent, ingest only {alone['per_s']}/s; bare paho drain")
+                paired = drain_backlog(bare, bare_broker, first)
+                log(f"QoS {qos}: bare drain {paired['per_s']}/s")
+                rounds.append({"agent": alone, "bare": paired})
+            result["ingest_only_rounds"] = rounds
+            result["ingest_only"] = _median_run([r["agent"] for r in rounds])
+            # The first round's machines' next readings complete their windows, and from
+            # then on each reading is forecast: the agent in service.
+            first = replace(first, machine_prefix="m-")
             backlog = first.then(args.steps)
             log(f"QoS {qos}: agent, every reading forecast, backlog of {backlog.readings:,}")
             result["agent"] = drain_backlog(agent, bench_broker, backlog)
             log(f"QoS {qos}: agent {result['agent']['per_s']}/s")
             if qos == 1 and args.batch > 0:
                 result["batch"] = batches(agent, bench_broker, backlog.then(args.steps, args.batch))
-        finally:
-            agent.stop()
-    with broker(workdir) as bench_broker:
-        log(f"QoS {qos}: bare paho drain")
-        bare = BareDrain(bench_broker.port, qos)
-        try:
-            result["bare"] = drain_backlog(bare, bench_broker, backlog)
+            log(f"QoS {qos}: bare paho drain")
+            result["bare"] = drain_backlog(bare, bare_broker, backlog)
             log(f"QoS {qos}: bare drain {result['bare']['per_s']}/s")
         finally:
+            agent.stop()
             bare.stop()
     agent_rate, bare_rate = result["agent"]["per_s"], result["bare"]["per_s"]
-    ingest_rate = result["ingest_only"]["per_s"]
+    ratios = [
+        r["agent"]["per_s"] / r["bare"]["per_s"]
+        for r in rounds
+        if r["agent"]["per_s"] and r["bare"]["per_s"]
+    ]
     result["summary"] = {
         "agent_max_per_s": agent_rate,
         "drain_per_s": bare_rate,
-        "ingest_only_per_s": ingest_rate,
-        "ingest_only_ratio": (
-            round(ingest_rate / bare_rate, 2) if ingest_rate and bare_rate else None
-        ),
-        "ingest_only_lost": result["ingest_only"]["lost"],
+        "ingest_only_per_s": result["ingest_only"]["per_s"],
+        "ingest_only_ratio": round(statistics.median(ratios), 2) if ratios else None,
+        "ingest_only_ratios": [round(ratio, 2) for ratio in ratios],
+        "ingest_only_lost": sum(r["agent"]["lost"] for r in rounds),
         "lost": result["agent"]["lost"],
         "rejected": result["agent"]["rejected"],
         "drain_lost": result["bare"]["lost"],
@@ -388,6 +406,12 @@ def ingest(workdir: Path, args: argparse.Namespace, qos: int) -> dict[str, Any]:
         "forecasts": result["agent"]["forecasts"],
     }
     return result
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run of median rate among ``runs`` (the lower middle one of an even count)."""
+    ranked = sorted(runs, key=lambda run: run["per_s"] or 0)
+    return ranked[(len(ranked) - 1) // 2]
 
 
 def batches(agent: AgentProcess, bench_broker: Broker, backlog: Backlog) -> dict[str, Any]:
@@ -602,10 +626,10 @@ def targets(report: dict[str, Any]) -> dict[str, Any]:
             ratio = s["ingest_only_ratio"]
             clean = s["ingest_only_lost"] == 0 and s["lost"] == 0 and not s["rejected"]
             out[f"{qos}_ingest"] = {
-                "target": "agent ingest >= 0.5x bare paho drain, zero loss",
+                "target": "agent ingest >= 0.6x bare paho drain (median of the drains), zero loss",
                 "value": f"{ratio}x ingest only, {s['ratio']}x with every reading forecast; "
                 f"lost {s['ingest_only_lost'] + s['lost']}, rejected {s['rejected'] or 0}",
-                "met": bool(ratio and ratio >= 0.5 and clean),
+                "met": bool(ratio and ratio >= 0.6 and clean),
             }
     lat = report.get("details", {}).get("latency")
     if report.get("latency_ms") and lat:
@@ -654,10 +678,16 @@ def table(report: dict[str, Any]) -> str:
     for qos in ("qos0", "qos1"):
         if qos not in d:
             continue
-        bare = d[qos]["bare"]
         for key, what in (("ingest_only", "ingest only"), ("agent", "every reading forecast")):
             run = d[qos][key]
-            ratio = run["per_s"] / bare["per_s"] if run["per_s"] and bare["per_s"] else 0.0
+            if key == "ingest_only" and "ingest_only_rounds" in d[qos]:
+                # The median round's own bare drain; the ratio is the median of the rounds'.
+                bare = next(r["bare"] for r in d[qos]["ingest_only_rounds"] if r["agent"] == run)
+                ratio = report[qos]["ingest_only_ratio"] or 0.0
+                what = f"ingest only (median of {len(d[qos]['ingest_only_rounds'])})"
+            else:
+                bare = d[qos]["bare"]
+                ratio = run["per_s"] / bare["per_s"] if run["per_s"] and bare["per_s"] else 0.0
             lines.append(
                 f"  {qos.replace('qos', 'QoS ')}, {what:<26}{_rate(run['per_s']):>9}"
                 f"{_rate(bare['per_s']):>12}{ratio:>11.2f}{run['lost']:>6}"
@@ -742,6 +772,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="readings per machine in it")
     parser.add_argument("--publishers", type=int, default=2, help="publisher processes")
     parser.add_argument("--batch", type=int, default=100, help="gateway batch size; 0: skip")
+    parser.add_argument(
+        "--drains",
+        type=int,
+        default=5,
+        help="ingest-only drains (each paired with a bare one): the ratio is their median",
+    )
     parser.add_argument("--latency-machines", type=int, default=5000)
     parser.add_argument("--latency-seconds", type=float, default=30.0, help="measured span")
     parser.add_argument(

@@ -55,6 +55,9 @@ class Outcome:
     seconds: float = 0.0
     crossings: int = 0
     caught: int = 0
+    events: list[tuple[int, str, str, str]] = field(default_factory=list, repr=False)
+    """Every warning and critical message (tick, machine, severity, status), in order: what
+    ``bench.alerts --runtimes`` compares between runtimes."""
 
     @property
     def overall_recall(self) -> float | None:
@@ -263,4 +266,9 @@ def run_policy(
         seconds=round(run.seconds, 1),
         crossings=sum(total.values()),
         caught=sum(caught.values()),
+        events=sorted(
+            (tick, machine_id, event.severity, event.status)
+            for machine_id, messages in run.messages.items()
+            for tick, event in messages
+        ),
     )

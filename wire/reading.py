@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from time import monotonic
+from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 from numpy.typing import NDArray
@@ -85,6 +88,13 @@ id its topic names (``""`` when none), the payload, and when it arrived (``time.
 A plain tuple: the network thread's whole share of a reading is to make one and queue it."""
 
 _NUMBER_TYPES = frozenset((float, int))
+EXACT_LIMIT = 2.0**53
+"""Beyond this magnitude the fast path leaves a number to :meth:`ReadingDecoder.decode`: below
+it an integer literal is the same float whichever parser read it."""
+_Scalar = float | str | bool | None
+"""What the fast path takes for a field the model does not read (``schema``, another feature):
+any JSON scalar. An array or an object there, or any other field, sends the payload to
+:meth:`ReadingDecoder.decode`, whose parser alone decides what is JSON."""
 
 
 BATCH_VERSION = 1
@@ -153,6 +163,9 @@ class ReadingDecoder:
             for name, (low, high) in zip(self.features, self.ranges, strict=True)
         ]
         self._logged: set[tuple[str, str]] = set()
+        self._struct, self._columns = _fast_struct(self.features)
+        self._struct_decoder = msgspec.json.Decoder(self._struct)
+        self._unparsed = self._struct(**dict.fromkeys(self.features, math.nan), ts=math.nan, seq=-1)
 
     def decode(
         self,
@@ -219,7 +232,13 @@ class ReadingDecoder:
         self, arrivals: Sequence[Arrival]
     ) -> tuple[list[Reading | None], list[int]]:
         """The fast half of :meth:`decode_many`: the readings of the arrivals that pass every
-        check (``None`` for the others), and the indices of the others."""
+        check (``None`` for the others), and the indices of the others.
+
+        msgspec parses each payload straight into a struct of the reading's fields, typed as
+        :meth:`decode_fields` wants them (a float field takes an int, as ``_number`` does; not
+        a bool or a null), in C and without a dict per payload. It takes only the fields a
+        reading has, the served features as numbers and anything else a reading may carry as
+        a scalar; whatever it refuses, or cannot take exactly, goes to :meth:`decode`."""
         count = len(arrivals)
         payloads = [arrival[1] for arrival in arrivals]
         limit = self.max_bytes
@@ -227,34 +246,32 @@ class ReadingDecoder:
         clean = sizes <= limit
         if not clean.all():  # not even parsed: decode() refuses it as too_large
             payloads = [payload if len(payload) <= limit else b"" for payload in payloads]
-        parsed: list[object] = []
+        parsed: list[Any] = []
         remaining = iter(payloads)
-        while True:  # map() in C; a payload that is not JSON costs only itself
+        decode = self._struct_decoder.decode
+        unparsed = self._unparsed
+        while True:  # map() in C; a payload it refuses costs only itself
             try:
-                parsed.extend(map(orjson.loads, remaining))
+                parsed.extend(map(decode, remaining))
                 break
-            except orjson.JSONDecodeError:
-                parsed.append(None)  # not an object: decode() says why
+            except Exception:  # msgspec's errors, a RecursionError: decode() says why
+                clean[len(parsed)] = False
+                parsed.append(unparsed)
         if len(parsed) != count:  # extend() keeps what it took before a raise; if it did not
             raise RuntimeError(f"parsed {len(parsed)} payloads of {count}")
-        objects: list[dict[str, object]]
-        if set(map(type, parsed)) == {dict}:
-            objects = parsed  # type: ignore[assignment]  # checked: each one is a dict
-        else:
-            objects = [data if type(data) is dict else {} for data in parsed]
-        machine_ids = self._machine_ids(objects, arrivals, clean)
-        ts = _float_column([data.get("ts") for data in objects], clean)
-        seq = _seq_column([data.get("seq") for data in objects], clean)
-        values = np.empty((count, len(self._fields)), dtype=np.float64)
-        for column, (name, lowest, highest, _, _) in enumerate(self._fields):
-            numbers = _float_column([data.get(name) for data in objects], clean)
-            clean &= (numbers >= lowest) & (numbers <= highest)
-            values[:, column] = numbers
+        machine_ids = self._machine_ids(list(map(_MACHINE_ID, parsed)), arrivals, clean)
+        seq = _seq_column(list(map(_SEQ, parsed)), clean)
+        # ts and the features, a row per payload: every one a float (the struct made them so).
+        numbers = np.array(list(map(self._columns, parsed)), dtype=np.float64).reshape(count, -1)
+        clean &= np.isfinite(numbers).all(axis=1) & (np.abs(numbers) < EXACT_LIMIT).all(axis=1)
+        values = numbers[:, 1:]
+        for column, (_, lowest, highest, _, _) in enumerate(self._fields):
+            clean &= (values[:, column] >= lowest) & (values[:, column] <= highest)
         values[~clean] = 0.0  # rejected rows may hold what float32 cannot
         # Each reading's values are a row of this one array: the window store copies them in
         # the same tick, and the tick's readings go with it.
         stored = values.astype(np.float32)
-        ts_list, seq_list = ts.tolist(), seq.tolist()
+        ts_list, seq_list = numbers[:, 0].tolist(), seq.tolist()
         readings: list[Reading | None] = [None] * count
         for index in np.flatnonzero(clean).tolist():
             readings[index] = Reading(
@@ -268,25 +285,30 @@ class ReadingDecoder:
 
     def _machine_ids(
         self,
-        objects: list[dict[str, object]],
+        named: list[str | None],
         arrivals: Sequence[Arrival],
         clean: NDArray[np.bool_],
     ) -> list[str]:
-        """Each payload's machine id, resolved against its topic's as :meth:`decode_fields`
-        does; ``clean`` is cleared where that would reject. The id rule is about length and
-        characters, so the lengths are checked as one array and the characters by one search
-        over all the ids joined; only a tick with a forbidden character is searched id by id."""
-        resolved: list[str] = []
-        keep = resolved.append
-        for data, arrival in zip(objects, arrivals, strict=True):
-            named = data.get("machine_id")
-            topic_id = arrival[0]
-            if named is None:
-                keep(topic_id)
-            elif type(named) is str and (not topic_id or named == topic_id):
-                keep(named)
-            else:
-                keep("")  # not a good id: decode() says why
+        """Each payload's machine id (``named``: its ``machine_id``, None when absent),
+        resolved against its topic's as :meth:`decode_fields` does; ``clean`` is cleared where
+        that would reject. The usual tick, every id the same as its topic's, is one list
+        comparison; the id rule is about length and characters, so the lengths are checked as
+        one array and the characters by one search over all the ids joined; only a tick with
+        a forbidden character is searched id by id."""
+        topic_ids = [arrival[0] for arrival in arrivals]
+        resolved: list[str]
+        if named == topic_ids:
+            resolved = topic_ids
+        else:
+            resolved = []
+            keep = resolved.append
+            for name, topic_id in zip(named, topic_ids, strict=True):
+                if name is None:
+                    keep(topic_id)
+                elif not topic_id or name == topic_id:
+                    keep(name)
+                else:
+                    keep("")  # not a good id: decode() says why
         lengths = np.fromiter(map(len, resolved), np.int64, len(resolved))
         clean &= (lengths > 0) & (lengths <= MAX_MACHINE_ID)
         if _TOPIC_UNSAFE.search("".join(resolved)):
@@ -404,32 +426,32 @@ class ReadingDecoder:
         )
 
 
+_MACHINE_ID = operator.attrgetter("machine_id")
+_SEQ = operator.attrgetter("seq")
+
+
+def _fast_struct(features: Sequence[str]) -> tuple[type[Any], Callable[[Any], tuple[float, ...]]]:
+    """The struct the fast path parses a single reading into, and a getter of its ``ts`` and
+    ``features`` in order. The served features are floats; the simulator's other features and
+    ``schema`` are any scalar (:meth:`ReadingDecoder.decode_fields` reads neither); any other
+    field makes msgspec refuse the payload, so that it goes to the one-by-one path."""
+    extras = [name for name in (*FEATURES, "schema") if name not in features]
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+        ("ts", float),
+        ("seq", int),
+        *((name, float) for name in features),
+        ("machine_id", str | None, None),
+        *((name, _Scalar, None) for name in extras),
+    ]
+    struct = msgspec.defstruct(
+        "FastReading", fields, forbid_unknown_fields=True, gc=False, omit_defaults=False
+    )
+    return struct, operator.attrgetter("ts", *features)
+
+
 def _safe_id(machine_id: str) -> bool:
     """The character half of the machine-id rule of :meth:`ReadingDecoder.decode_fields`."""
     return _TOPIC_UNSAFE.search(machine_id) is None
-
-
-def _float_column(column: list[object], clean: NDArray[np.bool_]) -> NDArray[np.float64]:
-    """A field as float64, as :func:`_number` reads it; ``clean`` is cleared where it would
-    reject (missing, not a number, a bool, not finite). A value that is not a plain float or
-    int becomes NaN, and is left to the one-by-one path to say why."""
-    if not set(map(type, column)) <= _NUMBER_TYPES:
-        nan = math.nan
-        column = [value if type(value) is float or type(value) is int else nan for value in column]
-    try:
-        numbers = np.array(column, dtype=np.float64)
-    except OverflowError:  # an int beyond float64
-        numbers = np.array([_finite_or_nan(value) for value in column], dtype=np.float64)
-    clean &= np.isfinite(numbers)
-    return numbers
-
-
-def _finite_or_nan(value: object) -> float:
-    if type(value) is float:
-        return value
-    if type(value) is int and -FLOAT32_MAX <= value <= FLOAT32_MAX:
-        return float(value)
-    return math.nan
 
 
 def _seq_column(column: list[object], clean: NDArray[np.bool_]) -> NDArray[np.int64]:

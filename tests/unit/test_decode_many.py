@@ -103,6 +103,28 @@ def test_good_readings_never_take_the_one_by_one_path(monkeypatch: pytest.Monkey
     assert readings[3].values.tolist() == [71.25, 35.5, 121.75, 1642.0]
 
 
+def test_simulator_payloads_never_take_the_one_by_one_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the simulator sends them (``schema`` included), also to a model that reads fewer
+    features than the payload carries."""
+    from wire.payload import encode_reading
+
+    values = np.array([70.0, 35.0, 120.0, 1650.0])
+    arrivals = [
+        (f"m-{i}", encode_reading(f"m-{i}", 1e9 + i, i, values), float(i)) for i in range(20)
+    ]
+    for features in (FEATURES, ("temperature_c", "rpm")):
+        decoder = ReadingDecoder(ReadingLimits(), features=features)
+
+        def refuse(*args: object) -> Reading:
+            raise AssertionError("a good reading went one by one")
+
+        monkeypatch.setattr(decoder, "decode", refuse)
+        readings, tally = decoder.decode_many(arrivals)
+        assert not tally.rejected
+        assert [r.seq for r in readings if r is not None] == list(range(20))
+        assert readings[0] is not None and len(readings[0].values) == len(features)
+
+
 def test_one_bad_reading_costs_only_itself() -> None:
     arrivals = [arrival({**GOOD, "seq": i}) for i in range(10)]
     arrivals[4] = arrival({**GOOD, "temperature_c": 9e9})
@@ -135,6 +157,21 @@ def test_one_bad_reading_costs_only_itself() -> None:
         json.dumps({**GOOD, "seq": 2**64}).encode(),
         json.dumps({**GOOD, "ts": 10**400}).encode(),
         {**GOOD, "padding": "x" * 5000},
+        # What the fast path's parser (msgspec) would take but orjson refuses, or reads
+        # otherwise: every one must get decode()'s verdict.
+        orjson.dumps(GOOD)[:-1] + b',"schema":1e400}',
+        orjson.dumps(GOOD)[:-1] + b',"extra":1e400}',
+        orjson.dumps(GOOD)[:-1] + b',"schema":' + b"9" * 400 + b"}",
+        orjson.dumps(GOOD)[:-1] + b',"schema":' + b"[" * 1100 + b"]" * 1100 + b"}",
+        orjson.dumps(GOOD)[:-1] + b',"schema":"\xff"}',
+        orjson.dumps(GOOD)[:-1] + b',"schema":"\\ud800"}',
+        orjson.dumps(GOOD)[:-1] + b',"seq":7}',  # a repeated key: the last one counts
+        orjson.dumps(GOOD)[:-1] + b',"ts":null}',
+        {**GOOD, "schema": {"nested": [1, None]}},
+        {**GOOD, "ts": 2**53 + 1},
+        json.dumps({**GOOD, "ts": 2**64 + 5}).encode(),
+        json.dumps({**GOOD, "ts": 10**30}).encode(),
+        {**GOOD, "rpm": 1650},
     ],
 )
 @pytest.mark.parametrize("topic_id", ["", "m-007", "m-other", "a+b", "x" * 129, "a\x01"])

@@ -186,3 +186,12 @@ def test_fitting_still_uses_scikit_learn(fit: str) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=False
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
+
+
+def test_an_agent_imports_protobuf_only_to_speak_sparkplug_b() -> None:
+    """protobuf (the ``google`` package) is among the largest imports of an agent's start-up
+    (``python -m bench.startup``), and only Sparkplug B payloads need it."""
+    numpy_runtime = {"FOREWARN_MODEL__RUNTIME": "numpy"}
+    assert _serve("google", env=numpy_runtime)["loaded"] == []
+    sparkplug = {**numpy_runtime, "FOREWARN_MQTT__SPARKPLUG_GROUP": "plant-1"}
+    assert _serve("google", env=sparkplug)["loaded"] == ["google"]
