@@ -22,12 +22,27 @@ likelihood", applied to control-chart statistics):
 Each statistic gives a one-sided tail probability under a normal law with the statistic's own
 learned mean and spread (a rate per row, not a p-value of a test); a sensor's probability is the
 smallest of its four times four, a machine's the smallest over its sensors and the relation
-times their number (Bonferroni: more sensors do not mean more false alarms). The score is
+times their number (Bonferroni: more sensors do not mean more false alarms). A probability p
+maps to
 
     score = min(1, -log10(p) / 10)        0.5 <=> a 1-in-100,000 row; 1 <=> 1 in 10**10
 
-and the default alert rule fires at 0.5 (see :mod:`agent.anomaly_alert`): derived from that
-rarity alone, never from labels.
+Per sensor, the score is its departure from the learned normal. The machine score is the rarity
+of an *onset*, so that one threshold serves series whose departures last (a level shift) and
+series whose anomalies are brief:
+
+* the same statistics are also judged against a **recent normal** learned from every row, which
+  follows a departure that lasts; the machine's onset rarity is the rarest of them (and of the
+  learned normal's surprise and the relation), and it counts only on a row rarer than every
+  row of the last ``onset_rows`` but the last ``ONSET_GRACE`` (the first rows of an episode
+  score, its tail does not);
+* a departure from the learned normal scores in full once it has lasted ``departure_rows``
+  rows (a slow drift or a stuck sensor), then holds at ``hold``, the default rule's clear
+  level: an alert that fired stays firing while the departure lasts, without scoring each row
+  of it as a new event.
+
+The default alert rule fires at 0.5 (see :mod:`agent.anomaly_alert`): derived from that rarity
+alone, never from labels.
 
 The normal is learned on the first ``warm_up`` rows of a machine (a plain running average),
 then slowly (``memory`` rows), and only from rows that score under ``learn_below``: a machine
@@ -52,9 +67,9 @@ MAD_TO_SD = 1.2533
 """Mean absolute deviation to standard deviation, for a normal law."""
 ONSET_ROWS = 100
 """Default ``ScorerParams.onset_rows``."""
-ONSET_GRACE = 5
+ONSET_GRACE = 2
 """Rows at the start of an episode that count as its onset whatever their order."""
-DEPARTURE_SHOWN = 50
+DEPARTURE_SHOWN = 5
 """Rows a lasting departure scores in full (see ``ScorerParams.departure_rows``)."""
 RELATION_RATE = 0.05
 """EWMA rate of the relation statistic (per row)."""
@@ -91,7 +106,12 @@ class ScorerParams:
     onset_stuck: bool = False
     """Whether a run of unchanged readings counts towards the onset score too (on NAB it only
     adds false positives; a stuck sensor fires as a lasting departure instead)."""
-    departure_rows: int = 20
+    onset_normal_surprise: bool = True
+    """Whether the surprise statistic against the learned normal counts towards the onset
+    too: the recent normal learns a sensor turned noisy before its surprise builds up."""
+    departure_level: float = 0.5
+    """The departure score (against the learned normal) that counts towards a lasting one."""
+    departure_rows: int = 30
     """A departure (a score at or over ``hold`` against the learned normal) scores in full
     once it has lasted this many rows, for ``DEPARTURE_SHOWN`` rows, then holds at ``hold``:
     a slow drift, a stuck or a noisy sensor fires, a departure that comes and goes with the
@@ -278,9 +298,9 @@ class SensorScorer:
         self.last_log_p = log_p
         sensor_log_p = np.where(present, log_p.min(axis=2), 0.0)
         onset_stats = recent_log_p if p.onset_stuck else recent_log_p[..., :3]
-        # A sensor turned noisy is judged against the learned normal too: the recent normal
-        # would learn the noise before it scored.
-        onset_stats = np.minimum(onset_stats.min(axis=2), log_p[..., 2])
+        onset_stats = onset_stats.min(axis=2)
+        if p.onset_normal_surprise:
+            onset_stats = np.minimum(onset_stats, log_p[..., 2])
         onset_log_p = np.where(present, onset_stats, 0.0)
 
         relation_log_p, contribution, relation = self._relation(slots, base.ew[..., 0], present)
@@ -296,17 +316,18 @@ class SensorScorer:
         # The onset: a row counts only when it is rarer than every row of the last onset_rows.
         onset = np.where(warm, -onset_log_p_machine, 0.0)
         past = self.onset_past[slots]
-        # The last ONSET_GRACE rows are left out, so an episode's first rows all count.
-        age = (count.astype(np.int64)[:, None] - 1 - np.arange(past.shape[1])) % past.shape[1]
-        recent_rows = np.zeros_like(past, dtype=np.bool_)
-        recent_rows[np.arange(len(slots))[:, None], age[:, :ONSET_GRACE]] = True
-        new_peak = onset > np.where(recent_rows, 0.0, past).max(axis=1)
+        # The last ONSET_GRACE rows are left out, so an episode's first rows all count (enough
+        # to confirm it), whatever their order.
+        age = (count.astype(np.int64)[:, None] - 1 - np.arange(ONSET_GRACE)) % past.shape[1]
+        older = past.copy()
+        older[np.arange(len(slots))[:, None], age] = 0.0
+        new_peak = onset > older.max(axis=1)
         column = count.astype(np.int64) % past.shape[1]
         past[np.arange(len(slots)), column] = onset
         self.onset_past[slots] = past
         departure_score = np.where(warm, _score(machine_log_p), 0.0)
         onset_score = np.where(new_peak, _score(-onset), 0.0)
-        departed = np.where(departure_score >= p.hold, self.departed[slots] + 1.0, 0.0)
+        departed = np.where(departure_score >= p.departure_level, self.departed[slots] + 1.0, 0.0)
         self.departed[slots] = departed
         lasting = (departed >= p.departure_rows) & (departed < p.departure_rows + DEPARTURE_SHOWN)
         shown = np.where(lasting, departure_score, np.minimum(departure_score, p.hold))
