@@ -22,12 +22,27 @@ likelihood", applied to control-chart statistics):
 Each statistic gives a one-sided tail probability under a normal law with the statistic's own
 learned mean and spread (a rate per row, not a p-value of a test); a sensor's probability is the
 smallest of its four times four, a machine's the smallest over its sensors and the relation
-times their number (Bonferroni: more sensors do not mean more false alarms). The score is
+times their number (Bonferroni: more sensors do not mean more false alarms). A probability p
+maps to
 
     score = min(1, -log10(p) / 10)        0.5 <=> a 1-in-100,000 row; 1 <=> 1 in 10**10
 
-and the default alert rule fires at 0.5 (see :mod:`agent.anomaly_alert`): derived from that
-rarity alone, never from labels.
+Per sensor, the score is its departure from the learned normal. The machine score is the rarity
+of an *onset*, so that one threshold serves series whose departures last (a level shift) and
+series whose anomalies are brief:
+
+* the same statistics are also judged against a **recent normal** learned from every row, which
+  follows a departure that lasts; the machine's onset rarity is the rarest of them (and of the
+  learned normal's surprise and the relation), and it counts only on a row rarer than every
+  row of the last ``onset_rows`` but the last ``ONSET_GRACE`` (the first rows of an episode
+  score, its tail does not);
+* a departure from the learned normal scores in full once it has lasted ``departure_rows``
+  rows (a slow drift or a stuck sensor), then holds at ``hold``, the default rule's clear
+  level: an alert that fired stays firing while the departure lasts, without scoring each row
+  of it as a new event.
+
+The default alert rule fires at 0.5 (see :mod:`agent.anomaly_alert`): derived from that rarity
+alone, never from labels.
 
 The normal is learned on the first ``warm_up`` rows of a machine (a plain running average),
 then slowly (``memory`` rows), and only from rows that score under ``learn_below``: a machine
@@ -50,6 +65,12 @@ SCORE_DECADES = 10.0
 """A score of 1 is a tail probability of 10**-SCORE_DECADES per row."""
 MAD_TO_SD = 1.2533
 """Mean absolute deviation to standard deviation, for a normal law."""
+ONSET_ROWS = 100
+"""Default ``ScorerParams.onset_rows``."""
+ONSET_GRACE = 2
+"""Rows at the start of an episode that count as its onset whatever their order."""
+DEPARTURE_SHOWN = 5
+"""Rows a lasting departure scores in full (see ``ScorerParams.departure_rows``)."""
 RELATION_RATE = 0.05
 """EWMA rate of the relation statistic (per row)."""
 MAX_ABS = 1e150
@@ -75,6 +96,26 @@ class ScorerParams:
     relearn_after: int = 0
     """Rows a departure may last before its level becomes the new normal, learned afresh
     (0: never; the operator re-baselines the machine instead)."""
+    onset_rows: int = ONSET_ROWS
+    """A machine's onset score counts only on rows rarer than every row of the last this many:
+    the first rows of an episode score, its tail does not (see the module docstring)."""
+    hold: float = 0.3
+    """The machine score while a departure from the learned normal lasts, once its onset has
+    passed: the default rule's clear level, so an alert that fired stays firing (it is not a
+    new event, and does not score as one)."""
+    onset_stuck: bool = False
+    """Whether a run of unchanged readings counts towards the onset score too (on NAB it only
+    adds false positives; a stuck sensor fires as a lasting departure instead)."""
+    onset_normal_surprise: bool = True
+    """Whether the surprise statistic against the learned normal counts towards the onset
+    too: the recent normal learns a sensor turned noisy before its surprise builds up."""
+    departure_level: float = 0.5
+    """The departure score (against the learned normal) that counts towards a lasting one."""
+    departure_rows: int = 30
+    """A departure (a score at or over ``hold`` against the learned normal) scores in full
+    once it has lasted this many rows, for ``DEPARTURE_SHOWN`` rows, then holds at ``hold``:
+    a slow drift, a stuck or a noisy sensor fires, a departure that comes and goes with the
+    noise does not."""
 
 
 @dataclass
@@ -123,6 +164,18 @@ class SensorScorer:
     """Rows each slot learns before it is scored (``params.warm_up`` unless set per slot)."""
     held: NDArray[np.float64]
     """Rows in a row that each slot has not learned from (its departure, for relearn_after)."""
+    r_mean: NDArray[np.float64]
+    r_mad: NDArray[np.float64]
+    r_dmad: NDArray[np.float64]
+    r_ew: NDArray[np.float64]
+    r_stat_mean: NDArray[np.float64]
+    r_stat_var: NDArray[np.float64]
+    r_tail_q: NDArray[np.float64]
+    r_tail_b: NDArray[np.float64]
+    departed: NDArray[np.float64]
+    """Rows in a row that each slot's departure score has been at or over ``params.hold``."""
+    onset_past: NDArray[np.float64]
+    """(n, onset_rows) the machine's onset rarity (decades) on its last ``onset_rows`` rows."""
     last_log_p: NDArray[np.float64]
     """(n, sensors, 4) log10 tail probability of each statistic at the last update, in
     ``STATS`` order: which statistic drove a score, for diagnosis."""
@@ -155,6 +208,18 @@ class SensorScorer:
             "rel_b": ((), np.nan),
             "warm_up": ((), float(self.params.warm_up)),
             "held": ((), 0.0),
+            # The recent normal: the same statistics, learned from every row (it follows a
+            # departure that lasts; the onset score is judged against it).
+            "r_mean": ((sensors,), 0.0),
+            "r_mad": ((sensors,), 0.0),
+            "r_dmad": ((sensors,), 0.0),
+            "r_ew": ((sensors, 3), 0.0),
+            "r_stat_mean": ((sensors, 4), 0.0),
+            "r_stat_var": ((sensors, 4), 0.0),
+            "r_tail_q": ((sensors, 4), np.nan),
+            "r_tail_b": ((sensors, 4), np.nan),
+            "onset_past": ((self.params.onset_rows,), 0.0),
+            "departed": ((), 0.0),
         }
         for name, (shape, fill) in self._arrays.items():
             setattr(self, name, np.full((0, *shape), fill))
@@ -227,87 +292,79 @@ class SensorScorer:
         )
         prev = self.prev[slots]
         diff = np.where(np.isnan(prev), 0.0, y - prev)
-        mean, mad, dmad, step = (
-            self.mean[slots],
-            self.mad[slots],
-            self.dmad[slots],
-            self.step[slots],
-        )
-        tiny = 1e-9 * (np.abs(mean) + np.abs(np.nan_to_num(y))) + 1e-12
-        floor = np.maximum(np.where(np.isfinite(step), step, 0.0), tiny)
-        dspread = np.maximum(MAD_TO_SD * dmad, floor)
-        lspread = np.maximum(MAD_TO_SD * mad, np.maximum(dspread / np.sqrt(2.0), floor))
-        zl = np.clip((y - mean) / lspread, -CLIP_Z, CLIP_Z)
-        zd = np.clip(diff / dspread, -CLIP_Z, CLIP_Z)
-        zl, zd = np.nan_to_num(zl), np.nan_to_num(zd)
-        rates = np.array([p.level_rate, p.slope_rate, p.surprise_rate])
-        ew = self.ew[slots]
-        # Surprise is the change off the local slope, so a seasonal climb is not "noise".
-        raw = np.stack([zl, zd, np.abs(zd - ew[..., 1])], axis=2)
-        ew = np.where(present[:, :, None], ew + rates * (raw - ew), ew)
-        started = (count >= 1)[:, None, None]
-        ew = np.where(started, ew, raw)
+        step = self.step[slots]
         run = np.where(present, np.where(same, self.run[slots] + 1.0, 0.0), self.run[slots])
+        started = (count >= 1)[:, None, None]
 
-        # Tail probabilities (log10) of each statistic under its learned law.
-        stat_mean, stat_var = self.stat_mean[slots], self.stat_var[slots]
-        sd = np.maximum(np.sqrt(stat_var), STAT_SPREAD_FLOOR)
-        stats = np.concatenate([ew, run[:, :, None]], axis=2)
-        delta = stats - stat_mean
-        d = np.concatenate(
-            [np.abs(delta[..., :2]), np.maximum(delta[..., 2:3], 0.0), run[:, :, None]], axis=-1
-        )
-        tail_q, tail_b = self.tail_q[slots], self.tail_b[slots]
-        log_p = _tail_log_p(d, sd, tail_q, tail_b, TAIL_FLOOR) + np.log([2.0, 2.0, 1.0, 1.0])
-        # A sensor that never changed while normal cannot be told stuck from flat.
-        log_p[..., 3] = np.where(np.isfinite(step), log_p[..., 3], 0.0)
-        log_p = np.minimum(log_p / LOG10 + np.log10(len(STATS)), 0.0)
+        # Each statistic against the learned normal (departure) and the recent one (onset).
+        base = _Core.read(self, slots, "")
+        recent = _Core.read(self, slots, "r_")
+        log_p = base.score(y, diff, step, run, present, started, self.params)
+        recent_log_p = recent.score(y, diff, step, run, present, started, self.params)
         self.last_log_p = log_p
         sensor_log_p = np.where(present, log_p.min(axis=2), 0.0)
+        onset_stats = recent_log_p if p.onset_stuck else recent_log_p[..., :3]
+        onset_stats = onset_stats.min(axis=2)
+        if p.onset_normal_surprise:
+            onset_stats = np.minimum(onset_stats, log_p[..., 2])
+        onset_log_p = np.where(present, onset_stats, 0.0)
 
-        relation_log_p, contribution, relation = self._relation(slots, ew[..., 0], present)
-        n_tests = self.sensors + (1 if self.sensors > 1 else 0)
+        relation_log_p, contribution, relation = self._relation(slots, base.ew[..., 0], present)
+        n_tests = np.log10(self.sensors + (1 if self.sensors > 1 else 0))
         machine_log_p = np.minimum(
-            np.minimum(sensor_log_p.min(axis=1), relation_log_p) + np.log10(n_tests), 0.0
+            np.minimum(sensor_log_p.min(axis=1), relation_log_p) + n_tests, 0.0
+        )
+        onset_log_p_machine = np.minimum(
+            np.minimum(onset_log_p.min(axis=1), relation_log_p) + n_tests, 0.0
         )
         warm_up = self.warm_up[slots]
         warm = count >= warm_up
+        # The onset: a row counts only when it is rarer than every row of the last onset_rows.
+        onset = np.where(warm, -onset_log_p_machine, 0.0)
+        past = self.onset_past[slots]
+        # The last ONSET_GRACE rows are left out, so an episode's first rows all count (enough
+        # to confirm it), whatever their order.
+        age = (count.astype(np.int64)[:, None] - 1 - np.arange(ONSET_GRACE)) % past.shape[1]
+        older = past.copy()
+        older[np.arange(len(slots))[:, None], age] = 0.0
+        new_peak = onset > older.max(axis=1)
+        column = count.astype(np.int64) % past.shape[1]
+        past[np.arange(len(slots)), column] = onset
+        self.onset_past[slots] = past
+        departure_score = np.where(warm, _score(machine_log_p), 0.0)
+        onset_score = np.where(new_peak, _score(-onset), 0.0)
+        departed = np.where(departure_score >= p.departure_level, self.departed[slots] + 1.0, 0.0)
+        self.departed[slots] = departed
+        lasting = (departed >= p.departure_rows) & (departed < p.departure_rows + DEPARTURE_SHOWN)
+        shown = np.where(lasting, departure_score, np.minimum(departure_score, p.hold))
+        machine_score = np.maximum(onset_score, shown)
         sensor_score = np.where(warm[:, None], _score(sensor_log_p), 0.0)
-        machine_score = np.where(warm, _score(machine_log_p), 0.0)
         by_sensor = np.where(
             (relation_log_p < sensor_log_p.min(axis=1))[:, None], contribution, -sensor_log_p
         )
         driver = np.argmax(by_sensor, axis=1).astype(np.int64)
 
-        # Learn, from rows that look normal (all of them while warming up).
-        learn = (~warm) | (machine_score < p.learn_below)
+        # Learn: the normal from rows that look normal (all of them while warming up), and
+        # nothing while the machine's alert fires (``frozen``); the recent normal from every row.
+        learn = (~warm) | (departure_score < p.learn_below)
         if frozen is not None:
             learn &= ~frozen
         teach = present & learn[:, None]
-        rate = np.where(warm, 1.0 / p.memory, 1.0 / (count + 1.0))[:, None]
-        rate = np.where(teach, rate, 0.0)
         absdiff = np.abs(diff)
         has_prev = ~np.isnan(prev)
         moved = teach & has_prev & (absdiff > 0)
         self.step[slots] = np.where(moved, np.minimum(step, absdiff), step)
-        dev = np.nan_to_num(y - mean)
-        clip_l = np.where(warm[:, None], 4.0 * lspread, np.inf)
-        self.mean[slots] = mean + rate * np.clip(dev, -clip_l, clip_l)
-        self.mad[slots] = mad + rate * (np.minimum(np.abs(dev), clip_l) - mad)
-        drate = np.where(has_prev, rate, 0.0)
-        clip_d = np.where(warm[:, None], 4.0 * dspread, np.inf)
-        self.dmad[slots] = dmad + drate * (np.minimum(absdiff, clip_d) - dmad)
+        rate = np.where(warm, 1.0 / p.memory, 1.0 / (count + 1.0))[:, None]
         # The statistics' own law: learned in the second half of the warm-up, then slowly.
         half = warm_up // 2
         since = count - half
         srate = np.where(
             warm, 1.0 / p.memory, np.where(since >= 0, 1.0 / np.maximum(since + 1.0, 1.0), 0.0)
         )
-        srate3 = np.where(teach, srate[:, None], 0.0)[:, :, None]
-        self.tail_q[slots], self.tail_b[slots] = _learn_tail(d, sd, tail_q, tail_b, srate3)
-        self.stat_mean[slots] = stat_mean + srate3 * delta
-        self.stat_var[slots] = (1.0 - srate3) * (stat_var + srate3 * delta**2)
-        self.ew[slots] = ew
+        base.learn(teach, rate, srate, warm, diff, has_prev)
+        base.write(self, slots, "")
+        recent.learn(present, rate, srate, warm, diff, has_prev)
+        recent.write(self, slots, "r_")
         self.run[slots] = run
         self.prev[slots] = np.where(present, y, prev)
         self.count[slots] = count + 1
@@ -321,13 +378,13 @@ class SensorScorer:
         if self.sensors > 1:
             self.rel_ew[slots] = relation
             teach_relation = learn & present.all(axis=1)
-            self._learn_relation(slots, ew[..., 0], relation, srate, teach_relation)
+            self._learn_relation(slots, base.ew[..., 0], relation, srate, teach_relation)
         return SensorScores(
             score=sensor_score,
             machine=machine_score,
             driver=driver,
-            low=self.mean[slots] - 4.0 * lspread,
-            high=self.mean[slots] + 4.0 * lspread,
+            low=base.mean - 4.0 * base.lspread,
+            high=base.mean + 4.0 * base.lspread,
             warm=warm,
         )
 
@@ -395,6 +452,96 @@ class SensorScorer:
             ridge = 0.05 * np.trace(c, axis1=1, axis2=2)[:, None, None] / self.sensors + 1e-6
             eye = np.eye(self.sensors)[None]
             self.precision[rows[due]] = np.linalg.inv(c + ridge * eye)
+
+
+class _Core:
+    """One learned normal of every sensor of a batch of slots: its level, spread, step and the
+    law of each statistic. The scorer keeps two: the normal (learned from rows that look
+    normal) and the recent normal (learned from every row)."""
+
+    NAMES = ("mean", "mad", "dmad", "ew", "stat_mean", "stat_var", "tail_q", "tail_b")
+
+    def __init__(self, arrays: dict[str, NDArray[np.float64]]) -> None:
+        self.mean, self.mad, self.dmad = arrays["mean"], arrays["mad"], arrays["dmad"]
+        self.ew, self.stat_mean, self.stat_var = (
+            arrays["ew"],
+            arrays["stat_mean"],
+            arrays["stat_var"],
+        )
+        self.tail_q, self.tail_b = arrays["tail_q"], arrays["tail_b"]
+
+    @classmethod
+    def read(cls, scorer: SensorScorer, slots: NDArray[np.int64], prefix: str) -> _Core:
+        return cls({name: getattr(scorer, prefix + name)[slots] for name in cls.NAMES})
+
+    def write(self, scorer: SensorScorer, slots: NDArray[np.int64], prefix: str) -> None:
+        for name in self.NAMES:
+            getattr(scorer, prefix + name)[slots] = getattr(self, name)
+
+    def score(
+        self,
+        y: NDArray[np.float64],
+        diff: NDArray[np.float64],
+        step: NDArray[np.float64],
+        run: NDArray[np.float64],
+        present: NDArray[np.bool_],
+        started: NDArray[np.bool_],
+        params: ScorerParams,
+    ) -> NDArray[np.float64]:
+        """log10 tail probability (n, sensors, 4) of each statistic in ``STATS`` order, with
+        the correction for testing four; advances the EWMAs."""
+        mean = self.mean
+        tiny = 1e-9 * (np.abs(mean) + np.abs(np.nan_to_num(y))) + 1e-12
+        floor = np.maximum(np.where(np.isfinite(step), step, 0.0), tiny)
+        self.dspread = np.maximum(MAD_TO_SD * self.dmad, floor)
+        self.lspread = np.maximum(
+            MAD_TO_SD * self.mad, np.maximum(self.dspread / np.sqrt(2.0), floor)
+        )
+        zl = np.nan_to_num(np.clip((y - mean) / self.lspread, -CLIP_Z, CLIP_Z))
+        zd = np.nan_to_num(np.clip(diff / self.dspread, -CLIP_Z, CLIP_Z))
+        rates = np.array([params.level_rate, params.slope_rate, params.surprise_rate])
+        ew = self.ew
+        # Surprise is the change off the local slope, so a seasonal climb is not "noise".
+        raw = np.stack([zl, zd, np.abs(zd - ew[..., 1])], axis=2)
+        ew = np.where(present[:, :, None], ew + rates * (raw - ew), ew)
+        self.ew = np.where(started, ew, raw)
+        self.y = y
+        sd = np.maximum(np.sqrt(self.stat_var), STAT_SPREAD_FLOOR)
+        stats = np.concatenate([self.ew, run[:, :, None]], axis=2)
+        delta = stats - self.stat_mean
+        d = np.concatenate(
+            [np.abs(delta[..., :2]), np.maximum(delta[..., 2:3], 0.0), run[:, :, None]], axis=-1
+        )
+        self.delta, self.d, self.sd = delta, d, sd
+        log_p = _tail_log_p(d, sd, self.tail_q, self.tail_b, TAIL_FLOOR) + np.log(
+            [2.0, 2.0, 1.0, 1.0]
+        )
+        # A sensor that never changed while normal cannot be told stuck from flat.
+        log_p[..., 3] = np.where(np.isfinite(step), log_p[..., 3], 0.0)
+        return np.asarray(np.minimum(log_p / LOG10 + np.log10(len(STATS)), 0.0))
+
+    def learn(
+        self,
+        teach: NDArray[np.bool_],
+        rate: NDArray[np.float64],
+        srate: NDArray[np.float64],
+        warm: NDArray[np.bool_],
+        diff: NDArray[np.float64],
+        has_prev: NDArray[np.bool_],
+    ) -> None:
+        """Learn from the rows ``teach`` marks, after ``score``."""
+        rate = np.where(teach, rate, 0.0)
+        dev = np.nan_to_num(self.y - self.mean)
+        clip_l = np.where(warm[:, None], 4.0 * self.lspread, np.inf)
+        self.mean = self.mean + rate * np.clip(dev, -clip_l, clip_l)
+        self.mad = self.mad + rate * (np.minimum(np.abs(dev), clip_l) - self.mad)
+        drate = np.where(has_prev, rate, 0.0)
+        clip_d = np.where(warm[:, None], 4.0 * self.dspread, np.inf)
+        self.dmad = self.dmad + drate * (np.minimum(np.abs(diff), clip_d) - self.dmad)
+        srate3 = np.where(teach, srate[:, None], 0.0)[:, :, None]
+        self.tail_q, self.tail_b = _learn_tail(self.d, self.sd, self.tail_q, self.tail_b, srate3)
+        self.stat_mean = self.stat_mean + srate3 * self.delta
+        self.stat_var = (1.0 - srate3) * (self.stat_var + srate3 * self.delta**2)
 
 
 def _score(log10_p: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -77,8 +77,10 @@ def test_every_feature_is_scored_and_a_stuck_sensor_fires_the_anomaly_alert() ->
     assert scorer.sensors == 4
     assert not alert.firing[ok] and alert.firing[stuck]
     assert sample(agent, "forewarn_anomaly_alerts_firing") == 1.0
+    # Once the onset has passed, a lasting departure holds the machine score at the rule's
+    # clear level (0.3), so the alert stays firing.
     score = sample(agent, "forewarn_machine_sensor_anomaly_score", "m-stuck")
-    assert score is not None and score >= 0.5
+    assert score is not None and score >= 0.3
 
 
 def test_an_evicted_slot_forgets_what_its_machine_learned() -> None:

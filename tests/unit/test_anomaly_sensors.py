@@ -183,3 +183,17 @@ def test_the_rule_confirms_before_firing_and_waits_before_resolving() -> None:
         fired_at += [i] * len(fired)
         resolved_at += [i] * len(resolved)
     assert fired_at == [5] and resolved_at == [10]
+
+
+def test_a_lasting_step_scores_as_one_onset_then_holds_at_the_clear_level() -> None:
+    """The machine score marks where a departure starts; while it lasts the score holds at
+    the rule's clear level (the alert keeps firing) instead of scoring every row as new, so one
+    threshold above that level flags the onset and not the tail."""
+    series = seasonal(12, 4000)
+    series[2500:] += 30.0
+    score, firing, per_sensor, _ = run(series[None, :, None])
+    assert score[0, 2500:2520].max() >= 0.5, "the step's onset must score"
+    assert firing[0, 2520:].all(), "the alert keeps firing while the departure lasts"
+    tail = score[0, 2700:]
+    assert (tail >= 0.3).all() and (tail < 0.5).all(), "the tail holds at the clear level"
+    assert (per_sensor[0, 2700:, 0] >= 0.5).all(), "the sensor's own score shows the departure"
