@@ -64,6 +64,9 @@ MIN_COARSE = 5
 """Coarse steps a machine needs before its excursion, and so the path, means anything."""
 BREAK_C = 3.0
 """A line whose last 100 readings average this much below it no longer holds (a repair)."""
+STUCK_GAP = 10
+"""This many stuck readings in a row (left out) make a gap, as a restart of the window does."""
+NO_GAP = -(10**9)
 PERIOD_BLOCKS = 100
 """The machine's cycle is found in its last 100 fine steps (1,000 readings), or in as many as it
 has from :data:`PERIOD_MIN_BLOCKS` on..."""
@@ -150,6 +153,12 @@ class TrendTracker:
         self._heading = np.zeros(0, dtype=np.bool_)
         self._rising = np.zeros(0, dtype=np.bool_)
         self._period = np.zeros(0, dtype=np.float64)
+        # Where the machine's readings last had a gap (its window restarted, or a stuck sensor's
+        # readings were left out): the index of the fine and coarse step then in progress. The
+        # means around a gap miss part of a cycle, so a line over them is not trusted.
+        self._gap_fine = np.zeros(0, dtype=np.int64)
+        self._gap_coarse = np.zeros(0, dtype=np.int64)
+        self._stuck_run = np.zeros(0, dtype=np.int32)
         self.ensure_capacity(capacity)
 
     # --- state -----------------------------------------------------------------------------
@@ -182,6 +191,9 @@ class TrendTracker:
             "_heading": False,
             "_rising": False,
             "_period": math.nan,
+            "_gap_fine": NO_GAP,
+            "_gap_coarse": NO_GAP,
+            "_stuck_run": 0,
         }
 
     def ensure_capacity(self, capacity: int) -> None:
@@ -223,6 +235,7 @@ class TrendTracker:
         width = temperatures.shape[1]
         seen = self._seen[slots]
         restarted = appended < seen
+        self._mark_gap(slots[restarted])
         fresh = np.where(restarted, appended, appended - seen)
         usable = np.clip(np.minimum(fresh, appended - 2), 0, width - 2)
         self._seen[slots] = appended
@@ -238,9 +251,16 @@ class TrendTracker:
         completed_fine = np.zeros(len(slots), dtype=np.bool_)
         for step in range(steps):
             age = steps - 1 - step  # 0: the newest usable reading
-            take = (usable > age) & ~stuck[:, stuck.shape[1] - 1 - age]
+            due = usable > age
+            held = due & stuck[:, stuck.shape[1] - 1 - age]
+            take = due & ~held
+            if held.any():
+                run = self._stuck_run[slots[held]] + 1
+                self._stuck_run[slots[held]] = run
+                self._mark_gap(slots[held][run >= STUCK_GAP])
             column = filtered[:, filtered.shape[1] - 1 - age]
             rows = slots[take]
+            self._stuck_run[rows] = 0
             value = column[take]
             self._fine_sum[rows] += value
             self._fine_count[rows] += 1
@@ -256,6 +276,11 @@ class TrendTracker:
                 self._push_coarse(rows[done])
         if completed_fine.any():
             self._assess(slots[completed_fine], threshold[completed_fine])
+
+    def _mark_gap(self, rows: NDArray[np.int64]) -> None:
+        """A gap in the readings of ``rows`` falls in the fine and coarse steps in progress."""
+        self._gap_fine[rows] = self._fine_n[rows]
+        self._gap_coarse[rows] = self._coarse_n[rows]
 
     def _push_fine(self, rows: NDArray[np.int64]) -> None:
         head = self._fine_n[rows] % FINE_BLOCKS
@@ -280,7 +305,8 @@ class TrendTracker:
             self._c_level[rows, index] = level
             self._c_slope[rows, index] = slope / COARSE
             self._c_error[rows, index] = error / COARSE
-            self._c_broken[rows, index] = broken
+            across_gap = self._coarse_n[rows] - blocks <= self._gap_coarse[rows]
+            self._c_broken[rows, index] = broken | across_gap
         self._c_at[rows] = self._fine_n[rows]
         self._period[rows] = self._periods(rows)
 
@@ -309,7 +335,8 @@ class TrendTracker:
             # Neighbouring smoothed steps share 9 of their 10 fine steps: the fit has about a
             # tenth as many independent points as it has steps.
             error = error * math.sqrt(SMOOTH) / FINE
-            lines.append((level, slope / FINE, error, broken, blocks * FINE))
+            across_gap = self._fine_n[rows] - blocks - SMOOTH + 1 <= self._gap_fine[rows]
+            lines.append((level, slope / FINE, error, broken | across_gap, blocks * FINE))
         since = (self._fine_n[rows] - self._c_at[rows]) * FINE  # readings since the coarse refit
         for index, blocks in enumerate(COARSE_FITS):
             slope = self._c_slope[rows, index]

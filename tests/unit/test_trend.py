@@ -174,3 +174,56 @@ def test_a_stuck_sensor_is_left_out() -> None:
     for row in range(3):
         _, verdicts = feed(stuck[row][np.newaxis, :])
         assert not any(trending for _, trending, *_ in verdicts)
+
+
+def feed_with_gaps(temperatures: np.ndarray, gaps: list[tuple[int, int]]) -> list[int]:
+    """Feed one machine's readings as the agent does when it stops reporting during ``gaps``:
+    its window restarts after each, and the path is fed again once the window is full. Returns
+    the ticks at which it was trending."""
+    tracker = TrendTracker(AlertSettings(), 1)
+    slots = np.arange(1)
+    threshold = np.full(1, THRESHOLD)
+    missing = np.zeros(temperatures.shape[0], dtype=np.bool_)
+    for start, end in gaps:
+        missing[start:end] = True
+    run: list[float] = []
+    trending = []
+    for t, value in enumerate(temperatures.astype(np.float32).tolist()):
+        if missing[t]:
+            run = []
+            continue
+        run.append(value)
+        if len(run) >= WINDOW:
+            window = np.array(run[-WINDOW:], dtype=np.float32)[np.newaxis, :]
+            tracker.update(slots, window, np.array([len(run)]), threshold)
+            if tracker.view(slots).trending[0]:
+                trending.append(t)
+    return trending
+
+
+def peak_gaps(temperatures: np.ndarray, every: int = 900) -> list[tuple[int, int]]:
+    """50 readings around a peak of the cycle, every ``every`` readings from 1,000 on."""
+    gaps = []
+    for start in range(1000, temperatures.shape[0] - 500, every):
+        peak = start + int(np.argmax(temperatures[start : start + 100]))
+        gaps.append((peak - 25, peak + 25))
+    return gaps
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_a_gap_in_the_readings_does_not_make_a_trend(seed: int) -> None:
+    """A machine that stops reporting over the top of its cycle: the means around the gap read
+    low, and a line starting there would rise to the threshold; lines over a gap are not
+    trusted until it has left them."""
+    temperatures = signal(6000, seed=seed, level=74.0)
+    assert feed_with_gaps(temperatures, []) == []
+    assert feed_with_gaps(temperatures, peak_gaps(temperatures)) == []
+
+
+def test_a_sensor_stuck_over_a_peak_does_not_make_a_trend() -> None:
+    """The same gap from a sensor stuck over the top of its cycle, its readings left out."""
+    temperatures = signal(6000, seed=1, level=74.0)
+    for start, end in peak_gaps(temperatures):
+        temperatures[start:end] = temperatures[start]
+    _, verdicts = feed(temperatures[np.newaxis, :])
+    assert not any(trending for _, trending, *_ in verdicts)
