@@ -21,9 +21,11 @@ crossing when its mean plus the excursion reaches the threshold: the reading cro
 peaks get there, long before the mean does. A line extrapolates with its slope minus
 ``trend_sigma`` standard errors and no further than :data:`SPAN_FACTOR` times its own length; a
 line whose last steps fell well below it (a repair, a level shift down) no longer describes the
-machine and is dropped. The machine is *trending* when the soonest crossing among its lines
-falls within ``trend_horizon_readings``, on ``trend_confirm`` fine steps in a row, and *heading*
-for its threshold when it falls within :data:`HEADING_HORIZONS` horizons. The time to threshold
+machine and is dropped, as is a line over a gap in the readings (a restarted window, a stuck
+sensor's readings left out) until the gap has left it. The machine is *trending* when the
+soonest crossing among its lines falls within ``trend_horizon_readings``, on ``trend_confirm``
+fine steps in a row, and *heading* for its threshold when it falls within
+:data:`HEADING_HORIZONS` horizons. The time to threshold
 it states, and its 10-90 % interval, are that crossing scaled by :data:`TREND_RATIOS`.
 
 The fine ring also gives the machine's cycle (:func:`_period`), which the alert policy uses for
