@@ -39,6 +39,7 @@ from numpy.typing import NDArray
 
 from agent.anomaly_alert import AnomalyAlertState, AnomalyRule
 from agent.anomaly_sensors import SensorScorer
+from agent.window import occurrence
 
 logger = logging.getLogger(__name__)
 
@@ -120,17 +121,6 @@ class RestoredAnomaly:
     firing: bool
     alert_id: str
     seq: int
-
-
-def occurrence(slots: NDArray[np.int64]) -> NDArray[np.int64]:
-    """For each entry, how many earlier entries have the same slot (0 for the first)."""
-    order = np.argsort(slots, kind="stable")
-    ordered = slots[order]
-    positions = np.arange(len(slots))
-    starts = np.maximum.accumulate(np.where(np.r_[True, ordered[1:] != ordered[:-1]], positions, 0))
-    rank = np.empty_like(positions)
-    rank[order] = positions - starts
-    return rank
 
 
 class AnomalyAlerts:

@@ -73,7 +73,7 @@ class Appended:
     its later readings of the same call, nor evicted): what a forecast now would use."""
 
 
-def _occurrence(slots: NDArray[np.int64]) -> NDArray[np.int64]:
+def occurrence(slots: NDArray[np.int64]) -> NDArray[np.int64]:
     """For each entry, how many earlier entries have the same slot (0 for the first)."""
     order = np.argsort(slots, kind="stable")
     ordered = slots[order]
@@ -323,7 +323,7 @@ class WindowStore:
                 np.bool_,
                 len(index),
             )
-            newest_first = _occurrence(where[::-1])[::-1]
+            newest_first = occurrence(where[::-1])[::-1]
             held = np.minimum(self.count[where], self.window)  # fewer after a restart
             in_window[index] = kept & (newest_first < held)
         return in_window
@@ -347,7 +347,7 @@ class WindowStore:
         ts = np.fromiter((r.ts for r in chosen), np.float64, len(chosen))
         values = np.array([r.values for r in chosen], dtype=np.float32)
         where = slots[index]
-        rounds = _occurrence(where)
+        rounds = occurrence(where)
         order = np.argsort(rounds, kind="stable")
         bounds = np.searchsorted(rounds[order], np.arange(int(rounds.max()) + 2))
         for k in range(len(bounds) - 1):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -10,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from config.base import Section
+from config.base import Section, split_list
 from config.topics import (
     SPARKPLUG_NAMESPACE,
     TopicTemplate,
@@ -208,21 +207,8 @@ class MqttSettings(Section):
     @field_validator("subscriptions", mode="before")
     @classmethod
     def _filter_list(cls, value: Any) -> Any:
-        # Read raw (NoDecode), so that an env var may be a JSON list or comma-separated.
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    value = json.loads(text)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"not a JSON list of topic filters ({error})") from None
-            else:
-                value = text.split(",")
-        if isinstance(value, list | tuple):
-            # Spaces around commas and a trailing comma are typing, not topics.
-            value = [f.strip() if isinstance(f, str) else f for f in value]
-            return [f for f in value if f != ""] or None
-        return value
+        value = split_list(value, "topic filters")
+        return (value or None) if isinstance(value, list) else value
 
     @field_validator("subscriptions")
     @classmethod

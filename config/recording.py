@@ -3,14 +3,13 @@ docs/model-lifecycle.md): where, how much, and which machines."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
-from config.base import Section
+from config.base import Section, split_list
 
 MIB = 1024 * 1024
 
@@ -55,21 +54,9 @@ class RecordingSettings(Section):
     @field_validator("machines", mode="before")
     @classmethod
     def _pattern_list(cls, value: Any) -> Any:
-        # Read raw (NoDecode), so that an env var may be a JSON list or comma-separated.
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                try:
-                    value = json.loads(text)
-                except json.JSONDecodeError as error:
-                    raise ValueError(f"not a JSON list of machine id patterns ({error})") from None
-            else:
-                value = text.split(",")
-        if isinstance(value, list | tuple):
-            value = [p.strip() if isinstance(p, str) else p for p in value]
-            value = [p for p in value if p != ""]
-            if not value:
-                raise ValueError("no machine id pattern: give * to record every machine")
+        value = split_list(value, "machine id patterns")
+        if isinstance(value, list) and not value:
+            raise ValueError("no machine id pattern: give * to record every machine")
         return value
 
     @model_validator(mode="after")
