@@ -329,6 +329,8 @@ class AnomalyAlerts:
         )
         with tmp.open("wb") as file:
             np.savez(file, **arrays)  # type: ignore[arg-type]
+            file.flush()
+            os.fsync(file.fileno())  # a power loss leaves the old file or the new, never half
         os.replace(tmp, path)
         return path
 
@@ -351,10 +353,18 @@ class AnomalyAlerts:
                 ids = [str(m) for m in data["machine_ids"]]
                 saved = {k[2:]: data[k] for k in data.files if k.startswith("s_")}
                 rebased = data["rebaselined_at"]
-        except (OSError, ValueError, KeyError) as error:
+            expected = self.scorer.state()
+            for name, array in [*saved.items(), ("rebaselined_at", rebased)]:
+                shape = expected[name].shape[1:] if name in expected else array.shape[1:]
+                if array.shape != (len(ids), *shape):
+                    raise ValueError(f"{name} has shape {array.shape} for {len(ids)} machines")
+        except Exception as error:
+            # An empty file (EOFError), one cut short (zipfile.BadZipFile), a foreign one.
             logger.warning(
-                "ignoring the saved anomaly state %s (%s): every machine learns its normal afresh",
+                "ignoring the saved anomaly state %s (%s: %s): every machine learns its normal "
+                "afresh; delete the file to silence this warning",
                 path,
+                type(error).__name__,
                 error,
             )
             return 0

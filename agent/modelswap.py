@@ -152,7 +152,9 @@ def parse_command(payload: bytes, directory: Path | None) -> Command | None:
 
     ``{"live": "PATH"}`` serves a model, ``{"shadow": "PATH"}`` shadows one (``null`` drops
     the shadow), ``{"promote": "shadow"}`` serves the shadow; ``live`` and ``shadow`` may come
-    together. Raises :class:`Refused` for anything else.
+    together. ``"at"`` (the sender's clock) makes a command sent again differ from the one
+    applied last, which the digest would otherwise skip as already applied. Raises
+    :class:`Refused` for anything else.
     """
     if not payload.strip():
         return None
@@ -160,11 +162,18 @@ def parse_command(payload: bytes, directory: Path | None) -> Command | None:
         body = orjson.loads(payload)
     except orjson.JSONDecodeError as error:
         raise Refused("command", f"not JSON: {error}") from error
-    if not isinstance(body, dict) or not body or set(body) - {"live", "shadow", "promote"}:
+    actions = {"live", "shadow", "promote"}
+    if (
+        not isinstance(body, dict)
+        or not set(body) & actions
+        or set(body) - actions - {"at"}
+        or not isinstance(body.get("at", 0.0), int | float)
+    ):
         raise Refused(
             "command",
             'a model command is a JSON object of "live": PATH, "shadow": PATH or null, or '
-            f'"promote": "shadow"; got {payload[:200]!r}',
+            '"promote": "shadow", with an optional "at" (Unix time, so that the same command '
+            f"sent again is a new one); got {payload[:200]!r}",
         )
     promote = "promote" in body
     if promote and (body["promote"] != "shadow" or "live" in body):
@@ -193,9 +202,18 @@ class ModelRecord:
         if self.path is not None and self.path.exists():
             try:
                 loaded = orjson.loads(self.path.read_bytes())
-                self.data = loaded if isinstance(loaded, dict) else {}
-            except (OSError, orjson.JSONDecodeError) as error:
-                logger.warning("ignoring the unreadable model record %s: %s", self.path, error)
+                if not isinstance(loaded, dict) or any(
+                    not isinstance(loaded.get(key), str | None) for key in ("live", "shadow")
+                ):
+                    raise ValueError("not a record of model paths (live, shadow)")
+                self.data = loaded
+            except (OSError, ValueError) as error:  # orjson.JSONDecodeError is a ValueError
+                logger.warning(
+                    "ignoring the unreadable model record %s: %s; serving the configured "
+                    "model (delete the file to silence this warning)",
+                    self.path,
+                    error,
+                )
 
     def applies(self, configured: dict[str, str | None]) -> bool:
         return bool(self.data) and self.data.get("configured") == configured
@@ -207,7 +225,10 @@ class ModelRecord:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_bytes(orjson.dumps(self.data, option=orjson.OPT_INDENT_2))
+            with tmp.open("wb") as file:
+                file.write(orjson.dumps(self.data, option=orjson.OPT_INDENT_2))
+                file.flush()
+                os.fsync(file.fileno())  # a power loss leaves the old record or the new
             os.replace(tmp, self.path)
         except OSError as error:
             logger.error("could not record the served model in %s: %s", self.path, error)
@@ -237,6 +258,8 @@ class ModelKeeper:
         self.on_version: Callable[[str], None] = lambda version: None
         self._requests: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._seen: dict[str, tuple[Any, ...]] = {}
+        self._refused_signature: dict[str, tuple[Any, ...]] = {}
+        """Per role, the signature of a changed file that was refused: not tried again."""
         self.thread: threading.Thread | None = None
         self.swaps = 0
         """Models installed (live or shadow) since start, for tests and tools."""
@@ -347,7 +370,9 @@ class ModelKeeper:
             if model is None or model.path is None:
                 continue
             now = signature(model.path)
-            if now == model.signature:
+            if now == model.signature or now == self._refused_signature.get(role):
+                # Unchanged, or changed into a file refused already: not loaded (and refused,
+                # and logged) again at every poll until it changes once more.
                 self._seen.pop(role, None)
                 continue
             if self._seen.get(role) != now:
@@ -355,7 +380,10 @@ class ModelKeeper:
                 continue
             self._seen.pop(role, None)
             logger.info("the %s model file %s changed; loading it", role, model.path)
-            self._load(role, model.path, f"{model.path} changed")
+            if self._load(role, model.path, f"{model.path} changed"):
+                self._refused_signature.pop(role, None)
+            else:
+                self._refused_signature[role] = now
 
     def _reload(self, why: str) -> None:
         logger.info("%s: reading the served and the shadow model again", why)
@@ -410,7 +438,7 @@ class ModelKeeper:
                 candidate = load_model(self._model, path)
             except Exception as error:
                 raise Refused("load", str(error)) from error
-            current = self.live if role == "live" else self.shadow
+            current = self.live if role == "live" else self._live_shadow()
             if current is not None and current.digest == candidate.digest and current.path == path:
                 current.signature = candidate.signature
                 self._metrics.model_reloads.labels(role=role, result="unchanged").inc()
@@ -493,10 +521,27 @@ class ModelKeeper:
         self._export()
         self._record()
 
-    def _promote(self) -> bool:
+    def _live_shadow(self) -> LoadedModel | None:
+        """The shadow model, unless the tick dropped it since (it failed to forecast): such a
+        model is never promoted, and shadowing it again loads it afresh."""
         shadow = self.shadow
+        ticker = self.ticker
+        if shadow is not None and ticker is not None and ticker.shadow is not shadow.forecaster:
+            logger.warning("the shadow model %s was dropped by the tick", shadow.version)
+            self.shadow = None
+            self._export()
+            self._record()
+            return None
+        return shadow
+
+    def _promote(self) -> bool:
+        shadow = self._live_shadow()
         if shadow is None:
-            self._refuse("live", Refused("command", "there is no shadow model"), "promote")
+            self._refuse(
+                "live",
+                Refused("command", "there is no shadow model (none, or it failed to forecast)"),
+                "promote",
+            )
             return False
         ticker = self.ticker
 

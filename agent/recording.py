@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -37,6 +38,7 @@ from numpy.typing import NDArray
 
 from agent.metrics import AgentMetrics
 from agent.throttle import LogThrottle
+from config.errors import ConfigError
 from config.recording import RecordingSettings
 from models.recording import SUFFIX, encode_block, file_header, recording_files
 from wire.reading import Reading
@@ -67,6 +69,18 @@ class Recorder:
         self._patterns = patterns
         self._wanted: dict[str, bool] = {}
         self.directory = settings.directory
+        try:  # here, not in start(): a folder it cannot write stops start-up with a message
+            self.directory.mkdir(parents=True, exist_ok=True)
+            probe = self.directory / f".write-test.{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise ConfigError(
+                f"recording.directory (FOREWARN_RECORDING__DIRECTORY) {str(self.directory)!r} "
+                f"cannot be created or written: {error.strerror or error}; set it to a folder "
+                "the agent may write (an absolute path, e.g. under its state directory), or "
+                "turn the recording off (FOREWARN_RECORDING__ENABLED=false)"
+            ) from error
         self._closed: deque[tuple[Path, int]] = deque()  # oldest first: (path, bytes)
         self._file: BinaryIO | None = None
         self._file_path: Path | None = None

@@ -118,15 +118,17 @@ def _drift_line(status: ModelStatus) -> str:
     )
 
 
-def command_payload(action: str, path: str | None) -> bytes:
+def command_payload(action: str, path: str | None, at: float | None = None) -> bytes:
     """The command for ``serve PATH``, ``shadow PATH``, ``shadow`` without one (drop it) and
-    ``promote``."""
+    ``promote``, stamped with ``at`` (now by default): the agent skips a retained command it
+    applied before, and the stamp makes the same command sent again a new one."""
+    stamp = time.time() if at is None else at
     if action == "serve":
-        return orjson.dumps({"live": path})
+        return orjson.dumps({"live": path, "at": stamp})
     if action == "shadow":
-        return orjson.dumps({"shadow": path})
+        return orjson.dumps({"shadow": path, "at": stamp})
     if action == "promote":
-        return orjson.dumps({"promote": "shadow"})
+        return orjson.dumps({"promote": "shadow", "at": stamp})
     raise ValueError(f"unknown model action {action!r}")
 
 

@@ -196,6 +196,28 @@ def test_a_state_file_for_other_features_is_ignored(tmp_path: Path) -> None:
     assert alerts.load(tmp_path, agent.store.slot_for) == 0
 
 
+@pytest.mark.parametrize("damage", ["empty", "cut short", "wrong shapes"])
+def test_a_damaged_state_file_is_ignored_and_start_up_goes_on(tmp_path: Path, damage: str) -> None:
+    """A power loss can leave the file empty or cut short; a hand-made one can hold arrays of
+    the wrong length: the machines learn afresh, nothing raises."""
+    agent = make_agent(True)
+    alerts = agent.ticker.anomaly_alerts
+    assert alerts is not None
+    path = alerts.save(tmp_path, {"a": 0, "b": 1})
+    if damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "cut short":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files}
+        arrays["machine_ids"] = np.array(["a", "b", "c"])
+        with path.open("wb") as file:
+            np.savez(file, **arrays)
+    assert alerts.load(tmp_path, agent.store.slot_for) == 0
+    assert len(agent.store) == 0, "a machine was given a slot from a file that was ignored"
+
+
 def test_per_sensor_series_only_behind_their_setting() -> None:
     rows = healthy(np.random.default_rng(9), 30, 1)
     plain = make_agent(True)

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from agent.app import Agent
 from agent.modelswap import Refused, parse_command
 from config.settings import Settings, load_settings
+from forewarn.modelcmd import command_payload
 from models.candidate import HASH_DIGITS, content_hash, load_model
 from models.recording import read_recording, recording_files
 from models.skill import skill_reference
@@ -198,6 +199,57 @@ def test_a_changed_file_is_swapped_in_once_it_holds_still(tmp_path: Path, starte
     assert agent.models.refusals == 0
 
 
+def test_a_file_changed_into_a_broken_one_is_refused_once_not_at_every_poll(
+    tmp_path: Path, started
+) -> None:
+    """The old model goes on serving, and the broken file is not loaded again at each poll
+    (a log line and a refusal every few seconds, forever); once it changes again it is."""
+    live = copy_model(RIDGE, tmp_path / "models", "ridge")
+    agent = started(settings_for(tmp_path, live))
+    version = agent.forecaster.version
+    live.write_text("{", encoding="utf-8")  # a truncated serving file
+    deadline = time.monotonic() + 10
+    while agent.models.refusals == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert agent.models.refusals == 1
+    time.sleep(0.5)  # ten polls
+    assert agent.models.refusals == 1, "the same broken file was loaded again"
+    assert agent.forecaster.version == version
+    derived_ridge(tmp_path / "models", "ridge", "retrained")  # fixed: written again
+    deadline = time.monotonic() + 10
+    while agent.forecaster.version == version and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert agent.forecaster.version != version
+
+
+def test_a_shadow_the_tick_dropped_is_never_promoted(
+    tmp_path: Path, started, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shadow that fails to forecast is dropped by the tick; promoting it afterwards is
+    refused (it would fail every tick as the served model), and shadowing it again loads it."""
+    live = copy_model(RIDGE, tmp_path / "models", "ridge")
+    copy_model(LSTM, tmp_path / "models", "lstm")
+    agent = started(settings_for(tmp_path, live))
+    served = agent.forecaster.version
+    agent.models.handle_command("t", command_payload("shadow", "lstm.json", at=1.0))
+    assert agent.models.wait_idle() and agent.models.shadow is not None
+
+    def fail(windows: np.ndarray) -> np.ndarray:
+        raise MemoryError("out of device memory")
+
+    monkeypatch.setattr(agent.ticker.shadow, "forecast", fail)
+    run(agent, 0, 25)
+    assert agent.ticker.shadow is None
+    agent.models.handle_command("t", command_payload("promote", None, at=2.0))
+    assert agent.models.wait_idle()
+    assert agent.forecaster.version == served
+    assert failures(agent, "command") == 1
+    assert agent.metrics.registry.get_sample_value("forewarn_shadow_active") == 0
+    agent.models.handle_command("t", command_payload("shadow", "lstm.json", at=3.0))
+    assert agent.models.wait_idle()
+    assert agent.ticker.shadow is not None, "shadowing it again did not load it"
+
+
 def test_shadow_forecasts_the_same_windows_and_promotion_serves_it(tmp_path: Path, started) -> None:
     """The shadow never alerts; both models' 1-step errors are taken on the same readings;
     promote makes the shadow the served model and leaves no shadow."""
@@ -323,3 +375,26 @@ def test_a_swap_restarts_the_drift_watch_on_the_new_reference_and_leaves_the_rec
     assert recorder.features == features
     assert len(recording_files(tmp_path / "rec")) == 1
     assert read_recording(tmp_path / "rec").readings == 40 * len(MACHINES)
+
+
+def test_a_command_sent_again_is_a_new_command_and_its_retained_copy_is_not(
+    tmp_path: Path,
+) -> None:
+    """The agent skips a command whose digest it applied last (the retained copy, read again
+    at a reconnect); `forewarn model` stamps each command, so an operator's same command sent
+    again (a model fixed after it failed to load) is a new one."""
+    folder = tmp_path / "models"
+    copy_model(LSTM, folder, "lstm")
+    assert isinstance(orjson.loads(command_payload("promote", None))["at"], float)
+    first = command_payload("serve", "lstm.json", at=1_800_000_000.0)
+    again = command_payload("serve", "lstm.json", at=1_800_000_060.0)
+    a, b = parse_command(first, folder), parse_command(again, folder)
+    assert a is not None and b is not None
+    assert a.live == b.live == (folder / "lstm.json").resolve()
+    assert a.digest != b.digest
+    retained = parse_command(first, folder)
+    assert retained is not None and retained.digest == a.digest
+    with pytest.raises(Refused):
+        parse_command(b'{"at": 5}', folder)  # a stamp alone is no command
+    with pytest.raises(Refused):
+        parse_command(b'{"live": "lstm.json", "at": "now"}', folder)

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from agent.metrics import AgentMetrics
 from agent.recording import Recorder
+from config.errors import ConfigError
 from config.fields import FEATURES
 from config.recording import RecordingSettings
 from models.data import DataError
@@ -228,3 +229,13 @@ def test_train_from_recording(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert served["features"] == list(FEATURES)
     assert main([*argv, "--csv", "x.csv", "--output", str(output)]) == 2
     assert "one or the other" in capsys.readouterr().err
+
+
+def test_a_folder_it_cannot_create_stops_start_up_naming_the_setting(tmp_path: Path) -> None:
+    """Under the shipped unit (WorkingDirectory=/, a read-only system) a relative default
+    would be created at /: a clear configuration error, not a traceback at start."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_bytes(b"")
+    section = RecordingSettings(enabled=True, directory=blocker / "recordings")
+    with pytest.raises(ConfigError, match="FOREWARN_RECORDING__DIRECTORY"):
+        Recorder(section, FEATURES, AgentMetrics())
