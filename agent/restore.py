@@ -30,6 +30,7 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -293,8 +294,10 @@ class AlertRestore:
         store: WindowStore,
         policy: AlertPolicy,
         anomaly: AnomalyScorer,
+        then: Callable[[], None] | None = None,
     ) -> None:
-        """Resume each machine's alert (tick thread: the policy's only writer)."""
+        """Resume each machine's alert (tick thread: the policy's only writer), run ``then``
+        (what else start-up restores, after the alert states), and let ticks begin."""
         counts = {WARNING: 0, CRITICAL: 0}
         stale = 0
         for alert in restored:
@@ -318,4 +321,6 @@ class AlertRestore:
             counts[CRITICAL],
             stale,
         )
+        if then is not None:
+            then()
         self.done.set()

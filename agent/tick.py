@@ -235,9 +235,13 @@ class Ticker:
                 if self._restore.done.is_set():
                     self.tick()
                 elif (restored := self._restore.result) is not None:
-                    self._load_anomaly_state()
-                    self._restore.resume(restored, self.store, self.policy, self.anomaly)
-                    self._resume_anomalies()
+                    self._restore.resume(
+                        restored,
+                        self.store,
+                        self.policy,
+                        self.anomaly,
+                        then=self._restore_anomalies,
+                    )
                 self._publisher.pump()
             except Exception:
                 logger.exception("tick failed; the next tick starts afresh")
@@ -541,12 +545,26 @@ class Ticker:
             self._metrics.anomaly_rebaselines.inc()
             logger.info("re-baselined %s: its normal is learned afresh (%s)", machine_id, reason)
 
+    def _restore_anomalies(self) -> None:
+        """After the alert states: the anomaly alerts' states, then the learned normal, which
+        only fills free slots, never evicting a machine whose retained alert was resumed."""
+        self._resume_anomalies()
+        self._load_anomaly_state()
+
     def _load_anomaly_state(self) -> None:
         """Load the learned normal saved by a previous run (tick thread, before ticks)."""
         directory = state_dir(self._settings)
         if self.anomaly_alerts is None or directory is None:
             return
-        loaded = self.anomaly_alerts.load(directory, self.store.slot_for)
+        store = self.store
+
+        def slot_without_eviction(machine_id: str) -> int | None:
+            known = store.slot_of.get(machine_id)
+            if known is not None or len(store.machine_ids) >= store.max_machines:
+                return known
+            return store.slot_for(machine_id)
+
+        loaded = self.anomaly_alerts.load(directory, slot_without_eviction)
         self.policy.ensure_capacity(self.store.capacity)
         self.anomaly.ensure_capacity(self.store.capacity)
         if loaded:
