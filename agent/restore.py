@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import paho.mqtt.client as mqtt
@@ -80,22 +81,8 @@ def parse_retained_alert(
         raise ValueError(f"not an alerts topic: {topic!r}")
     else:
         machine_id = topic[len(prefix) + 1 : -len(suffix)]
-    if len(payload) > MAX_ALERT_BYTES:
-        raise ValueError(f"{len(payload)} bytes")
-    try:
-        data = orjson.loads(payload)
-    except orjson.JSONDecodeError as error:
-        raise ValueError(f"not JSON: {error}") from None
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    if data.get("machine_id") != machine_id:
-        raise ValueError(f"machine_id {data.get('machine_id')!r} on {machine_id!r}'s topic")
+    data, alert_id, seq = _retained_body(machine_id, payload)
     status, severity = data.get("status"), data.get("severity")
-    alert_id, seq = data.get("alert_id"), data.get("seq")
-    if not isinstance(alert_id, str) or not alert_id:
-        raise ValueError("no alert_id")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise ValueError(f"bad seq {seq!r}")
     if status == "resolved" and severity in ("warning", "critical", "stale"):
         state = OK
     elif status == "firing" and severity in ("warning", "critical"):
@@ -107,11 +94,10 @@ def parse_retained_alert(
     return RestoredAlert(machine_id, state, alert_id, seq)
 
 
-def parse_retained_anomaly(template: TopicTemplate, topic: str, payload: bytes) -> RestoredAnomaly:
-    """The state in one retained anomaly message; ValueError says why it cannot be used."""
-    machine_id = template.machine_id(topic) or ""
-    if not machine_id:
-        raise ValueError(f"not an anomaly topic: {topic!r}")
+def _retained_body(machine_id: str, payload: bytes) -> tuple[dict[str, Any], str, int]:
+    """What every retained alert message must be, overheat or anomaly: a JSON object of a
+    bounded size, for the machine whose topic it is on, with an ``alert_id`` and a ``seq``;
+    ValueError says which it is not."""
     if len(payload) > MAX_ALERT_BYTES:
         raise ValueError(f"{len(payload)} bytes")
     try:
@@ -122,13 +108,23 @@ def parse_retained_anomaly(template: TopicTemplate, topic: str, payload: bytes) 
         raise ValueError("not a JSON object")
     if data.get("machine_id") != machine_id:
         raise ValueError(f"machine_id {data.get('machine_id')!r} on {machine_id!r}'s topic")
-    status, alert_id, seq = data.get("status"), data.get("alert_id"), data.get("seq")
-    if status not in ("firing", "resolved") or data.get("severity") != "anomaly":
-        raise ValueError(f"status {status!r} / severity {data.get('severity')!r}")
+    alert_id, seq = data.get("alert_id"), data.get("seq")
     if not isinstance(alert_id, str) or not alert_id:
         raise ValueError("no alert_id")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         raise ValueError(f"bad seq {seq!r}")
+    return data, alert_id, seq
+
+
+def parse_retained_anomaly(template: TopicTemplate, topic: str, payload: bytes) -> RestoredAnomaly:
+    """The state in one retained anomaly message; ValueError says why it cannot be used."""
+    machine_id = template.machine_id(topic) or ""
+    if not machine_id:
+        raise ValueError(f"not an anomaly topic: {topic!r}")
+    data, alert_id, seq = _retained_body(machine_id, payload)
+    status = data.get("status")
+    if status not in ("firing", "resolved") or data.get("severity") != "anomaly":
+        raise ValueError(f"status {status!r} / severity {data.get('severity')!r}")
     return RestoredAnomaly(machine_id, status == "firing", alert_id, seq)
 
 
