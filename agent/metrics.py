@@ -331,11 +331,12 @@ class AgentMetrics:
         self.recording_dropped = Counter(
             "forewarn_recording_readings_dropped",
             "Accepted readings not recorded, by reason: backlog (the writer fell behind), "
-            "error (a file could not be written).",
+            "error (a file could not be written), too_big (one tick's block is larger than "
+            "recording.max_bytes).",
             ["reason"],
             registry=r,
         )
-        for reason in ("backlog", "error"):
+        for reason in ("backlog", "error", "too_big"):
             self.recording_dropped.labels(reason=reason)
         self.recording_folder_bytes = Gauge(
             "forewarn_recording_folder_bytes",

@@ -50,6 +50,7 @@ from agent.tick import Ticker
 from config.settings import Settings
 from models.base import Forecaster
 from models.candidate import LoadedModel, load_model, signature
+from models.serving import ServingPaths
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,9 @@ def resolve_inside(directory: Path | None, name: object) -> Path:
     """The file ``name`` names inside ``directory``; :class:`Refused` for anything else.
 
     Only a relative path of plain levels is taken (no absolute path, no ``..``), and the file
-    it resolves to, symbolic links followed, must still lie inside the directory.
+    it resolves to, symbolic links followed, must still lie inside the directory; so must the
+    files read beside it (a serving file's ``.npz`` and ``.onnx``), or a link among them would
+    load weights from outside.
     """
     if directory is None:
         raise Refused(
@@ -144,6 +147,13 @@ def resolve_inside(directory: Path | None, name: object) -> Path:
     target = (root / relative).resolve()
     if not target.is_relative_to(root):
         raise Refused("path", f"{name!r} leads outside {directory} (a symbolic link?)")
+    beside = ServingPaths.beside(target)
+    for sibling in (beside.json, beside.npz, beside.onnx):
+        if os.path.lexists(sibling) and not sibling.resolve().is_relative_to(root):
+            raise Refused(
+                "path",
+                f"{sibling.name}, read with {name!r}, leads outside {directory} (a symbolic link?)",
+            )
     return target
 
 
@@ -315,6 +325,7 @@ class ModelKeeper:
         """Give the ticker the shadow, hang the shadow score on its forecasts, export info."""
         self.ticker = ticker
         ticker.forecast_listeners.append(self.score)
+        ticker.eviction_listeners.append(self.score.forget)
         ticker.shadow = None if self.shadow is None else self.shadow.forecaster
         self._export()
 

@@ -201,34 +201,43 @@ class Recorder:
         seq: NDArray[np.int64],
         values: NDArray[np.float32],
     ) -> None:
-        block = self._encode(ids, ts, seq, values)
+        block, fresh = self._encode(ids, ts, seq, values)
         settings = self.settings
+        if len(file_header(self.features, time.time())) + len(block) > settings.max_bytes:
+            # Not even a folder of this one file could hold it: keep the files there are.
+            self._too_big(len(ids), len(block))
+            return
         if self._file is not None and self._file_size + len(block) > settings.file_bytes:
             self._close()
         if self._file is None:
             self._open()
-            block = self._encode(ids, ts, seq, values)  # the new file's names start afresh
+            block, fresh = self._encode(ids, ts, seq, values)  # the new file's names start afresh
         needed = len(block)
         while self.folder_bytes + needed > settings.max_bytes and self._closed:
             self._drop_oldest()
         if self.folder_bytes + needed > settings.max_bytes:
-            self._metrics.recording_dropped.labels(reason="error").inc(len(ids))
-            self._throttle.warning(
-                "recording-too-big",
-                "a tick's %d readings (%d bytes) do not fit recording.max_bytes %d: not recorded",
-                len(ids),
-                needed,
-                settings.max_bytes,
-            )
+            self._too_big(len(ids), needed)
             return
         assert self._file is not None
         self._file.write(block)
         self._file.flush()
+        self._names.update(fresh)
         self._file_size += needed
         self.folder_bytes += needed
         self._metrics.recording_bytes.inc(needed)
         self._metrics.recording_readings.inc(len(ids))
         self._metrics.recording_folder_bytes.set(self.folder_bytes)
+
+    def _too_big(self, readings: int, size: int) -> None:
+        self._metrics.recording_dropped.labels(reason="too_big").inc(readings)
+        self._throttle.warning(
+            "recording-too-big",
+            "a tick's %d readings (%d bytes) do not fit recording.max_bytes %d: not recorded "
+            "(raise FOREWARN_RECORDING__MAX_BYTES, or record fewer machines)",
+            readings,
+            size,
+            self.settings.max_bytes,
+        )
 
     def _encode(
         self,
@@ -236,9 +245,11 @@ class Recorder:
         ts: NDArray[np.float64],
         seq: NDArray[np.int64],
         values: NDArray[np.float32],
-    ) -> bytes:
-        """The block for these readings, naming the machines the open file has not seen yet
-        (the names are only committed when the block is encoded for the file it goes to)."""
+    ) -> tuple[bytes, dict[str, int]]:
+        """The block for these readings, naming the machines the open file has not seen yet,
+        and those new names with their indices: the caller commits them to the open file's
+        table only once the block is written, so that a block left out (too big for the
+        folder's cap) leaves no name behind that later blocks would point at unwritten."""
         names = self._names
         new: list[str] = []
         base = len(names)
@@ -252,8 +263,7 @@ class Recorder:
                     slot = fresh[machine_id] = base + len(new)
                     new.append(machine_id)
             index[i] = slot
-        names.update(fresh)
-        return encode_block(new, index, ts, seq, values)
+        return encode_block(new, index, ts, seq, values), fresh
 
     def _open(self) -> None:
         self._serial += 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numpy.typing import NDArray
 
 from agent.metrics import AgentMetrics
 from agent.tick import TickForecasts
@@ -41,6 +42,14 @@ class ShadowScore:
         self._weight = 0.0
         for model in MODELS:
             self._metrics.shadow_rmse.labels(model=model).set(math.nan)
+
+    def forget(self, slots: NDArray[np.int64]) -> None:
+        """Drop the pending forecasts of ``slots``: their machines were evicted, and a new
+        machine in the slot, whose sequence numbers are its own, must not be scored against
+        a forecast made for another machine's next reading."""
+        slots = slots[slots < len(self._seq)]
+        self._pending[slots] = np.nan
+        self._seq[slots] = -2
 
     def rmse(self) -> tuple[float, float]:
         """The rolling RMSE of (live, shadow); NaN before any reading was compared."""

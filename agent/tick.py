@@ -84,6 +84,8 @@ TickListener = Callable[[list[MachineView]], None]
 AlertListener = Callable[[AlertEvent], None]
 ForecastsListener = Callable[[TickForecasts], None]
 """Called on the tick thread with every model's forecasts of a tick; it must be quick."""
+EvictionListener = Callable[[NDArray[np.int64]], None]
+"""Called with the slots whose machines were evicted: per-slot state kept outside the ticker."""
 
 SAMPLE_WINDOWS = 64
 """Recent windows kept for checking a model before it is swapped in."""
@@ -163,6 +165,8 @@ class Ticker:
         self.shadow: Forecaster | None = None
         """A candidate forecast on the same windows as ``forecaster``, never alerting."""
         self.forecast_listeners: list[ForecastsListener] = []
+        self.eviction_listeners: list[EvictionListener] = []
+        """Called on the tick thread with the slots of evicted machines, before reuse."""
         self.sample_windows: NDArray[np.float32] | None = None
         """A copy of up to SAMPLE_WINDOWS windows of the last tick that forecast, for checks."""
         self._jobs: deque[_Job] = deque()
@@ -444,6 +448,8 @@ class Ticker:
                             alerts.event(slot, machine_id, now, reason="evicted")
                         )
                 alerts.reset(evicted_slots)
+            for listener in self.eviction_listeners:
+                listener(evicted_slots)
             for machine_id in evicted_ids:
                 self._metrics.drop_machine(machine_id)
             self._metrics.machines_evicted.inc(len(evicted_ids))

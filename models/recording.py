@@ -132,7 +132,7 @@ def _read_file(
             body = zlib.decompress(data[at + _LENGTH.size : at + _LENGTH.size + length])
         except zlib.error as error:
             raise DataError(f"{path}: block at byte {at} is corrupt ({error})") from error
-        at += _LENGTH.size + length
+        start, at = at, at + _LENGTH.size + length
         n, new, names_len = _BLOCK_HEAD.unpack_from(body)
         cursor = _BLOCK_HEAD.size
         if new:
@@ -145,6 +145,11 @@ def _read_file(
             cursor += kind.itemsize * size
         ids, ts, seq, values = columns
         values = values.reshape(n, width)
+        if n and int(ids.max()) >= len(names):
+            raise DataError(
+                f"{path}: block at byte {start} names machine {int(ids.max())} of "
+                f"{len(names)} named so far: the file is damaged; move it out of the folder"
+            )
         order = np.argsort(ids, kind="stable")
         bounds = np.flatnonzero(np.r_[True, np.diff(ids[order]) != 0, True])
         for start, stop in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):

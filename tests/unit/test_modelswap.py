@@ -175,7 +175,11 @@ def test_commands_name_models_only_inside_the_model_directory(tmp_path: Path) ->
         parse_command(b'{"live": "sub/inner.json"}', folder).live
         == (folder / "sub" / "inner.json").resolve()
     )
-    for name in (str(outside), "../elsewhere/ridge.json", "sub/../../x.json", "escape.json"):
+    (folder / "linked.json").write_bytes((folder / "ridge.json").read_bytes())
+    (tmp_path / "elsewhere" / "weights.npz").write_bytes(b"")
+    os.symlink(tmp_path / "elsewhere" / "weights.npz", folder / "linked.npz")  # read beside it
+    names = (str(outside), "../elsewhere/ridge.json", "sub/../../x.json", "escape.json")
+    for name in (*names, "linked.json"):
         with pytest.raises(Refused) as refused:
             parse_command(orjson.dumps({"live": name}), folder)
         assert refused.value.reason == "path", name
@@ -398,3 +402,46 @@ def test_a_command_sent_again_is_a_new_command_and_its_retained_copy_is_not(
         parse_command(b'{"at": 5}', folder)  # a stamp alone is no command
     with pytest.raises(Refused):
         parse_command(b'{"live": "lstm.json", "at": "now"}', folder)
+
+
+def test_an_evicted_machine_leaves_no_pending_shadow_forecast_to_its_slot() -> None:
+    """Fleets count seq alike: a new machine in an evicted machine's slot whose seq follows
+    the old one's last must not be scored against the old machine's forecast."""
+    from agent.metrics import AgentMetrics
+    from agent.shadow import ShadowScore
+    from agent.tick import TickForecasts
+
+    score = ShadowScore(AgentMetrics(CollectorRegistry()), memory=1e12)
+    slots = np.array([0])
+
+    def tick(seq: int, temperature: float, forecast: float) -> None:
+        windows = np.zeros((1, 20, 4), dtype=np.float32)
+        windows[:, -1, 0] = temperature
+        forecasts = {m: np.full((1, 15), forecast, dtype=np.float32) for m in ("live", "shadow")}
+        score(TickForecasts(slots, windows, np.array([seq]), forecasts, ["m"], 0.0))
+
+    tick(41, 60.0, forecast=61.0)
+    score.forget(np.array([0, 7]))  # slot 7 was never seen: nothing to forget there
+    tick(42, 95.0, forecast=95.0)  # another machine, its own seq 42 in slot 0
+    assert np.isnan(score.rmse()).all()
+    tick(43, 95.5, forecast=0.0)
+    assert score.rmse() == pytest.approx((0.5, 0.5))
+
+
+def test_the_agent_forgets_an_evicted_machines_shadow_forecasts() -> None:
+    from agent.app import Agent
+    from config.settings import load_settings
+    from wire.reading import Reading
+
+    config = load_settings(_env_file=None)
+    config.metrics = config.metrics.model_copy(update={"host": "127.0.0.1", "port": 0})
+    config.agent = config.agent.model_copy(update={"max_machines": 1})
+    agent = Agent(config)
+    forgotten: list[list[int]] = []
+    agent.ticker.eviction_listeners.append(lambda slots: forgotten.append(slots.tolist()))
+    assert agent.models.score.forget in agent.ticker.eviction_listeners
+    values = np.array([60.0, 80.0, 75.0, 1500.0], dtype=np.float32)
+    for machine_id in ("a", "b"):
+        agent.hand_off(Reading(machine_id, 1_700_000_000.0, 1, values))
+        agent.tick()
+    assert forgotten == [[0]]

@@ -239,3 +239,22 @@ def test_a_folder_it_cannot_create_stops_start_up_naming_the_setting(tmp_path: P
     section = RecordingSettings(enabled=True, directory=blocker / "recordings")
     with pytest.raises(ConfigError, match="FOREWARN_RECORDING__DIRECTORY"):
         Recorder(section, FEATURES, AgentMetrics())
+
+
+def test_a_tick_too_big_for_the_cap_leaves_no_name_behind(tmp_path: Path) -> None:
+    """A tick left out for its size names machines the file never received: a later block
+    must name them again, or the recording could not be read back."""
+    rec, metrics = recorder(tmp_path, max_bytes=MIB, file_bytes=MIB)
+    rng = np.random.default_rng(6)
+    rec.record(tick_readings(["m-0"], 0, rng), np.ones(1, dtype=np.bool_))
+    crowd = [f"machine-with-a-long-name-{i:06d}" for i in range(150_000)]
+    rec.record(tick_readings(crowd, 1, rng), np.ones(len(crowd), dtype=np.bool_))
+    rec.record(tick_readings(["m-0", crowd[7]], 2, rng), np.ones(2, dtype=np.bool_))
+    rec.stop()
+    assert metrics.registry.get_sample_value(
+        "forewarn_recording_readings_dropped_total", {"reason": "too_big"}
+    ) == len(crowd)
+    back = read_recording(tmp_path / "rec")
+    assert back.readings == 3
+    assert back.machines[crowd[7]][1].tolist() == [2]
+    assert back.machines["m-0"][1].tolist() == [0, 2]
