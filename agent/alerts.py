@@ -263,6 +263,7 @@ class AlertPolicy:
         noise_ratio: NDArray[np.float64] | None = None,
         reading_ts: NDArray[np.float64] | None = None,
         appended: NDArray[np.int64] | None = None,
+        last_seq: NDArray[np.int64] | None = None,
     ) -> list[AlertEvent]:
         """Advance the state of ``slots``; returns the events of machines that changed state.
 
@@ -272,7 +273,9 @@ class AlertPolicy:
         over its usual one (see agent.anomaly); ``reading_ts`` the timestamp of each machine's
         latest reading, the clock of the hold (``now`` when not given); ``appended`` how many
         readings each window has taken in since it (re)started, which feeds the slow path
-        (:mod:`agent.trend`; without it the slow path sees nothing).
+        (:mod:`agent.trend`; without it the slow path sees nothing), and ``last_seq`` the
+        ``seq`` of each machine's latest reading, which lets the slow path carry on after a
+        restart (see :meth:`agent.trend.TrendTracker.load`).
         """
         if len(slots) == 0:
             return []
@@ -297,7 +300,7 @@ class AlertPolicy:
         # The slow path: a trend far longer than the window that reaches the threshold within
         # its own horizon warns like a hot forecast, and keeps an incident from clearing.
         if appended is not None:
-            self.trend.update(slots, recent_temperatures, appended, threshold)
+            self.trend.update(slots, recent_temperatures, appended, threshold, last_seq)
         trend = self.trend.view(slots)
         forecast_hot |= trend.trending
         self._estimate(slots, forecasts, threshold, spread, trend, interval_s)

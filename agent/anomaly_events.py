@@ -28,7 +28,6 @@ alert resolves. The learned state of every machine is saved to ``agent.state_dir
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from numpy.typing import NDArray
 
 from agent.anomaly_alert import AnomalyAlertState, AnomalyRule
 from agent.anomaly_sensors import SensorScorer
+from agent.slotfile import StateFileError, load_rows, save_rows
 from agent.window import occurrence
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 ANOMALY_SCHEMA_VERSION = 1
 STATE_FILE = "anomaly.npz"
 STATE_VERSION = 1
+STATE_PREFIX = "s_"
+"""The prefix of the scorer's arrays in the file (:mod:`agent.slotfile`)."""
 
 
 @dataclass(frozen=True)
@@ -314,24 +316,20 @@ class AnomalyAlerts:
 
     def save(self, directory: Path, slot_of: dict[str, int]) -> Path:
         """Write every known machine's learned state to ``directory`` (atomically)."""
-        directory.mkdir(parents=True, exist_ok=True)
         ids = list(slot_of)
         slots = np.fromiter((slot_of[m] for m in ids), np.int64, len(ids))
-        arrays = {f"s_{name}": a[slots] for name, a in self.scorer.state().items()}
-        rebased = np.array([self.rebaselined_at.get(m, np.nan) for m in ids])
         path = directory / STATE_FILE
-        tmp = directory / f".{STATE_FILE}.{os.getpid()}.tmp"
-        arrays.update(
-            version=np.array(STATE_VERSION),
-            features=np.array(self.features),
-            machine_ids=np.array(ids, dtype=np.str_),
-            rebaselined_at=rebased,
+        save_rows(
+            path,
+            STATE_VERSION,
+            ids,
+            {name: a[slots] for name, a in self.scorer.state().items()},
+            meta={
+                "features": np.array(self.features),
+                "rebaselined_at": np.array([self.rebaselined_at.get(m, np.nan) for m in ids]),
+            },
+            prefix=STATE_PREFIX,
         )
-        with tmp.open("wb") as file:
-            np.savez(file, **arrays)  # type: ignore[arg-type]
-            file.flush()
-            os.fsync(file.fileno())  # a power loss leaves the old file or the new, never half
-        os.replace(tmp, path)
         return path
 
     def load(self, directory: Path, slot_for: Callable[[str], int | None]) -> int:
@@ -343,28 +341,20 @@ class AnomalyAlerts:
         path = directory / STATE_FILE
         if not path.exists():
             return 0
+        shapes = {name: a.shape[1:] for name, a in self.scorer.state().items()}
         try:
-            with np.load(path, allow_pickle=False) as data:
-                if int(data["version"]) != STATE_VERSION:
-                    raise ValueError(f"state version {int(data['version'])}")
-                features = tuple(str(f) for f in data["features"])
-                if features != self.features:
-                    raise ValueError(f"learned for features {features}, not {self.features}")
-                ids = [str(m) for m in data["machine_ids"]]
-                saved = {k[2:]: data[k] for k in data.files if k.startswith("s_")}
-                rebased = data["rebaselined_at"]
-            expected = self.scorer.state()
-            for name, array in [*saved.items(), ("rebaselined_at", rebased)]:
-                shape = expected[name].shape[1:] if name in expected else array.shape[1:]
-                if array.shape != (len(ids), *shape):
-                    raise ValueError(f"{name} has shape {array.shape} for {len(ids)} machines")
-        except Exception as error:
-            # An empty file (EOFError), one cut short (zipfile.BadZipFile), a foreign one.
+            ids, saved, meta = load_rows(path, STATE_VERSION, shapes, prefix=STATE_PREFIX)
+            features = tuple(str(f) for f in meta["features"])
+            if features != self.features:
+                raise StateFileError(f"learned for features {features}, not {self.features}")
+            rebased = meta["rebaselined_at"]
+            if rebased.shape != (len(ids),):
+                raise StateFileError(f"rebaselined_at has shape {rebased.shape}")
+        except (StateFileError, KeyError) as error:
             logger.warning(
-                "ignoring the saved anomaly state %s (%s: %s): every machine learns its normal "
+                "ignoring the saved anomaly state %s (%s): every machine learns its normal "
                 "afresh; delete the file to silence this warning",
                 path,
-                type(error).__name__,
                 error,
             )
             return 0

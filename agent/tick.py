@@ -33,6 +33,7 @@ from agent.anomaly import AnomalyScorer
 from agent.anomaly_events import AnomalyAlerts, AnomalyEvent
 from agent.drift import DriftWatch, export_drift
 from agent.ingest import Ingest
+from agent.learned import LearnedState
 from agent.metrics import AgentMetrics
 from agent.publish import AlertPublisher
 from agent.rebaseline import RebaselineQueue
@@ -149,7 +150,12 @@ class Ticker:
         """The calibrated per-sensor scorer and its alert lifecycle (``anomaly.enabled``)."""
         self._rebaselines = rebaselines
         self._anomaly_changed: NDArray[np.int64] = np.empty(0, dtype=np.int64)
-        self._next_save = time.monotonic() + settings.anomaly.save_interval_s
+        self.learned = LearnedState(state_dir(settings))
+        """The anomaly normal and the slow path's trends, kept across restarts."""
+        if anomaly_alerts is not None:
+            self.learned.add("learned normal", anomaly_alerts, settings.anomaly.save_interval_s)
+        if settings.alerts.trend_horizon_readings > 0:
+            self.learned.add("slow path", policy.trend, settings.alerts.trend_save_interval_s)
         self.forecaster = forecaster
         self.store = store
         self.policy = policy
@@ -238,13 +244,14 @@ class Ticker:
             try:
                 if self._restore.done.is_set():
                     self.tick()
+                    self.learned.save(self.store, only_due=True)
                 elif (restored := self._restore.result) is not None:
                     self._restore.resume(
                         restored,
                         self.store,
                         self.policy,
                         self.anomaly,
-                        then=self._restore_anomalies,
+                        then=self._restore_learned,
                     )
                 self._publisher.pump()
             except Exception:
@@ -271,7 +278,7 @@ class Ticker:
                 break
         if self._restore.done.is_set():
             self.tick()  # a last tick, so readings that arrived before the stop are forecast
-            self.save_anomaly_state()
+            self.learned.save(self.store)
 
     def tick(self) -> list[AlertEvent]:
         """Drain, forecast every ready machine in one batch, alert; returns the events.
@@ -317,6 +324,7 @@ class Ticker:
                 self.anomaly.noise_ratio(batch.slots),
                 reading_ts=self.store.last_ts[batch.slots],
                 appended=self.store.count[batch.slots],
+                last_seq=self.store.last_seq[batch.slots],
             )
             self._emit(events, now)
             self._metrics.forecasts.inc(len(batch))
@@ -502,9 +510,6 @@ class Ticker:
         used = len(self.store)
         ours = self._ours(self.store.last_seq[:used] >= 0)
         self._metrics.anomaly_alerts_firing.set(alerts.firing_count(used, ours))
-        if time.monotonic() >= self._next_save:
-            self._next_save = time.monotonic() + self._settings.anomaly.save_interval_s
-            self.save_anomaly_state()
         return True
 
     def _publish_anomalies(self, now: float) -> list[AnomalyEvent]:
@@ -551,30 +556,14 @@ class Ticker:
             self._metrics.anomaly_rebaselines.inc()
             logger.info("re-baselined %s: its normal is learned afresh (%s)", machine_id, reason)
 
-    def _restore_anomalies(self) -> None:
-        """After the alert states: the anomaly alerts' states, then the learned normal, which
-        only fills free slots, never evicting a machine whose retained alert was resumed."""
+    def _restore_learned(self) -> None:
+        """After the alert states: the anomaly alerts' states, then what was learned per
+        machine (:mod:`agent.learned`), which only fills free slots, never evicting a machine
+        whose retained alert was resumed."""
         self._resume_anomalies()
-        self._load_anomaly_state()
-
-    def _load_anomaly_state(self) -> None:
-        """Load the learned normal saved by a previous run (tick thread, before ticks)."""
-        directory = state_dir(self._settings)
-        if self.anomaly_alerts is None or directory is None:
-            return
-        store = self.store
-
-        def slot_without_eviction(machine_id: str) -> int | None:
-            known = store.slot_of.get(machine_id)
-            if known is not None or len(store.machine_ids) >= store.max_machines:
-                return known
-            return store.slot_for(machine_id)
-
-        loaded = self.anomaly_alerts.load(directory, slot_without_eviction)
+        self.learned.load(self.store)
         self.policy.ensure_capacity(self.store.capacity)
         self.anomaly.ensure_capacity(self.store.capacity)
-        if loaded:
-            logger.info("loaded the learned normal of %d machine(s) from %s", loaded, directory)
 
     def _resume_anomalies(self) -> None:
         """Resume the retained anomaly alert states read back at start-up."""
@@ -587,18 +576,6 @@ class Ticker:
                 self.anomaly_alerts.restore(slot, restored)
         self.policy.ensure_capacity(self.store.capacity)
         self.anomaly.ensure_capacity(self.store.capacity)
-
-    def save_anomaly_state(self) -> None:
-        """Write the learned normal to ``agent.state_dir`` (a failure is logged, not raised)."""
-        directory = state_dir(self._settings)
-        if self.anomaly_alerts is None or directory is None:
-            return
-        try:
-            self.anomaly_alerts.save(directory, self.store.slot_of)
-        except OSError as error:
-            self._throttle.warning(
-                "save", "cannot save the anomaly state to %s: %s", directory, error
-            )
 
     def _watch_drift(
         self,

@@ -32,21 +32,34 @@ The fine ring also gives the machine's cycle (:func:`_period`), which the alert 
 its hold and for the 90 % bound of a forecast's near miss.
 
 Everything is in arrays indexed by the window store's slots and only the machines whose fine
-step completed do any fitting, so a tick costs a few vectorised operations. The state lives in
-memory: after a restart the path is blind until a machine has :data:`MIN_COARSE` coarse steps
-again (500 readings), and reaches its longest lines only after 20,000 (see
-docs/alerting-incidents.md).
+step completed do any fitting, so a tick costs a few vectorised operations. The arrays are
+saved to ``agent.state_dir`` (:data:`STATE_FILE`) every ``alerts.trend_save_interval_s`` and
+at stop, and taken back at start-up (:meth:`TrendTracker.save`, :meth:`TrendTracker.load`):
+a machine whose readings carry on where they stopped (fewer than :data:`STUCK_GAP` missing by
+their ``seq``) carries on with every line it had; one that missed more has a gap there, and
+only the lines over that gap wait for it to leave them. Without a state directory the path is
+blind after a restart until a machine has :data:`MIN_COARSE` coarse steps again (500
+readings), and reaches its longest lines only after 20,000 (see docs/alerting-incidents.md).
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.slotfile import StateFileError, load_rows, save_rows
 from config.alerts import AlertSettings
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "trend.npz"
+STATE_VERSION = 1
 
 FINE, FINE_BLOCKS = 10, 209
 COARSE, COARSE_BLOCKS = 100, 200
@@ -161,6 +174,10 @@ class TrendTracker:
         self._gap_fine = np.zeros(0, dtype=np.int64)
         self._gap_coarse = np.zeros(0, dtype=np.int64)
         self._stuck_run = np.zeros(0, dtype=np.int32)
+        # The seq of the last reading each machine's path took in, and whether its state was
+        # loaded from a previous run and awaits its first readings (see load).
+        self._taken_seq = np.zeros(0, dtype=np.int64)
+        self._resumed = np.zeros(0, dtype=np.bool_)
         self.ensure_capacity(capacity)
 
     # --- state -----------------------------------------------------------------------------
@@ -196,6 +213,8 @@ class TrendTracker:
             "_gap_fine": NO_GAP,
             "_gap_coarse": NO_GAP,
             "_stuck_run": 0,
+            "_taken_seq": -1,
+            "_resumed": False,
         }
 
     def ensure_capacity(self, capacity: int) -> None:
@@ -224,13 +243,16 @@ class TrendTracker:
         temperatures: NDArray[np.float32],
         appended: NDArray[np.int64],
         threshold: NDArray[np.float64],
+        last_seq: NDArray[np.int64] | None = None,
     ) -> None:
         """Take in the readings the machines got since their last update.
 
         ``temperatures`` are their windows (newest last), ``appended`` how many readings each
         window has taken in since it (re)started (the window store's count): the readings
         beyond what this path has seen are the new ones. The newest reading waits one update
-        for its neighbour, which the median of three needs.
+        for its neighbour, which the median of three needs. ``last_seq``, the newest reading's
+        ``seq``, tells a machine whose state was loaded whether its readings carry on where
+        they stopped; without it, such a machine has a gap there.
         """
         if len(slots) == 0 or self.settings.trend_horizon_readings == 0:
             return
@@ -241,6 +263,7 @@ class TrendTracker:
         fresh = np.where(restarted, appended, appended - seen)
         usable = np.clip(np.minimum(fresh, appended - 2), 0, width - 2)
         self._seen[slots] = appended
+        self._carry_on(slots, usable, last_seq)
         steps = int(usable.max(initial=0))
         if steps == 0:
             return
@@ -276,8 +299,31 @@ class TrendTracker:
             done = self._coarse_count[rows] >= COARSE
             if done.any():
                 self._push_coarse(rows[done])
+        if last_seq is not None:
+            took = usable > 0
+            self._taken_seq[slots[took]] = last_seq[took] - 1  # the newest waits (see above)
         if completed_fine.any():
             self._assess(slots[completed_fine], threshold[completed_fine])
+
+    def _carry_on(
+        self,
+        slots: NDArray[np.int64],
+        usable: NDArray[np.int64],
+        last_seq: NDArray[np.int64] | None,
+    ) -> None:
+        """For machines whose state was loaded and which now take in their first readings:
+        a gap unless fewer than :data:`STUCK_GAP` readings went missing in between."""
+        resumed = self._resumed[slots] & (usable > 0)
+        if not resumed.any():
+            return
+        rows = slots[resumed]
+        self._resumed[rows] = False
+        if last_seq is None:
+            self._mark_gap(rows)
+            return
+        first = last_seq[resumed] - usable[resumed]  # the oldest reading taken in now
+        missing = first - self._taken_seq[rows] - 1
+        self._mark_gap(rows[(missing < 0) | (missing >= STUCK_GAP)])
 
     def _mark_gap(self, rows: NDArray[np.int64]) -> None:
         """A gap in the readings of ``rows`` falls in the fine and coarse steps in progress."""
@@ -373,6 +419,50 @@ class TrendTracker:
         self._high[rows] = np.where(
             heading, best * TREND_RATIOS[2], np.where(rising, anywhere * TREND_RATIOS[2], np.nan)
         )
+
+    # --- across restarts ---------------------------------------------------------------------
+
+    def save(self, directory: Path, slot_of: dict[str, int]) -> Path:
+        """Write every machine's state that holds anything to ``directory`` (atomically)."""
+        has = (self._fine_n > 0) | (self._fine_count > 0)  # took in anything
+        ids = [m for m, slot in slot_of.items() if slot < self.capacity and has[slot]]
+        slots = np.fromiter((slot_of[m] for m in ids), np.int64, len(ids))
+        path = directory / STATE_FILE
+        save_rows(path, STATE_VERSION, ids, {n: getattr(self, n)[slots] for n in self._fills()})
+        return path
+
+    def load(self, directory: Path, slot_for: Callable[[str], int | None]) -> int:
+        """Take back what :meth:`save` wrote (the machines loaded; 0 with no file).
+
+        ``slot_for`` gives a machine its slot (None: no room). The readings that come next
+        are the machines' first of this run (``_seen`` 0) and :meth:`update` judges from their
+        ``seq`` whether they carry on. An unreadable or foreign file is logged and ignored.
+        """
+        path = directory / STATE_FILE
+        if not path.exists():
+            return 0
+        shapes = {n: getattr(self, n).shape[1:] for n in self._fills()}
+        try:
+            ids, rows, _ = load_rows(path, STATE_VERSION, shapes)
+        except StateFileError as error:
+            logger.warning(
+                "ignoring the saved slow-path state %s (%s): every machine's long trends start "
+                "afresh; delete the file to silence this warning",
+                path,
+                error,
+            )
+            return 0
+        found = [slot_for(m) for m in ids]
+        keep = np.array([slot is not None for slot in found], dtype=np.bool_)
+        slots = np.array([slot for slot in found if slot is not None], dtype=np.int64)
+        if len(slots) == 0:
+            return 0
+        self.ensure_capacity(int(slots.max()) + 1)
+        for name, array in rows.items():
+            getattr(self, name)[slots] = array[keep]
+        self._seen[slots] = 0
+        self._resumed[slots] = True
+        return len(slots)
 
     def view(self, slots: NDArray[np.int64]) -> TrendView:
         """The latest verdict of ``slots``, shifted by the readings taken in since it."""

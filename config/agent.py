@@ -70,7 +70,8 @@ class AgentSettings(Section):
         None,
         description="Folder where the agent keeps what must survive a restart and the broker "
         "does not hold: the model it serves after a swap (so that a promotion survives a "
-        "restart) and the anomaly scorer's learned normal of every machine (anomaly.npz). "
+        "restart), the anomaly scorer's learned normal of every machine (anomaly.npz) and "
+        "the slow path's long trends (trend.npz). "
         "Unset: $STATE_DIRECTORY when systemd sets it (StateDirectory= in the shipped unit), "
         "else nothing is kept.",
     )

@@ -87,6 +87,13 @@ class AlertSettings(Section):
         description="The slow path extrapolates each trend with its slope minus this many "
         "standard errors, so a slope the readings barely support predicts nothing.",
     )
+    trend_save_interval_s: float = Field(
+        300.0,
+        gt=0,
+        description="How often the slow path's trends of every machine are written to "
+        "agent.state_dir (and once at stop), so that a restart does not leave it blind for "
+        "up to 20,000 readings.",
+    )
 
     @field_validator("warning_noise_ratio_max")
     @classmethod

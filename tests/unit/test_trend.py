@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from agent.trend import COARSE, MIN_COARSE, PERIOD_MIN_BLOCKS, TrendTracker, _period
+from agent.trend import (
+    COARSE,
+    MIN_COARSE,
+    PERIOD_MIN_BLOCKS,
+    STATE_FILE,
+    TrendTracker,
+    _period,
+)
 from config.alerts import AlertSettings
 
 THRESHOLD = 95.0
@@ -92,7 +101,7 @@ def test_a_healthy_machine_is_never_trending() -> None:
 
 
 def test_blind_until_enough_coarse_steps_after_a_start() -> None:
-    """The slow path lives in memory: after a (re)start it says nothing until a machine has
+    """Without its saved state, after a (re)start it says nothing until a machine has
     MIN_COARSE coarse steps, even for a machine already far along a drift."""
     temperatures = signal(3000, drift_per_tick=0.02, level=80.0)
     _, verdicts = feed(temperatures[np.newaxis, :])
@@ -227,3 +236,57 @@ def test_a_sensor_stuck_over_a_peak_does_not_make_a_trend() -> None:
         temperatures[start:end] = temperatures[start]
     _, verdicts = feed(temperatures[np.newaxis, :])
     assert not any(trending for _, trending, *_ in verdicts)
+
+
+def feed_across_restart(
+    temperatures: np.ndarray, restart: int, missing: int, folder: Path | None
+) -> list[bool]:
+    """One machine fed as the agent does, with seq = tick, stopped at ``restart``: the state
+    saved to ``folder`` (None: nothing saved), a new tracker started from it, ``missing``
+    readings lost meanwhile, and a fresh window after. Returns trending per tick after it."""
+    threshold = np.full(1, THRESHOLD)
+    slots = np.arange(1)
+    data = temperatures.astype(np.float32)
+    before = TrendTracker(AlertSettings(), 1)
+    for t in range(WINDOW - 1, restart):
+        window = data[np.newaxis, t - WINDOW + 1 : t + 1]
+        before.update(slots, window, np.array([t + 1]), threshold, np.array([t]))
+    after = TrendTracker(AlertSettings(), 1)
+    if folder is not None:
+        before.save(folder, {"m": 0})
+        assert after.load(folder, lambda machine_id: 0) == 1
+    start = restart + missing
+    trending = []
+    for t in range(start + WINDOW - 1, data.shape[0]):
+        window = data[np.newaxis, t - WINDOW + 1 : t + 1]
+        after.update(slots, window, np.array([t - start + 1]), threshold, np.array([t]))
+        trending.append(bool(after.view(slots).trending[0]))
+    return trending
+
+
+def test_a_restart_with_the_state_saved_carries_on_warning(tmp_path: Path) -> None:
+    """Saved and loaded, a machine far along a drift is still warned at its first readings
+    after a short restart; without the file, the path is blind for MIN_COARSE coarse steps."""
+    temperatures = signal(4000, drift_per_tick=0.02, level=80.0)
+    _, verdicts = feed(temperatures[np.newaxis, :])
+    assert any(trending for t, trending, *_ in verdicts if 1900 <= t < 2000)
+    kept = feed_across_restart(temperatures, 2000, missing=3, folder=tmp_path)
+    assert kept[0] and all(kept[:500])
+    blind = feed_across_restart(temperatures, 2000, missing=3, folder=None)
+    assert not any(blind[: MIN_COARSE * COARSE - WINDOW])
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_readings_lost_over_a_restart_make_a_gap_as_any_other(tmp_path: Path, seed: int) -> None:
+    """Fifty readings lost over the top of the cycle while the agent was down: the means
+    there read low, and a line over them would rise; it waits for the gap to leave it."""
+    temperatures = signal(6000, seed=seed, level=74.0)
+    for start, end in peak_gaps(temperatures)[:3]:
+        assert not any(feed_across_restart(temperatures, start, end - start, tmp_path))
+
+
+def test_a_damaged_state_file_is_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tracker = TrendTracker(AlertSettings(), 1)
+    (tmp_path / STATE_FILE).write_bytes(b"PK\x03\x04 cut short")
+    assert tracker.load(tmp_path, lambda machine_id: 0) == 0
+    assert "ignoring the saved slow-path state" in caplog.text
