@@ -330,7 +330,10 @@ class AlertPolicy:
 
         old = self.state[slots]
         new = old.copy()
-        new[(old == OK) & warned] = WARNING
+        # The level gate holds back a forecast's page at the top of a machine's cycle; it never
+        # holds back a critical, nor an incident already open.
+        opens = warned & ~self._gated(recent_temperatures, trend, threshold)
+        new[(old == OK) & opens] = WARNING
         new[(old == WARNING) & (clear_streak >= s.clear_confirm_ticks) & hot_for] = OK
         stepping_down = (
             (old == CRITICAL) & (reading_clear_streak >= s.clear_confirm_ticks) & reading_quiet
@@ -415,6 +418,34 @@ class AlertPolicy:
         self.eta_s[slots] = point * interval_s
         self.eta_low_s[slots] = np.minimum(low, point) * interval_s
         self.eta_high_s[slots] = np.maximum(high, point) * interval_s
+
+    def _gated(
+        self,
+        recent_temperatures: NDArray[np.float32],
+        trend: TrendView,
+        threshold: NDArray[np.float64],
+    ) -> NDArray[np.bool_]:
+        """Machines whose hot forecast may not open a warning (the level gate).
+
+        The forecaster overshoots the top of a machine's cycle: a forecast made on a peak's
+        rising side reaches the warning level while the machine's level, its mean with the
+        cycle averaged out, has not moved. Such a page is a false warning on a healthy machine,
+        and on a slow drift an early one that resolves long before the crossing and pages again
+        later. A forecast opens a warning only when the machine's level is rising (its mean over
+        100 readings ``warning_level_rise_c`` over that over 500), its readings are already well
+        over its usual peak, its usual peak is near the threshold, or the slow path sees it
+        trending; a machine whose level is not known yet (fewer than 200 readings) is not gated.
+        """
+        s = self.settings
+        rise, usual = trend.level_rise, trend.usual_peak
+        if s.warning_level_rise_c <= 0 or rise is None or usual is None:
+            return np.zeros(len(threshold), dtype=np.bool_)
+        now = np.median(recent_temperatures[:, -3:], axis=1).astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            flat = rise < s.warning_level_rise_c
+            usual_reading = now < usual + s.warning_above_usual_peak_c
+            far = usual < threshold - s.clear_margin_c
+        return np.asarray(flat & usual_reading & far & ~trend.trending, dtype=np.bool_)
 
     def mark_stale(
         self,

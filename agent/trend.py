@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +104,14 @@ is beyond the line's own length (:data:`SPAN_FACTOR`), is *rising*: too uncertai
 to set the time to threshold, but an incident it is in stays open (a slow drift's first warning,
 at a peak of its cycle, often comes before its lines look far enough ahead, and would otherwise
 resolve and page again when they do), and that line's 90 % bound is the interval's end."""
+LEVEL_SHORT, LEVEL_LONG = 10, 50
+"""The level gate compares a machine's mean over its last 10 fine steps (100 readings, about a
+cycle) with that over its last 50 (500 readings, more than a wear sawtooth)..."""
+LEVEL_MIN_BLOCKS = 20
+"""...once it has 20 fine steps (200 readings); before, the gate is open."""
+DERIVED = frozenset({"_level_rise", "_usual_peak"})
+"""Arrays recomputed at each fine step from the others: not saved across restarts (a file
+written before they existed reads back as well)."""
 TREND_RATIOS = (0.24, 0.52, 1.2)
 """What the soonest line's crossing is worth: the reading actually crossed after 0.24, 0.52 and
 1.2 times it (10 %, 50 % and 90 % of the first trending verdicts of 108 drifts on the slow
@@ -131,6 +140,12 @@ class TrendView:
     period: NDArray[np.float64]
     """The machine's cycle in readings (NaN: none found yet): when a peak falls just short of
     the threshold, the next chance to cross is a cycle later."""
+    level_rise: NDArray[np.float64] | None = None
+    """How far the machine's mean over its last 100 readings is above its mean over its last
+    500 (°C; NaN: not known yet): a ramp lifts it, a cycle's peak does not."""
+    usual_peak: NDArray[np.float64] | None = None
+    """The machine's mean over its last 100 readings plus its excursion: where its peaks
+    usually reach (°C; NaN: not known yet)."""
 
 
 class TrendTracker:
@@ -168,6 +183,10 @@ class TrendTracker:
         self._heading = np.zeros(0, dtype=np.bool_)
         self._rising = np.zeros(0, dtype=np.bool_)
         self._period = np.zeros(0, dtype=np.float64)
+        # The machine's level (mean of its last LEVEL_SHORT readings) minus its level over the
+        # last LEVEL_LONG, and its usual peak (that level plus its excursion): NaN while unknown.
+        self._level_rise = np.zeros(0, dtype=np.float64)
+        self._usual_peak = np.zeros(0, dtype=np.float64)
         # Where the machine's readings last had a gap (its window restarted, or a stuck sensor's
         # readings were left out): the index of the fine and coarse step then in progress. The
         # means around a gap miss part of a cycle, so a line over them is not trusted.
@@ -210,6 +229,8 @@ class TrendTracker:
             "_heading": False,
             "_rising": False,
             "_period": math.nan,
+            "_level_rise": math.nan,
+            "_usual_peak": math.nan,
             "_gap_fine": NO_GAP,
             "_gap_coarse": NO_GAP,
             "_stuck_run": 0,
@@ -378,6 +399,7 @@ class TrendTracker:
         fine = _latest(self._fine[rows], self._fine_n[rows], longest + SMOOTH - 1)
         kernel = np.ones(SMOOTH) / SMOOTH
         smooth = np.apply_along_axis(np.convolve, 1, fine, kernel, mode="valid")
+        self._judge_level(rows, fine)
         for blocks in FINE_FITS:
             level, slope, error, broken = _fit_series(smooth[:, -blocks:])
             # Neighbouring smoothed steps share 9 of their 10 fine steps: the fit has about a
@@ -420,6 +442,20 @@ class TrendTracker:
             heading, best * TREND_RATIOS[2], np.where(rising, anywhere * TREND_RATIOS[2], np.nan)
         )
 
+    def _judge_level(self, rows: NDArray[np.int64], fine: NDArray[np.float64]) -> None:
+        """The level of ``rows`` over their last :data:`LEVEL_SHORT` fine steps against that
+        over their last :data:`LEVEL_LONG` (or as many as they have, from
+        :data:`LEVEL_MIN_BLOCKS` on), and their usual peak: that level plus the excursion."""
+        known = self._fine_n[rows] >= LEVEL_MIN_BLOCKS
+        short = fine[:, -LEVEL_SHORT:]
+        long = fine[:, -LEVEL_LONG:]
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            level = np.nanmean(short, axis=1)
+            rise = level - np.nanmean(long, axis=1)
+        self._level_rise[rows] = np.where(known, rise, np.nan)
+        self._usual_peak[rows] = np.where(known, level + self._env[rows], np.nan)
+
     # --- across restarts ---------------------------------------------------------------------
 
     def save(self, directory: Path, slot_of: dict[str, int]) -> Path:
@@ -428,7 +464,7 @@ class TrendTracker:
         ids = [m for m, slot in slot_of.items() if slot < self.capacity and has[slot]]
         slots = np.fromiter((slot_of[m] for m in ids), np.int64, len(ids))
         path = directory / STATE_FILE
-        save_rows(path, STATE_VERSION, ids, {n: getattr(self, n)[slots] for n in self._fills()})
+        save_rows(path, STATE_VERSION, ids, {n: getattr(self, n)[slots] for n in self._kept()})
         return path
 
     def load(self, directory: Path, slot_for: Callable[[str], int | None]) -> int:
@@ -441,7 +477,7 @@ class TrendTracker:
         path = directory / STATE_FILE
         if not path.exists():
             return 0
-        shapes = {n: getattr(self, n).shape[1:] for n in self._fills()}
+        shapes = {n: getattr(self, n).shape[1:] for n in self._kept()}
         try:
             ids, rows, _ = load_rows(path, STATE_VERSION, shapes)
         except StateFileError as error:
@@ -460,9 +496,15 @@ class TrendTracker:
         self.ensure_capacity(int(slots.max()) + 1)
         for name, array in rows.items():
             getattr(self, name)[slots] = array[keep]
+        for name in DERIVED:
+            getattr(self, name)[slots] = math.nan
         self._seen[slots] = 0
         self._resumed[slots] = True
         return len(slots)
+
+    def _kept(self) -> list[str]:
+        """The arrays :meth:`save` writes: all but those the next fine step derives again."""
+        return [name for name in self._fills() if name not in DERIVED]
 
     def view(self, slots: NDArray[np.int64]) -> TrendView:
         """The latest verdict of ``slots``, shifted by the readings taken in since it."""
@@ -476,6 +518,8 @@ class TrendTracker:
             low=np.maximum(self._low[slots] - behind, 0.0),
             high=np.maximum(self._high[slots] - behind, 0.0),
             period=self._period[slots],
+            level_rise=self._level_rise[slots],
+            usual_peak=self._usual_peak[slots],
         )
 
 

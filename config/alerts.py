@@ -67,6 +67,25 @@ class AlertSettings(Section):
         "such check.",
     )
 
+    warning_level_rise_c: float = Field(
+        1.25,
+        ge=0,
+        description="The level gate: a forecast opens a warning only on a machine whose mean "
+        "over its last 100 readings is at least this much above its mean over its last 500 (a "
+        "ramp lifts it, a cycle's peak does not), whose readings are already "
+        "warning_above_usual_peak_c over its usual peak, whose usual peak is within "
+        "clear_margin_c of the threshold, or that the slow path sees trending; a machine with "
+        "fewer than 200 readings is not gated. It never holds back a critical or an incident "
+        "already open. 0 turns the gate off.",
+    )
+    warning_above_usual_peak_c: float = Field(
+        4.0,
+        ge=0,
+        description="The level gate lets a forecast open a warning when the median of the "
+        "machine's last three readings is this much over its usual peak (its mean over 100 "
+        "readings plus the excursion its cycle and noise add at a peak; see agent.trend).",
+    )
+
     trend_horizon_readings: int = Field(
         5000,
         ge=0,
