@@ -290,3 +290,18 @@ def test_a_damaged_state_file_is_ignored(tmp_path: Path, caplog: pytest.LogCaptu
     (tmp_path / STATE_FILE).write_bytes(b"PK\x03\x04 cut short")
     assert tracker.load(tmp_path, lambda machine_id: 0) == 0
     assert "ignoring the saved slow-path state" in caplog.text
+
+
+def test_the_level_is_derived_again_after_a_restart_not_saved(tmp_path: Path) -> None:
+    """The level gate's figures (agent.alerts) are not in the file, so a file written before
+    they existed reads back; after loading they are unknown until the next fine step."""
+    temperatures = signal(1000)
+    before, _ = feed(temperatures[np.newaxis, :])
+    assert np.isfinite(before.view(np.array([0])).level_rise).all()
+    before.save(tmp_path, {"m": 0})
+    with np.load(tmp_path / STATE_FILE) as data:
+        assert not [name for name in data.files if "level_rise" in name or "usual_peak" in name]
+    after = TrendTracker(AlertSettings(), 1)
+    assert after.load(tmp_path, lambda machine_id: 0) == 1
+    view = after.view(np.array([0]))
+    assert np.isnan(view.level_rise).all() and np.isnan(view.usual_peak).all()
