@@ -77,7 +77,7 @@ def stream_many(
         slots = np.flatnonzero(lengths > row)
         result = scorer.update(slots, padded[slots, row][:, None])
         alert.update(slots, result.machine)
-        scores[slots, row] = result.machine
+        scores[slots, row] = result.onset
         firing[slots, row] = alert.firing[slots]
     return [(scores[i, :n], firing[i, :n]) for i, n in enumerate(lengths.tolist())]
 
