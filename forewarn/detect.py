@@ -4,8 +4,9 @@ Every used column is scored by the agent's calibrated per-sensor scorer
 (:mod:`agent.anomaly_sensors`): ``anomaly_score`` is the machine-level score (all sensors and
 their relation), ``anomaly_score_<column>`` each sensor's, ``anomaly_alert`` the default rule's
 state (:mod:`agent.anomaly_alert`), ``anomaly_driver`` the column that drove the score and
-``anomaly_onset`` the machine score with each episode reported once (0 on its repeats: the
-score to threshold when each event should count once, as NAB counts them). The
+``anomaly_onset`` the onset rarity with each episode reported once (0 on its repeats and on a
+lasting departure's rows: the score to threshold when each event should count once, as NAB
+counts them). The
 scorer learns its normal on the fit rows (or on ``--fit-input``, a known-good file), then keeps
 learning only from rows that look normal.
 

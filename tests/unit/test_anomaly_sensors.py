@@ -200,8 +200,9 @@ def test_a_lasting_step_scores_as_one_onset_then_holds_at_the_clear_level() -> N
 
 
 def test_the_onset_output_reports_an_episode_once_and_the_machine_score_every_row() -> None:
-    """A lasting step is one event: the onset output scores its first row(s) and is 0 on the
-    rows after it, while the machine score (what the rule confirms on) keeps every row."""
+    """A lasting step is one event: the onset output scores its first rows and then nothing
+    for it (an onset against the recent normal may still show, under the fire level), while
+    the machine score (what the rule confirms on) holds on every row."""
     series = seasonal(12, 4000)
     series[2500:] += 30.0
     scorer = SensorScorer(1, 1, ScorerParams(warm_up=WARM))
@@ -212,6 +213,6 @@ def test_the_onset_output_reports_an_episode_once_and_the_machine_score_every_ro
         machine[i], onset[i] = result.machine[0], result.onset[0]
     assert onset[2500:2520].max() >= 0.5, "the step's first rows report its onset"
     assert (onset <= machine).all(), "the onset output never exceeds the machine score"
-    shown = np.flatnonzero(onset[2500:] >= 0.3)
-    assert 1 <= len(shown) <= 3, "the episode is reported once (a confirmation or two at most)"
-    assert (onset[2600:] == 0).all() and (machine[2600:] >= 0.3).all()
+    assert onset[2520:].max() < 0.5, "the step is not reported again at the fire level"
+    assert (machine[2600:] >= 0.3).all(), "the machine score holds while the departure lasts"
+    assert (onset[2600:] == 0).mean() > 0.95, "the onset output adds nothing for it"
