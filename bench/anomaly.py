@@ -6,9 +6,11 @@ Three tables, each with anchors computed in the same run:
   (relative to the project root), scored by ``../shared/tools/nab_multi.py``. Each file is
   streamed through the agent's scorer (:mod:`agent.anomaly_sensors`), learning on NAB's
   probation rows. ``pooled`` is NAB's own way (one threshold for all files, the best the score
-  can do); ``default_threshold`` scores the default alert rule's own output (1 while the
-  anomaly alert fires, else 0) at ``--fixed 0.5``: what a user actually gets. Anchor: the
-  scorer's causal rolling z-score (window 288).
+  can do) applied to the scorer's onset output (``anomaly_onset`` in ``forewarn detect``: each
+  episode once, as NAB counts events), ``pooled_machine_score`` the same for the per-row machine
+  score (``anomaly_score``); ``default_threshold`` scores the default alert rule's own output
+  (1 while the anomaly alert fires, else 0) at ``--fixed 0.5``: what a user actually gets.
+  Anchor: the scorer's causal rolling z-score (window 288).
 * ``tep``: the Tennessee Eastman process in ``../shared/data/tep``. forewarn learns on the
   normal run ``d00.dat`` (500 samples), then scores each ``dNN_te.dat`` from its first row with
   its default alert rule; detection rate = share of faulty samples (161 on) flagged, false-alarm
@@ -61,9 +63,9 @@ TUNING_SEEDS = (0, 1, 2, 3, 4, 5)
 
 def stream_many(
     series: list[NDArray[np.float64]], warm_up: list[int], params: ScorerParams | None = None
-) -> list[tuple[NDArray[np.float64], NDArray[np.bool_]]]:
+) -> list[tuple[NDArray[np.float64], NDArray[np.bool_], NDArray[np.float64]]]:
     """Many one-sensor series at once, one slot each (the agent's batched path): per series
-    (machine score, alert firing) per row."""
+    (onset output, alert firing, machine score) per row."""
     scorer = SensorScorer(1, len(series), params)
     scorer.set_warm_up(np.arange(len(series)), np.array(warm_up))
     alert = AnomalyAlertState(capacity=len(series))
@@ -72,14 +74,16 @@ def stream_many(
     for i, s in enumerate(series):
         padded[i, : len(s)] = s
     scores = np.zeros_like(padded)
+    machine = np.zeros_like(padded)
     firing = np.zeros(padded.shape, dtype=np.bool_)
     for row in range(padded.shape[1]):
         slots = np.flatnonzero(lengths > row)
         result = scorer.update(slots, padded[slots, row][:, None])
         alert.update(slots, result.machine)
-        scores[slots, row] = result.machine
+        scores[slots, row] = result.onset
+        machine[slots, row] = result.machine
         firing[slots, row] = alert.firing[slots]
-    return [(scores[i, :n], firing[i, :n]) for i, n in enumerate(lengths.tolist())]
+    return [(scores[i, :n], firing[i, :n], machine[i, :n]) for i, n in enumerate(lengths.tolist())]
 
 
 def stream(
@@ -152,20 +156,26 @@ def bench_nab(keep: Path | None = None) -> dict[str, object]:
     keys = _nab_keys()
     with tempfile.TemporaryDirectory() as tmp:
         scores_dir, alerts_dir = Path(tmp, "scores"), Path(tmp, "alerts")
-        scores_dir.mkdir()
-        alerts_dir.mkdir()
+        machine_dir = Path(tmp, "machine")
+        for folder in (scores_dir, alerts_dir, machine_dir):
+            folder.mkdir()
         files = [_read_nab(NAB / "data" / key) for key in keys]
         probation = [min(math.floor(0.15 * len(values)), 750) for _, values in files]
         streamed = stream_many([values for _, values in files], probation, PARAMS[0])
-        for key, (stamps, _), (machine, firing) in zip(keys, files, streamed, strict=True):
+        for key, (stamps, _), (onset, firing, machine) in zip(keys, files, streamed, strict=True):
             name = Path(key).name
-            for folder, column in ((scores_dir, machine), (alerts_dir, firing.astype(float))):
+            for folder, column in (
+                (scores_dir, onset),
+                (alerts_dir, firing.astype(float)),
+                (machine_dir, machine),
+            ):
                 with (folder / name).open("w") as handle:
                     handle.write("timestamp,anomaly_score\n")
                     handle.writelines(
                         f"{t},{v:.6f}\n" for t, v in zip(stamps, column.tolist(), strict=True)
                     )
         pooled = _nab_score(scores_dir)
+        pooled_machine = _nab_score(machine_dir)
         default = _nab_score(alerts_dir, fixed=0.5)
         if keep is not None:
             import shutil
@@ -174,6 +184,7 @@ def bench_nab(keep: Path | None = None) -> dict[str, object]:
     return {
         "files": len(keys),
         "pooled": pooled,
+        "pooled_machine_score": pooled_machine,
         "default_threshold": default,
         "anchors": {"zscore_288": _zscore_anchor()},
     }
@@ -417,6 +428,9 @@ def _tables(report: dict) -> str:
         lines += [
             f"nab ({nab['files']} files)        standard   low_fp   low_fn",
             "  forewarn pooled        {standard:>8}{low_fp:>9}{low_fn:>9}".format(**nab["pooled"]),
+            "  machine score pooled   {standard:>8}{low_fp:>9}{low_fn:>9}".format(
+                **nab["pooled_machine_score"]
+            ),
             "  forewarn default rule  {standard:>8}{low_fp:>9}{low_fn:>9}".format(
                 **nab["default_threshold"]
             ),

@@ -3,7 +3,10 @@
 Every used column is scored by the agent's calibrated per-sensor scorer
 (:mod:`agent.anomaly_sensors`): ``anomaly_score`` is the machine-level score (all sensors and
 their relation), ``anomaly_score_<column>`` each sensor's, ``anomaly_alert`` the default rule's
-state (:mod:`agent.anomaly_alert`) and ``anomaly_driver`` the column that drove the score. The
+state (:mod:`agent.anomaly_alert`), ``anomaly_driver`` the column that drove the score and
+``anomaly_onset`` the onset rarity with each episode reported once (0 on its repeats and on a
+lasting departure's rows: the score to threshold when each event should count once, as NAB
+counts them). The
 scorer learns its normal on the fit rows (or on ``--fit-input``, a known-good file), then keeps
 learning only from rows that look normal.
 
@@ -43,7 +46,7 @@ from wire.reading import Reading
 
 WINDOW = 20
 OUTPUT_COLUMNS = ("forecast", "residual", "anomaly_score", "alert_state")
-ANOMALY_COLUMNS = ("anomaly_alert", "anomaly_driver")
+ANOMALY_COLUMNS = ("anomaly_alert", "anomaly_driver", "anomaly_onset")
 DELIMITERS = ",;\t|"
 
 
@@ -234,7 +237,7 @@ def run_detect(
             sensors.update(slot, row[None, :])
     previous_forecast: float | None = None
     alerts = anomaly_alerts = gaps = scored = 0
-    blank = ["", "", 0.0, "ok", *([0.0] * len(used)), "ok", ""]
+    blank = ["", "", 0.0, "ok", *([0.0] * len(used)), "ok", "", 0.0]
     with output_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(
@@ -269,6 +272,7 @@ def run_detect(
                 *per_sensor,
                 "firing" if firing else "ok",
                 used[int(result.driver[0])] if result.machine[0] > 0 else "",
+                round(float(result.onset[0]), 4),
             ]
             score = round(float(result.machine[0]), 4)
             store.append(Reading("series", float(i), i, row.astype(np.float32)), float(i))

@@ -197,3 +197,22 @@ def test_a_lasting_step_scores_as_one_onset_then_holds_at_the_clear_level() -> N
     tail = score[0, 2700:]
     assert (tail >= 0.3).all() and (tail < 0.5).all(), "the tail holds at the clear level"
     assert (per_sensor[0, 2700:, 0] >= 0.5).all(), "the sensor's own score shows the departure"
+
+
+def test_the_onset_output_reports_an_episode_once_and_the_machine_score_every_row() -> None:
+    """A lasting step is one event: the onset output scores its first rows and then nothing
+    for it (an onset against the recent normal may still show, under the fire level), while
+    the machine score (what the rule confirms on) holds on every row."""
+    series = seasonal(12, 4000)
+    series[2500:] += 30.0
+    scorer = SensorScorer(1, 1, ScorerParams(warm_up=WARM))
+    slot = np.zeros(1, dtype=np.int64)
+    machine, onset = np.zeros(4000), np.zeros(4000)
+    for i in range(4000):
+        result = scorer.update(slot, series[None, i : i + 1])
+        machine[i], onset[i] = result.machine[0], result.onset[0]
+    assert onset[2500:2520].max() >= 0.5, "the step's first rows report its onset"
+    assert (onset <= machine).all(), "the onset output never exceeds the machine score"
+    assert onset[2520:].max() < 0.5, "the step is not reported again at the fire level"
+    assert (machine[2600:] >= 0.3).all(), "the machine score holds while the departure lasts"
+    assert (onset[2600:] == 0).mean() > 0.95, "the onset output adds nothing for it"

@@ -155,7 +155,13 @@ def test_every_numeric_column_is_scored_and_semicolons_with_decimal_commas_read_
     columns = list(a[0])
     for name in ("load", "current", "count"):
         assert f"anomaly_score_{name}" in columns
-    assert {"anomaly_score", "anomaly_alert", "anomaly_driver", "alert_state"} <= set(columns)
+    assert {
+        "anomaly_score",
+        "anomaly_alert",
+        "anomaly_driver",
+        "anomaly_onset",
+        "alert_state",
+    } <= set(columns)
     # --columns keeps its order rule: the first named is the one forecast.
     run_detect(
         plain, tmp_path / "c.csv", timestamp_column="ts", columns=["current", "load"], fit_rows=400
