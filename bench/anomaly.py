@@ -6,9 +6,9 @@ Three tables, each with anchors computed in the same run:
   (relative to the project root), scored by ``../shared/tools/nab_multi.py``. Each file is
   streamed through the agent's scorer (:mod:`agent.anomaly_sensors`), learning on NAB's
   probation rows. ``pooled`` is NAB's own way (one threshold for all files, the best the score
-  can do) applied to the scorer's onset output (``anomaly_onset`` in ``forewarn detect``: each
-  episode once, as NAB counts events), ``pooled_machine_score`` the same for the per-row machine
-  score (``anomaly_score``); ``default_threshold`` scores the default alert rule's own output
+  can do) applied to the per-row machine score (``anomaly_score`` in ``forewarn detect``),
+  ``pooled_onset`` the same for the scorer's onset output (``anomaly_onset``: each episode
+  once, as NAB counts events); ``default_threshold`` scores the default alert rule's own output
   (1 while the anomaly alert fires, else 0) at ``--fixed 0.5``: what a user actually gets.
   Anchor: the scorer's causal rolling z-score (window 288).
 * ``tep``: the Tennessee Eastman process in ``../shared/data/tep``. forewarn learns on the
@@ -156,8 +156,8 @@ def bench_nab(keep: Path | None = None) -> dict[str, object]:
     keys = _nab_keys()
     with tempfile.TemporaryDirectory() as tmp:
         scores_dir, alerts_dir = Path(tmp, "scores"), Path(tmp, "alerts")
-        machine_dir = Path(tmp, "machine")
-        for folder in (scores_dir, alerts_dir, machine_dir):
+        onset_dir = Path(tmp, "onset")
+        for folder in (scores_dir, alerts_dir, onset_dir):
             folder.mkdir()
         files = [_read_nab(NAB / "data" / key) for key in keys]
         probation = [min(math.floor(0.15 * len(values)), 750) for _, values in files]
@@ -165,9 +165,9 @@ def bench_nab(keep: Path | None = None) -> dict[str, object]:
         for key, (stamps, _), (onset, firing, machine) in zip(keys, files, streamed, strict=True):
             name = Path(key).name
             for folder, column in (
-                (scores_dir, onset),
+                (scores_dir, machine),
                 (alerts_dir, firing.astype(float)),
-                (machine_dir, machine),
+                (onset_dir, onset),
             ):
                 with (folder / name).open("w") as handle:
                     handle.write("timestamp,anomaly_score\n")
@@ -175,7 +175,7 @@ def bench_nab(keep: Path | None = None) -> dict[str, object]:
                         f"{t},{v:.6f}\n" for t, v in zip(stamps, column.tolist(), strict=True)
                     )
         pooled = _nab_score(scores_dir)
-        pooled_machine = _nab_score(machine_dir)
+        pooled_onset = _nab_score(onset_dir)
         default = _nab_score(alerts_dir, fixed=0.5)
         if keep is not None:
             import shutil
@@ -184,7 +184,7 @@ def bench_nab(keep: Path | None = None) -> dict[str, object]:
     return {
         "files": len(keys),
         "pooled": pooled,
-        "pooled_machine_score": pooled_machine,
+        "pooled_onset": pooled_onset,
         "default_threshold": default,
         "anchors": {"zscore_288": _zscore_anchor()},
     }
@@ -428,8 +428,8 @@ def _tables(report: dict) -> str:
         lines += [
             f"nab ({nab['files']} files)        standard   low_fp   low_fn",
             "  forewarn pooled        {standard:>8}{low_fp:>9}{low_fn:>9}".format(**nab["pooled"]),
-            "  machine score pooled   {standard:>8}{low_fp:>9}{low_fn:>9}".format(
-                **nab["pooled_machine_score"]
+            "  onset output pooled    {standard:>8}{low_fp:>9}{low_fn:>9}".format(
+                **nab["pooled_onset"]
             ),
             "  forewarn default rule  {standard:>8}{low_fp:>9}{low_fn:>9}".format(
                 **nab["default_threshold"]
