@@ -209,6 +209,7 @@ class AnomalyAlerts:
         bounds = np.searchsorted(rounds[order], np.arange(int(rounds.max()) + 2))
         for k in range(len(bounds) - 1):
             pick = order[bounds[k] : bounds[k + 1]]
+            pick = pick[np.argsort(slots[pick])]  # by slot: the scorer then reads runs of rows
             self._score_round(slots[pick], values[pick])
 
     def _score_round(self, slots: NDArray[np.int64], values: NDArray[np.floating]) -> None:

@@ -302,26 +302,29 @@ class SensorScorer:
         this reading whatever it scores (the agent's: an anomaly alert firing on them).
         """
         p = self.params
+        at = _index(slots)
         x = np.asarray(values, dtype=np.float64)
         x = np.where(np.isfinite(x), np.clip(x, -MAX_ABS, MAX_ABS), np.nan)
         present = ~np.isnan(x)
-        count = self.count[slots]
-        last = self.last[slots]
+        count = self.count[at]
+        last = self.last[at]
         same = present & (x == last[:, :, 1])  # NaN (no previous reading) is never the same
         window = np.concatenate([last, x[:, :, None]], axis=2)
-        self.last[slots] = np.where(present[:, :, None], window[:, :, 1:], last)
-        y = np.where(
-            present, np.nanmedian(np.where(np.isnan(window), x[:, :, None], window), axis=2), np.nan
-        )
-        prev = self.prev[slots]
+        self.last[at] = np.where(present[:, :, None], window[:, :, 1:], last)
+        # The median of three, a missing neighbour standing in for the reading itself: min/max
+        # instead of np.nanmedian, whose masked-array path was an eighth of the update's time.
+        filled = np.where(np.isnan(window), x[:, :, None], window)
+        a, b, c = filled[:, :, 0], filled[:, :, 1], filled[:, :, 2]
+        y = np.where(present, np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c)), np.nan)
+        prev = self.prev[at]
         diff = np.where(np.isnan(prev), 0.0, y - prev)
-        step = self.step[slots]
-        run = np.where(present, np.where(same, self.run[slots] + 1.0, 0.0), self.run[slots])
+        step = self.step[at]
+        run = np.where(present, np.where(same, self.run[at] + 1.0, 0.0), self.run[at])
         started = (count >= 1)[:, None, None]
 
         # Each statistic against the learned normal (departure) and the recent one (onset).
-        base = _Core.read(self, slots, "")
-        recent = _Core.read(self, slots, "r_")
+        base = _Core.read(self, at, "")
+        recent = _Core.read(self, at, "r_")
         log_p = base.score(y, diff, step, run, present, started, self.params)
         recent_log_p = recent.score(y, diff, step, run, present, started, self.params)
         self.last_log_p = log_p
@@ -340,36 +343,38 @@ class SensorScorer:
         onset_log_p_machine = np.minimum(
             np.minimum(onset_log_p.min(axis=1), relation_log_p) + n_tests, 0.0
         )
-        warm_up = self.warm_up[slots]
+        warm_up = self.warm_up[at]
         warm = count >= warm_up
         # The onset: a row counts only when it is rarer than every row of the last onset_rows.
         onset = np.where(warm, -onset_log_p_machine, 0.0)
-        past = self.onset_past[slots]
+        past = self.onset_past[at]
         # The last ONSET_GRACE rows are left out, so an episode's first rows all count (enough
         # to confirm it), whatever their order.
         age = (count.astype(np.int64)[:, None] - 1 - np.arange(ONSET_GRACE)) % past.shape[1]
-        older = past.copy()
-        older[np.arange(len(slots))[:, None], age] = 0.0
-        new_peak = onset > older.max(axis=1)
+        rows = np.arange(len(slots))
+        grace = past[rows[:, None], age]
+        past[rows[:, None], age] = 0.0
+        new_peak = onset > past.max(axis=1)
+        past[rows[:, None], age] = grace
         column = count.astype(np.int64) % past.shape[1]
-        past[np.arange(len(slots)), column] = onset
-        self.onset_past[slots] = past
+        past[rows, column] = onset
+        self.onset_past[at] = past
         departure_score = np.where(warm, _score(machine_log_p), 0.0)
         onset_score = np.where(new_peak, _score(-onset), 0.0)
-        departed = np.where(departure_score >= p.departure_level, self.departed[slots] + 1.0, 0.0)
-        self.departed[slots] = departed
+        departed = np.where(departure_score >= p.departure_level, self.departed[at] + 1.0, 0.0)
+        self.departed[at] = departed
         lasting = (departed >= p.departure_rows) & (departed < p.departure_rows + DEPARTURE_SHOWN)
         shown = np.where(lasting, departure_score, np.minimum(departure_score, p.hold))
         machine_score = np.maximum(onset_score, shown)
         # The onset output: onsets only (a lasting departure is no new event), each episode
         # once (NAB and an operator alike count an event once): a repeat is shown only when it
         # beats the episode's peak by repeat_margin.
-        history = self.score_past[slots]
+        history = self.score_past[at]
         peak = history.max(axis=1)
         repeat = (peak >= p.hold) & (onset_score <= peak + p.repeat_margin)
         reported = np.where(repeat, 0.0, onset_score)
         history[np.arange(len(slots)), count.astype(np.int64) % history.shape[1]] = onset_score
-        self.score_past[slots] = history
+        self.score_past[at] = history
         sensor_score = np.where(warm[:, None], _score(sensor_log_p), 0.0)
         by_sensor = np.where(
             (relation_log_p < sensor_log_p.min(axis=1))[:, None], contribution, -sensor_log_p
@@ -385,7 +390,7 @@ class SensorScorer:
         absdiff = np.abs(diff)
         has_prev = ~np.isnan(prev)
         moved = teach & has_prev & (absdiff > 0)
-        self.step[slots] = np.where(moved, np.minimum(step, absdiff), step)
+        self.step[at] = np.where(moved, np.minimum(step, absdiff), step)
         rate = np.where(warm, 1.0 / p.memory, 1.0 / (count + 1.0))[:, None]
         # The statistics' own law: learned in the second half of the warm-up, then slowly.
         half = warm_up // 2
@@ -394,21 +399,21 @@ class SensorScorer:
             warm, 1.0 / p.memory, np.where(since >= 0, 1.0 / np.maximum(since + 1.0, 1.0), 0.0)
         )
         base.learn(teach, rate, srate, warm, diff, has_prev)
-        base.write(self, slots, "")
+        base.write(self, at, "")
         recent.learn(present, rate, srate, warm, diff, has_prev)
-        recent.write(self, slots, "r_")
-        self.run[slots] = run
-        self.prev[slots] = np.where(present, y, prev)
-        self.count[slots] = count + 1
-        held = np.where(learn, 0.0, self.held[slots] + 1.0)
-        self.held[slots] = held
+        recent.write(self, at, "r_")
+        self.run[at] = run
+        self.prev[at] = np.where(present, y, prev)
+        self.count[at] = count + 1
+        held = np.where(learn, 0.0, self.held[at] + 1.0)
+        self.held[at] = held
         if p.relearn_after > 0 and (held >= p.relearn_after).any():
             again = slots[held >= p.relearn_after]
             warm_up_again = self.warm_up[again]
             self.reset(again)
             self.warm_up[again] = warm_up_again
         if self.sensors > 1:
-            self.rel_ew[slots] = relation
+            self.rel_ew[at] = relation
             teach_relation = learn & present.all(axis=1)
             self._learn_relation(slots, base.ew[..., 0], relation, srate, teach_relation)
         return SensorScores(
@@ -430,20 +435,21 @@ class SensorScorer:
         vector's squared Mahalanobis distance: a relation that stays broken builds up, one odd
         row does not), each sensor's share of the distance, and the statistic itself."""
         n = len(slots)
+        at = _index(slots)
         if self.sensors < 2:
             return np.zeros(n), np.zeros((n, self.sensors)), np.zeros(n)
         level = np.where(present, level, 0.0)
-        solved = np.einsum("nij,nj->ni", self.precision[slots], level)
+        solved = np.einsum("nij,nj->ni", self.precision[at], level)
         contribution = level * solved
         squared = np.maximum(contribution.sum(axis=1), 0.0)
-        ready = self.precision[slots].any(axis=(1, 2)) & present.all(axis=1)
-        previous = self.rel_ew[slots]
-        smoothed = np.where(self.rel_count[slots] > 0, previous, squared)
+        ready = self.precision[at].any(axis=(1, 2)) & present.all(axis=1)
+        previous = self.rel_ew[at]
+        smoothed = np.where(self.rel_count[at] > 0, previous, squared)
         smoothed = smoothed + RELATION_RATE * (squared - smoothed)
         statistic = np.where(ready, smoothed, previous)
-        sd = np.maximum(np.sqrt(self.rel_var[slots]), 0.1)
-        excess = np.maximum(statistic - self.rel_mean[slots], 0.0)
-        log_p = _tail_log_p(excess, sd, self.rel_q[slots], self.rel_b[slots], 0.3) / LOG10
+        sd = np.maximum(np.sqrt(self.rel_var[at]), 0.1)
+        excess = np.maximum(statistic - self.rel_mean[at], 0.0)
+        log_p = _tail_log_p(excess, sd, self.rel_q[at], self.rel_b[at], 0.3) / LOG10
         return np.where(ready, log_p, 0.0), contribution, statistic
 
     def _learn_relation(
@@ -504,12 +510,12 @@ class _Core:
         self.tail_q, self.tail_b = arrays["tail_q"], arrays["tail_b"]
 
     @classmethod
-    def read(cls, scorer: SensorScorer, slots: NDArray[np.int64], prefix: str) -> _Core:
-        return cls({name: getattr(scorer, prefix + name)[slots] for name in cls.NAMES})
+    def read(cls, scorer: SensorScorer, at: Index, prefix: str) -> _Core:
+        return cls({name: getattr(scorer, prefix + name)[at] for name in cls.NAMES})
 
-    def write(self, scorer: SensorScorer, slots: NDArray[np.int64], prefix: str) -> None:
+    def write(self, scorer: SensorScorer, at: Index, prefix: str) -> None:
         for name in self.NAMES:
-            getattr(scorer, prefix + name)[slots] = getattr(self, name)
+            getattr(scorer, prefix + name)[at] = getattr(self, name)
 
     def score(
         self,
@@ -575,6 +581,24 @@ class _Core:
         self.tail_q, self.tail_b = _learn_tail(self.d, self.sd, self.tail_q, self.tail_b, srate3)
         self.stat_mean = self.stat_mean + srate3 * self.delta
         self.stat_var = (1.0 - srate3) * (self.stat_var + srate3 * self.delta**2)
+
+
+Index = NDArray[np.int64] | slice
+
+
+def _index(slots: NDArray[np.int64]) -> Index:
+    """``slots`` as a slice when they are a run of consecutive slots (the agent sorts a round's
+    readings by slot, and a fleet reporting once a tick fills one run): every array is then
+    read as a view and written in place, instead of gathered and scattered, which at 10,000
+    machines was a fifth of an update's time. Callers read before they write the same rows."""
+    n = len(slots)
+    if (
+        n
+        and int(slots[-1]) - int(slots[0]) == n - 1
+        and (n == 1 or bool((np.diff(slots) == 1).all()))
+    ):
+        return slice(int(slots[0]), int(slots[0]) + n)
+    return slots
 
 
 def _score(log10_p: NDArray[np.float64]) -> NDArray[np.float64]:
