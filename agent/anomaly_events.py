@@ -48,6 +48,9 @@ STATE_FILE = "anomaly.npz"
 STATE_VERSION = 1
 STATE_PREFIX = "s_"
 """The prefix of the scorer's arrays in the file (:mod:`agent.slotfile`)."""
+ADDED_SINCE = ("score_past",)
+"""Scorer arrays added since the first files were written: a file without them still loads
+(they start afresh)."""
 
 
 @dataclass(frozen=True)
@@ -344,7 +347,9 @@ class AnomalyAlerts:
             return 0
         shapes = {name: a.shape[1:] for name, a in self.scorer.state().items()}
         try:
-            ids, saved, meta = load_rows(path, STATE_VERSION, shapes, prefix=STATE_PREFIX)
+            ids, saved, meta = load_rows(
+                path, STATE_VERSION, shapes, prefix=STATE_PREFIX, optional=ADDED_SINCE
+            )
             features = tuple(str(f) for f in meta["features"])
             if features != self.features:
                 raise StateFileError(f"learned for features {features}, not {self.features}")

@@ -14,7 +14,7 @@ log it once and start afresh instead of failing the agent.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -52,13 +52,18 @@ def save_rows(
 
 
 def load_rows(
-    path: Path, version: int, shapes: Mapping[str, tuple[int, ...]], prefix: str = ROW_PREFIX
+    path: Path,
+    version: int,
+    shapes: Mapping[str, tuple[int, ...]],
+    prefix: str = ROW_PREFIX,
+    optional: Collection[str] = (),
 ) -> tuple[list[str], dict[str, NDArray], dict[str, NDArray]]:
     """Read what :func:`save_rows` wrote: (machine ids, per-machine arrays, other arrays).
 
     ``shapes`` gives each per-machine array the caller needs and its shape past the machine
-    axis; an array missing, or of another shape, raises :class:`StateFileError`, as does
-    another ``version``. Arrays the file holds beyond ``shapes`` are left out.
+    axis; an array missing (unless named in ``optional``: one added since files were first
+    written, left out of the result), or of another shape, raises :class:`StateFileError`, as
+    does another ``version``. Arrays the file holds beyond ``shapes`` are left out.
     """
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -66,7 +71,11 @@ def load_rows(
             if found != version:
                 raise StateFileError(f"format version {found}, this agent reads {version}")
             ids = [str(m) for m in data["machine_ids"]]
-            rows = {name: data[f"{prefix}{name}"] for name in shapes}
+            rows = {
+                name: data[f"{prefix}{name}"]
+                for name in shapes
+                if name not in optional or f"{prefix}{name}" in data.files
+            }
             meta = {
                 k: data[k]
                 for k in data.files
@@ -77,7 +86,7 @@ def load_rows(
     except Exception as error:  # an empty file (EOFError), one cut short (BadZipFile), ...
         raise StateFileError(f"{type(error).__name__}: {error}") from error
     for name, shape in shapes.items():
-        if rows[name].shape != (len(ids), *shape):
+        if name in rows and rows[name].shape != (len(ids), *shape):
             raise StateFileError(
                 f"{name} has shape {rows[name].shape}, expected {(len(ids), *shape)}"
             )

@@ -289,3 +289,22 @@ def test_a_restored_anomaly_of_a_machine_not_heard_counts_only_without_sharding(
     expected = 0.0 if shared_group else 1.0
     assert sample(agent, "forewarn_anomaly_alerts_firing") == expected
     assert alerts.out_of_sync(len(agent.store)).size == 0, "nothing to publish either way"
+
+
+def test_a_state_file_from_before_the_onset_output_still_loads(tmp_path: Path) -> None:
+    """Files written before the scorer kept its onset history lack that array: the rest of
+    what the machines learned is taken back, the history starts afresh."""
+    agent = make_agent(True)
+    alerts = agent.ticker.anomaly_alerts
+    assert alerts is not None
+    alerts.scorer.mean[0, 0] = 71.5
+    path = alerts.save(tmp_path, {"a": 0})
+    with np.load(path) as data:
+        older = {k: data[k] for k in data.files if k != "s_score_past"}
+    with path.open("wb") as file:
+        np.savez(file, **older)  # type: ignore[arg-type]
+    again = make_agent(True)
+    loaded = again.ticker.anomaly_alerts
+    assert loaded is not None
+    assert loaded.load(tmp_path, again.store.slot_for) == 1
+    assert loaded.scorer.mean[again.store.slot_of["a"], 0] == 71.5
