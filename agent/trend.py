@@ -187,7 +187,8 @@ class TrendTracker:
         self._rising = np.zeros(0, dtype=np.bool_)
         self._period = np.zeros(0, dtype=np.float64)
         # The machine's level (mean of about its last LEVEL_SHORT fine steps, whole cycles) minus
-        # its level over about the last LEVEL_LONG, and its usual peak (that level plus its excursion): NaN while unknown.
+        # its level over about the last LEVEL_LONG, and its usual peak (that level plus its
+        # excursion): NaN while unknown.
         self._level_rise = np.zeros(0, dtype=np.float64)
         self._usual_peak = np.zeros(0, dtype=np.float64)
         # Where the machine's readings last had a gap (its window restarted, or a stuck sensor's
