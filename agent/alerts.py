@@ -432,9 +432,10 @@ class AlertPolicy:
         cycle averaged out, has not moved. Such a page is a false warning on a healthy machine,
         and on a slow drift an early one that resolves long before the crossing and pages again
         later. A forecast opens a warning only when the machine's level is rising (its mean over
-        100 readings ``warning_level_rise_c`` over that over 500), its readings are already well
+        about 100 readings ``warning_level_rise_c`` over that over about 500, both over whole
+        cycles once its cycle is known), its readings are already well
         over its usual peak, its usual peak is near the threshold, or the slow path sees it
-        trending; a machine whose level is not known yet (fewer than 200 readings) is not gated.
+        trending; a machine whose level is not known yet (fewer than 100 readings) is not gated.
         """
         s = self.settings
         rise, usual = trend.level_rise, trend.usual_peak

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,8 +106,12 @@ resolve and page again when they do), and that line's 90 % bound is the interval
 LEVEL_SHORT, LEVEL_LONG = 10, 50
 """The level gate compares a machine's mean over its last 10 fine steps (100 readings, about a
 cycle) with that over its last 50 (500 readings, more than a wear sawtooth)..."""
-LEVEL_MIN_BLOCKS = 20
-"""...once it has 20 fine steps (200 readings); before, the gate is open."""
+LEVEL_MIN_BLOCKS = 10
+"""...once it has 10 fine steps (100 readings; the long mean is then over what it has); before,
+the gate is open (a machine's first warnings, as in the demo, come before)."""
+LEVEL_WHOLE_CYCLES = True
+"""Both means span whole cycles of the machine where its cycle is known (see
+:meth:`TrendTracker._judge_level`)."""
 DERIVED = frozenset({"_level_rise", "_usual_peak"})
 """Arrays recomputed at each fine step from the others: not saved across restarts (a file
 written before they existed reads back as well)."""
@@ -183,8 +186,9 @@ class TrendTracker:
         self._heading = np.zeros(0, dtype=np.bool_)
         self._rising = np.zeros(0, dtype=np.bool_)
         self._period = np.zeros(0, dtype=np.float64)
-        # The machine's level (mean of its last LEVEL_SHORT readings) minus its level over the
-        # last LEVEL_LONG, and its usual peak (that level plus its excursion): NaN while unknown.
+        # The machine's level (mean of about its last LEVEL_SHORT fine steps, whole cycles) minus
+        # its level over about the last LEVEL_LONG, and its usual peak (that level plus its
+        # excursion): NaN while unknown.
         self._level_rise = np.zeros(0, dtype=np.float64)
         self._usual_peak = np.zeros(0, dtype=np.float64)
         # Where the machine's readings last had a gap (its window restarted, or a stuck sensor's
@@ -443,16 +447,20 @@ class TrendTracker:
         )
 
     def _judge_level(self, rows: NDArray[np.int64], fine: NDArray[np.float64]) -> None:
-        """The level of ``rows`` over their last :data:`LEVEL_SHORT` fine steps against that
-        over their last :data:`LEVEL_LONG` (or as many as they have, from
-        :data:`LEVEL_MIN_BLOCKS` on), and their usual peak: that level plus the excursion."""
+        """The level of ``rows`` over about their last :data:`LEVEL_SHORT` fine steps against
+        that over about their last :data:`LEVEL_LONG` (or as many as they have, from
+        :data:`LEVEL_MIN_BLOCKS` on), and their usual peak: that level plus the excursion.
+
+        Where a machine's cycle is known, both means span whole cycles (:func:`_cycle_span`):
+        100 readings hold 0.8 to 1.25 of the fleet's cycles, and what is left of the cycle in
+        their mean swings the level by up to 1 °C, cycle by cycle, on a machine whose level
+        does not move: enough to open the gate at a peak of a slow drift's early cycles."""
         known = self._fine_n[rows] >= LEVEL_MIN_BLOCKS
-        short = fine[:, -LEVEL_SHORT:]
-        long = fine[:, -LEVEL_LONG:]
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            level = np.nanmean(short, axis=1)
-            rise = level - np.nanmean(long, axis=1)
+        period = self._period[rows] if LEVEL_WHOLE_CYCLES else np.full(len(rows), np.nan)
+        short = _cycle_span(period, LEVEL_SHORT * FINE)
+        long = _cycle_span(period, LEVEL_LONG * FINE)
+        level = _mean_over(fine, short)
+        rise = level - _mean_over(fine, long)
         self._level_rise[rows] = np.where(known, rise, np.nan)
         self._usual_peak[rows] = np.where(known, level + self._env[rows], np.nan)
 
@@ -521,6 +529,28 @@ class TrendTracker:
             level_rise=self._level_rise[slots],
             usual_peak=self._usual_peak[slots],
         )
+
+
+def _cycle_span(period: NDArray[np.float64], readings: int) -> NDArray[np.float64]:
+    """Spans, in readings, of the whole number of cycles of ``period`` nearest ``readings`` (at
+    least one); ``readings`` where the cycle is unknown. At most the fine ring's length."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cycles = np.maximum(np.rint(readings / period), 1.0)
+        span = np.where(np.isfinite(period) & (period > 0), cycles * period, float(readings))
+    return np.minimum(span, float(FINE_BLOCKS * FINE))
+
+
+def _mean_over(fine: NDArray[np.float64], span: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Each row's mean over its last ``span`` readings, from its newest fine steps (the last
+    rows of ``fine``, NaN where not filled): whole steps, then a share of the next older one.
+    NaN steps are left out (a machine with fewer steps: the mean of what it has)."""
+    steps = fine.shape[1]
+    age = np.arange(steps)[::-1]  # 0 for the newest step
+    weight = np.clip(span[:, np.newaxis] / FINE - age[np.newaxis, :], 0.0, 1.0)
+    weight = np.where(np.isnan(fine), 0.0, weight)
+    total = weight.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, np.nansum(fine * weight, axis=1) / total, np.nan)
 
 
 def _latest(ring: NDArray[np.float32], count: NDArray[np.int64], blocks: int) -> NDArray:

@@ -71,11 +71,12 @@ class AlertSettings(Section):
         1.25,
         ge=0,
         description="The level gate: a forecast opens a warning only on a machine whose mean "
-        "over its last 100 readings is at least this much above its mean over its last 500 (a "
-        "ramp lifts it, a cycle's peak does not), whose readings are already "
+        "over about its last 100 readings is at least this much above its mean over about its "
+        "last 500 (both over whole cycles of the machine once its cycle is known; a ramp lifts "
+        "it, a cycle's peak does not), whose readings are already "
         "warning_above_usual_peak_c over its usual peak, whose usual peak is within "
         "clear_margin_c of the threshold, or that the slow path sees trending; a machine with "
-        "fewer than 200 readings is not gated. It never holds back a critical or an incident "
+        "fewer than 100 readings is not gated. It never holds back a critical or an incident "
         "already open. 0 turns the gate off.",
     )
     warning_above_usual_peak_c: float = Field(

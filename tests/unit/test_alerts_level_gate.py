@@ -79,7 +79,7 @@ def test_readings_far_over_the_usual_peak_are_warned_at_once() -> None:
 
 
 def test_not_gated_before_the_level_is_known() -> None:
-    """Before a machine has 200 readings its level is unknown: a hot forecast warns as ever."""
+    """Before a machine has 100 readings its level is unknown: a hot forecast warns as ever."""
     policy = AlertPolicy(AlertSettings(), capacity=1)
     data = readings(60).astype(np.float32)[np.newaxis]
     fired = []

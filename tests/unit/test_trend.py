@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agent import trend
 from agent.trend import (
     COARSE,
     MIN_COARSE,
@@ -305,3 +306,33 @@ def test_the_level_is_derived_again_after_a_restart_not_saved(tmp_path: Path) ->
     assert after.load(tmp_path, lambda machine_id: 0) == 1
     view = after.view(np.array([0]))
     assert np.isnan(view.level_rise).all() and np.isnan(view.usual_peak).all()
+
+
+def level_rises(temperatures: np.ndarray) -> np.ndarray:
+    """The level gate's rise (agent.alerts) of one machine after each reading, fed as the agent
+    feeds it; NaN while unknown."""
+    tracker = TrendTracker(AlertSettings(), 1)
+    data = temperatures.astype(np.float32)[np.newaxis]
+    out = []
+    for t in range(WINDOW - 1, data.shape[1]):
+        tracker.update(
+            np.array([0]), data[:, t - WINDOW + 1 : t + 1], np.array([t + 1]), np.array([THRESHOLD])
+        )
+        out.append(float(tracker.view(np.array([0])).level_rise[0]))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("period", [85.0, 90.0, 115.0])
+def test_the_level_of_a_machine_whose_cycle_is_not_100_readings_stands_still(
+    monkeypatch: pytest.MonkeyPatch, period: float
+) -> None:
+    """A healthy machine with no wear, its cycle 85-115 readings long: over 100 readings what
+    is left of its cycle swung the level by about 1 °C, peak to peak, cycle by cycle; over
+    whole cycles the level stands still."""
+    rng = np.random.default_rng(5)
+    t = np.arange(3000, dtype=np.float64)
+    temperatures = 70.0 + 10.0 * np.sin(2 * np.pi * t / period) + rng.normal(0, 0.5, t.size)
+    rise = level_rises(temperatures)[1000:]  # the cycle known from 300 readings on
+    assert np.nanmax(np.abs(rise)) < 0.35
+    monkeypatch.setattr(trend, "LEVEL_WHOLE_CYCLES", False)
+    assert np.nanmax(np.abs(level_rises(temperatures)[1000:])) > 0.6
