@@ -38,7 +38,7 @@ from numpy.typing import NDArray
 
 from agent.anomaly_alert import AnomalyAlertState, AnomalyRule
 from agent.anomaly_sensors import SensorScorer
-from agent.slotfile import StateFileError, load_rows, save_rows
+from agent.slotfile import Snapshot, StateFileError, load_rows
 from agent.window import occurrence
 
 logger = logging.getLogger(__name__)
@@ -320,11 +320,14 @@ class AnomalyAlerts:
 
     def save(self, directory: Path, slot_of: dict[str, int]) -> Path:
         """Write every known machine's learned state to ``directory`` (atomically)."""
+        return self.snapshot(directory, slot_of).write()
+
+    def snapshot(self, directory: Path, slot_of: dict[str, int]) -> Snapshot:
+        """Every known machine's learned state, copied, for :meth:`Snapshot.write`."""
         ids = list(slot_of)
         slots = np.fromiter((slot_of[m] for m in ids), np.int64, len(ids))
-        path = directory / STATE_FILE
-        save_rows(
-            path,
+        return Snapshot(
+            directory / STATE_FILE,
             STATE_VERSION,
             ids,
             {name: a[slots] for name, a in self.scorer.state().items()},
@@ -334,7 +337,6 @@ class AnomalyAlerts:
             },
             prefix=STATE_PREFIX,
         )
-        return path
 
     def load(self, directory: Path, slot_for: Callable[[str], int | None]) -> int:
         """Load what ``save`` wrote; returns the machines loaded (0 with no file).

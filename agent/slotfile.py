@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +45,32 @@ def save_rows(
     arrays["version"] = np.array(version)
     arrays["machine_ids"] = np.array(machine_ids, dtype=np.str_)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("wb") as file:
-        np.savez(file, **arrays)  # type: ignore[arg-type]
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as file:
+            np.savez(file, **arrays)  # type: ignore[arg-type]
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not fill up with half-written copies
+        raise
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Copies of per-machine arrays taken on the tick thread, to be written on another: the
+    file is then one consistent moment, and the tick does not wait for the disk."""
+
+    path: Path
+    version: int
+    machine_ids: list[str]
+    rows: Mapping[str, NDArray]
+    meta: Mapping[str, NDArray] = field(default_factory=dict)
+    prefix: str = ROW_PREFIX
+
+    def write(self) -> Path:
+        save_rows(self.path, self.version, self.machine_ids, self.rows, self.meta, self.prefix)
+        return self.path
 
 
 def load_rows(
@@ -85,6 +107,9 @@ def load_rows(
         raise
     except Exception as error:  # an empty file (EOFError), one cut short (BadZipFile), ...
         raise StateFileError(f"{type(error).__name__}: {error}") from error
+    for name, array in rows.items():
+        if array.dtype.kind not in "biuf":
+            raise StateFileError(f"{name} holds {array.dtype} values, not numbers")
     for name, shape in shapes.items():
         if name in rows and rows[name].shape != (len(ids), *shape):
             raise StateFileError(

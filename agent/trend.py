@@ -36,8 +36,10 @@ step completed do any fitting, so a tick costs a few vectorised operations. The 
 saved to ``agent.state_dir`` (:data:`STATE_FILE`) every ``alerts.trend_save_interval_s`` and
 at stop, and taken back at start-up (:meth:`TrendTracker.save`, :meth:`TrendTracker.load`):
 a machine whose readings carry on where they stopped (fewer than :data:`STUCK_GAP` missing by
-their ``seq``) carries on with every line it had; one that missed more has a gap there, and
-only the lines over that gap wait for it to leave them. Without a state directory the path is
+their ``seq`` from what the path takes in, two of which any restart costs: the reading left
+waiting for its neighbour at stop and the new window's first) carries on with every line it
+had; one that missed more has a gap there, and only the lines over that gap wait for it to
+leave them. Without a state directory the path is
 blind after a restart until a machine has :data:`MIN_COARSE` coarse steps again (500
 readings), and reaches its longest lines only after 20,000 (see docs/alerting-incidents.md).
 """
@@ -53,7 +55,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.slotfile import StateFileError, load_rows, save_rows
+from agent.slotfile import Snapshot, StateFileError, load_rows
 from config.alerts import AlertSettings
 
 logger = logging.getLogger(__name__)
@@ -458,7 +460,10 @@ class TrendTracker:
         known = self._fine_n[rows] >= LEVEL_MIN_BLOCKS
         period = self._period[rows] if LEVEL_WHOLE_CYCLES else np.full(len(rows), np.nan)
         short = _cycle_span(period, LEVEL_SHORT * FINE)
-        long = _cycle_span(period, LEVEL_LONG * FINE)
+        # At least one cycle more than the short mean: a cycle of 334 readings or longer would
+        # otherwise give both means the same single cycle, and the level could never rise.
+        long = np.maximum(_cycle_span(period, LEVEL_LONG * FINE), short + np.nan_to_num(period))
+        long = np.minimum(long, float(FINE_BLOCKS * FINE))
         level = _mean_over(fine, short)
         rise = level - _mean_over(fine, long)
         self._level_rise[rows] = np.where(known, rise, np.nan)
@@ -468,12 +473,15 @@ class TrendTracker:
 
     def save(self, directory: Path, slot_of: dict[str, int]) -> Path:
         """Write every machine's state that holds anything to ``directory`` (atomically)."""
+        return self.snapshot(directory, slot_of).write()
+
+    def snapshot(self, directory: Path, slot_of: dict[str, int]) -> Snapshot:
+        """Every machine's state that holds anything, copied, for :meth:`Snapshot.write`."""
         has = (self._fine_n > 0) | (self._fine_count > 0)  # took in anything
         ids = [m for m, slot in slot_of.items() if slot < self.capacity and has[slot]]
         slots = np.fromiter((slot_of[m] for m in ids), np.int64, len(ids))
-        path = directory / STATE_FILE
-        save_rows(path, STATE_VERSION, ids, {n: getattr(self, n)[slots] for n in self._kept()})
-        return path
+        rows = {n: getattr(self, n)[slots] for n in self._kept()}
+        return Snapshot(directory / STATE_FILE, STATE_VERSION, ids, rows)
 
     def load(self, directory: Path, slot_for: Callable[[str], int | None]) -> int:
         """Take back what :meth:`save` wrote (the machines loaded; 0 with no file).

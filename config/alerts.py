@@ -77,7 +77,8 @@ class AlertSettings(Section):
         "warning_above_usual_peak_c over its usual peak, whose usual peak is within "
         "clear_margin_c of the threshold, or that the slow path sees trending; a machine with "
         "fewer than 100 readings is not gated. It never holds back a critical or an incident "
-        "already open. 0 turns the gate off.",
+        "already open. 0 turns the gate off, as does turning the slow path off "
+        "(trend_horizon_readings 0), which measures the level.",
     )
     warning_above_usual_peak_c: float = Field(
         4.0,

@@ -132,7 +132,7 @@ def _read_file(
             body = zlib.decompress(data[at + _LENGTH.size : at + _LENGTH.size + length])
         except zlib.error as error:
             raise DataError(f"{path}: block at byte {at} is corrupt ({error})") from error
-        start, at = at, at + _LENGTH.size + length
+        block_at, at = at, at + _LENGTH.size + length
         n, new, names_len = _BLOCK_HEAD.unpack_from(body)
         cursor = _BLOCK_HEAD.size
         if new:
@@ -147,7 +147,7 @@ def _read_file(
         values = values.reshape(n, width)
         if n and int(ids.max()) >= len(names):
             raise DataError(
-                f"{path}: block at byte {start} names machine {int(ids.max())} of "
+                f"{path}: block at byte {block_at} names machine {int(ids.max())} of "
                 f"{len(names)} named so far: the file is damaged; move it out of the folder"
             )
         order = np.argsort(ids, kind="stable")

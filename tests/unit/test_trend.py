@@ -286,11 +286,45 @@ def test_readings_lost_over_a_restart_make_a_gap_as_any_other(tmp_path: Path, se
         assert not any(feed_across_restart(temperatures, start, end - start, tmp_path))
 
 
-def test_a_damaged_state_file_is_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("damage", ["cut short", "text for numbers"])
+def test_a_damaged_state_file_is_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
     tracker = TrendTracker(AlertSettings(), 1)
-    (tmp_path / STATE_FILE).write_bytes(b"PK\x03\x04 cut short")
-    assert tracker.load(tmp_path, lambda machine_id: 0) == 0
+    path = tmp_path / STATE_FILE
+    if damage == "cut short":
+        path.write_bytes(b"PK\x03\x04 cut short")
+    else:
+        tracker._fine_n[0] = 3
+        tracker.save(tmp_path, {"m": 0})
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files}
+        arrays["r__fine"] = arrays["r__fine"].astype(str)
+        with path.open("wb") as file:
+            np.savez(file, **arrays)
+    assert TrendTracker(AlertSettings(), 1).load(tmp_path, lambda machine_id: 0) == 0
     assert "ignoring the saved slow-path state" in caplog.text
+
+
+def test_a_state_file_no_check_foresaw_never_stops_start_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever a part's load raises, start-up goes on (the alert states' restore would
+    otherwise be retried at every tick, and the agent never tick)."""
+    from agent.learned import LearnedState
+    from agent.window import WindowStore
+
+    class Broken:
+        def snapshot(self, directory: Path, slot_of: dict[str, int]) -> object:
+            raise AssertionError("not saved in this test")
+
+        def load(self, directory: Path, slot_for: object) -> int:
+            raise TypeError("a 0-d array where a list was expected")
+
+    kept = LearnedState(tmp_path)
+    kept.add("broken part", Broken(), 300.0)
+    kept.load(WindowStore(window=WINDOW, features=4, max_machines=8))
+    assert "ignoring the saved broken part" in caplog.text
 
 
 def test_the_level_is_derived_again_after_a_restart_not_saved(tmp_path: Path) -> None:
@@ -336,3 +370,42 @@ def test_the_level_of_a_machine_whose_cycle_is_not_100_readings_stands_still(
     assert np.nanmax(np.abs(rise)) < 0.35
     monkeypatch.setattr(trend, "LEVEL_WHOLE_CYCLES", False)
     assert np.nanmax(np.abs(level_rises(temperatures)[1000:])) > 0.6
+
+
+def test_a_long_cycle_still_lets_a_ramp_lift_the_level() -> None:
+    """A cycle of 350 readings: the short mean spans one cycle, the long one more than one, so
+    a ramp shows as a rise while a healthy machine's level stays still."""
+    ramp = signal(4000, drift_per_tick=0.006, onset=2000, period=350.0, level=60.0, seed=2)
+    healthy = signal(4000, period=350.0, level=60.0, seed=2)
+    rises = []
+    for temperatures in (ramp, healthy):
+        tracker, _ = feed(temperatures[np.newaxis, :])
+        view = tracker.view(np.arange(1))
+        assert 300 < float(view.period[0]) < 400
+        assert view.level_rise is not None
+        rises.append(float(view.level_rise[0]))
+    assert rises[0] > 0.8 and abs(rises[1]) < 0.3, rises
+
+
+def test_periodic_writes_run_beside_the_tick_and_the_last_one_at_stop(tmp_path: Path) -> None:
+    """A due write copies the arrays and writes them on a thread of its own; the write at
+    stop waits for it, then writes what the path holds then."""
+    from agent.learned import LearnedState
+    from agent.window import WindowStore
+
+    store = WindowStore(window=WINDOW, features=4, max_machines=8)
+    slot = store.slot_for("m")
+    assert slot is not None
+    tracker = TrendTracker(AlertSettings(), 8)
+    kept = LearnedState(tmp_path)
+    kept.add("slow path", tracker, 0.0)
+    tracker._fine_n[slot] = 3
+    kept.save(store, only_due=True)
+    writer = kept._writer
+    assert writer is not None
+    writer.join(10)
+    assert TrendTracker(AlertSettings(), 8).load(tmp_path, lambda m: 0) == 1
+    tracker._fine_n[slot] = 7
+    kept.save(store)  # at stop
+    again = TrendTracker(AlertSettings(), 8)
+    assert again.load(tmp_path, lambda m: 0) == 1 and again._fine_n[0] == 7
