@@ -40,6 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.trend import TrendTracker, TrendView
+from agent.window import grown
 from config.alerts import AlertSettings
 
 OK, WARNING, CRITICAL = 0, 1, 2
@@ -209,25 +210,20 @@ class AlertPolicy:
         if capacity <= old:
             return
 
-        def grow(array: NDArray, fill: float) -> NDArray:
-            new = np.full(capacity, fill, dtype=array.dtype)
-            new[:old] = array
-            return new
-
-        self.state = grow(self.state, OK)
-        self._warn_streak = grow(self._warn_streak, 0)
-        self._clear_streak = grow(self._clear_streak, 0)
-        self._reading_clear_streak = grow(self._reading_clear_streak, 0)
-        self.threshold = grow(self.threshold, self.settings.threshold_c)
-        self._alert_seq = grow(self._alert_seq, 0)
-        self._threshold_known = grow(self._threshold_known, False)
-        self.stale = grow(self.stale, False)
-        self._hot_at = grow(self._hot_at, math.nan)
-        self._reading_hot_at = grow(self._reading_hot_at, math.nan)
-        self._forecast_hot_at = grow(self._forecast_hot_at, math.nan)
-        self.eta_s = grow(self.eta_s, math.nan)
-        self.eta_low_s = grow(self.eta_low_s, math.nan)
-        self.eta_high_s = grow(self.eta_high_s, math.nan)
+        self.state = grown(self.state, capacity, OK)
+        self._warn_streak = grown(self._warn_streak, capacity, 0)
+        self._clear_streak = grown(self._clear_streak, capacity, 0)
+        self._reading_clear_streak = grown(self._reading_clear_streak, capacity, 0)
+        self.threshold = grown(self.threshold, capacity, self.settings.threshold_c)
+        self._alert_seq = grown(self._alert_seq, capacity, 0)
+        self._threshold_known = grown(self._threshold_known, capacity, False)
+        self.stale = grown(self.stale, capacity, False)
+        self._hot_at = grown(self._hot_at, capacity, math.nan)
+        self._reading_hot_at = grown(self._reading_hot_at, capacity, math.nan)
+        self._forecast_hot_at = grown(self._forecast_hot_at, capacity, math.nan)
+        self.eta_s = grown(self.eta_s, capacity, math.nan)
+        self.eta_low_s = grown(self.eta_low_s, capacity, math.nan)
+        self.eta_high_s = grown(self.eta_high_s, capacity, math.nan)
         self.trend.ensure_capacity(capacity)
 
     def reset(self, slots: NDArray[np.int64]) -> None:

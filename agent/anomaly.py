@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from agent.window import grown
+
 WARM_UP_RESIDUALS = 20
 """Residuals a machine needs before its score means anything (0 until then)."""
 STATS_RATE = 0.02
@@ -56,20 +58,15 @@ class AnomalyScorer:
         if capacity <= old:
             return
 
-        def grow(array: NDArray, fill: float) -> NDArray:
-            new = np.full((capacity, *array.shape[1:]), fill, dtype=array.dtype)
-            new[:old] = array
-            return new
-
-        self.mean = grow(self.mean, 0.0)
-        self.var = grow(self.var, 0.0)
-        self.usual_var = grow(self.usual_var, 0.0)
-        self.count = grow(self.count, 0)
-        self.smoothed = grow(self.smoothed, 1.0)
-        self.score = grow(self.score, 0.0)
-        self.forecast = grow(self.forecast, np.nan)
-        self.forecast_seq = grow(self.forecast_seq, -1)
-        self.recent = grow(self.recent, np.nan)
+        self.mean = grown(self.mean, capacity, 0.0)
+        self.var = grown(self.var, capacity, 0.0)
+        self.usual_var = grown(self.usual_var, capacity, 0.0)
+        self.count = grown(self.count, capacity, 0)
+        self.smoothed = grown(self.smoothed, capacity, 1.0)
+        self.score = grown(self.score, capacity, 0.0)
+        self.forecast = grown(self.forecast, capacity, np.nan)
+        self.forecast_seq = grown(self.forecast_seq, capacity, -1)
+        self.recent = grown(self.recent, capacity, np.nan)
 
     def reset(self, slots: NDArray[np.int64]) -> None:
         """Forget the statistics of ``slots``: their machines were evicted and the slots now

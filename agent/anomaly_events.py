@@ -38,7 +38,7 @@ from numpy.typing import NDArray
 
 from agent.anomaly_alert import AnomalyAlertState, AnomalyRule
 from agent.anomaly_sensors import SensorScorer
-from agent.slotfile import Snapshot, StateFileError, load_rows
+from agent.slotfile import Snapshot, StateFileError, load_rows, place
 from agent.window import occurrence
 
 logger = logging.getLogger(__name__)
@@ -366,18 +366,12 @@ class AnomalyAlerts:
                 error,
             )
             return 0
-        slots = []
-        for machine_id in ids:
-            slot = slot_for(machine_id)
-            slots.append(-1 if slot is None else int(slot))
-        where = np.array(slots, dtype=np.int64)
-        keep = where >= 0
-        if keep.any():
-            self.ensure_capacity(int(where.max()) + 1)
+        keep, slots = place(ids, slot_for)
+        if len(slots):
+            self.ensure_capacity(int(slots.max()) + 1)
             state = self.scorer.state()
             for name, array in saved.items():
-                if name in state:
-                    state[name][where[keep]] = array[keep]
+                state[name][slots] = array[keep]
             try:
                 self.scorer.load(state)
             except ValueError as error:

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agent.metrics import AgentMetrics
+from agent.window import grown
 from models.skill import SkillReference
 
 PERSISTENCE_FLOOR_C = 0.01
@@ -67,18 +68,13 @@ class DriftWatch:
         if capacity <= old:
             return
 
-        def grow(array: NDArray, fill: float) -> NDArray:
-            new = np.full(capacity, fill, dtype=array.dtype)
-            new[:old] = array
-            return new
-
-        self.next_forecast = grow(self.next_forecast, np.nan)
-        self.forecast_from = grow(self.forecast_from, np.nan)
-        self.forecast_seq = grow(self.forecast_seq, -1)
-        self.forecast_restarts = grow(self.forecast_restarts, -1)
-        self.model_sq = grow(self.model_sq, 0.0)
-        self.persistence_sq = grow(self.persistence_sq, 0.0)
-        self.count = grow(self.count, 0)
+        self.next_forecast = grown(self.next_forecast, capacity, np.nan)
+        self.forecast_from = grown(self.forecast_from, capacity, np.nan)
+        self.forecast_seq = grown(self.forecast_seq, capacity, -1)
+        self.forecast_restarts = grown(self.forecast_restarts, capacity, -1)
+        self.model_sq = grown(self.model_sq, capacity, 0.0)
+        self.persistence_sq = grown(self.persistence_sq, capacity, 0.0)
+        self.count = grown(self.count, capacity, 0)
 
     def reset(self, slots: NDArray[np.int64]) -> None:
         """Forget ``slots`` (their machines were evicted); every array back to its fill."""

@@ -14,7 +14,7 @@ log it once and start afresh instead of failing the agent.
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,3 +116,13 @@ def load_rows(
                 f"{name} has shape {rows[name].shape}, expected {(len(ids), *shape)}"
             )
     return ids, rows, meta
+
+
+def place(
+    machine_ids: list[str], slot_for: Callable[[str], int | None]
+) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:
+    """Slots for a file's machines: which rows found one (``slot_for`` gives None where the
+    store has no room), and those slots, in the rows' order."""
+    found = [slot_for(m) for m in machine_ids]
+    keep = np.array([slot is not None for slot in found], dtype=np.bool_)
+    return keep, np.array([slot for slot in found if slot is not None], dtype=np.int64)

@@ -55,7 +55,8 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from agent.slotfile import Snapshot, StateFileError, load_rows
+from agent.slotfile import Snapshot, StateFileError, load_rows, place
+from agent.window import grown
 from config.alerts import AlertSettings
 
 logger = logging.getLogger(__name__)
@@ -247,12 +248,8 @@ class TrendTracker:
     def ensure_capacity(self, capacity: int) -> None:
         if capacity <= self.capacity:
             return
-        old = self.capacity
         for name, fill in self._fills().items():
-            array = getattr(self, name)
-            grown = np.full((capacity, *array.shape[1:]), fill, dtype=array.dtype)
-            grown[:old] = array
-            setattr(self, name, grown)
+            setattr(self, name, grown(getattr(self, name), capacity, fill))
         self.capacity = capacity
 
     def reset(self, slots: NDArray[np.int64]) -> None:
@@ -504,9 +501,7 @@ class TrendTracker:
                 error,
             )
             return 0
-        found = [slot_for(m) for m in ids]
-        keep = np.array([slot is not None for slot in found], dtype=np.bool_)
-        slots = np.array([slot for slot in found if slot is not None], dtype=np.int64)
+        keep, slots = place(ids, slot_for)
         if len(slots) == 0:
             return 0
         self.ensure_capacity(int(slots.max()) + 1)

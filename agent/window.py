@@ -84,6 +84,14 @@ def occurrence(slots: NDArray[np.int64]) -> NDArray[np.int64]:
     return rank
 
 
+def grown(array: NDArray, capacity: int, fill: float) -> NDArray:
+    """A per-slot array (slots first) grown to ``capacity`` slots, the new ones at ``fill``:
+    every per-slot state beside the window store grows with it this way."""
+    new = np.full((capacity, *array.shape[1:]), fill, dtype=array.dtype)
+    new[: array.shape[0]] = array
+    return new
+
+
 class WindowStore:
     """Rolling windows of readings per machine, plus the facts the tick needs about each."""
 
