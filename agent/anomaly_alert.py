@@ -2,9 +2,11 @@
 
 Derived from the calibrated score alone (:mod:`agent.anomaly_sensors`), never from labels:
 
-* it **fires** once the machine score has been at or over ``fire_score`` (0.5: behaviour that a
-  normal machine shows about once in 100,000 rows) on ``confirm_rows`` consecutive rows, so one
-  odd row never fires;
+* it **fires** once the machine score has reached ``fire_score`` (0.5: behaviour that a normal
+  machine shows about once in 100,000 rows) and the rarity of each row since has stayed there,
+  ``confirm_rows`` rows in all, so one odd row never fires. The machine score marks an
+  onset on its first row only, so the rows that confirm it are read as their rarity
+  (``SensorScores.rarity``), not as new onsets;
 * it **resolves** once the score has stayed under ``clear_score`` (0.3: once in 1,000 rows) for
   ``clear_rows`` consecutive rows, so an anomaly that hovers around the threshold does not flap.
 
@@ -55,11 +57,16 @@ class AnomalyAlertState:
         self.under[slots] = 0
 
     def update(
-        self, slots: NDArray[np.int64], score: NDArray[np.float64]
+        self,
+        slots: NDArray[np.int64],
+        score: NDArray[np.float64],
+        rarity: NDArray[np.float64],
     ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """Advance ``slots`` by one scored reading; returns (slots that fired, that resolved)."""
+        """Advance ``slots`` by one scored reading (the machine score and the row's rarity, as
+        ``SensorScores`` gives them); returns (slots that fired, that resolved)."""
         rule = self.rule
-        over = np.where(score >= rule.fire_score, self.over[slots] + 1, 0)
+        counting = self.over[slots]
+        over = np.where(np.where(counting > 0, rarity, score) >= rule.fire_score, counting + 1, 0)
         under = np.where(score < rule.clear_score, self.under[slots] + 1, 0)
         was = self.firing[slots]
         fires = ~was & (over >= rule.confirm_rows)

@@ -229,7 +229,9 @@ class AnomalyAlerts:
         # nor resolves (an alert restored at start-up stays firing until the machine is warm).
         warm = slots[result.warm]
         if len(warm):
-            fired, resolved = self.state.update(warm, result.machine[result.warm])
+            fired, resolved = self.state.update(
+                warm, result.machine[result.warm], result.rarity[result.warm]
+            )
             if len(fired) or len(resolved):
                 self._changed.append(np.concatenate([fired, resolved]))
         now_firing = self.state.firing[slots]

@@ -79,7 +79,7 @@ def stream_many(
     for row in range(padded.shape[1]):
         slots = np.flatnonzero(lengths > row)
         result = scorer.update(slots, padded[slots, row][:, None])
-        alert.update(slots, result.machine)
+        alert.update(slots, result.machine, result.rarity)
         scores[slots, row] = result.onset
         machine[slots, row] = result.machine
         firing[slots, row] = alert.firing[slots]
@@ -101,7 +101,7 @@ def stream(
     driver = np.zeros(rows, dtype=np.int64)
     for i in range(rows):
         result = scorer.update(slot, values[i : i + 1])
-        alert.update(slot, result.machine)
+        alert.update(slot, result.machine, result.rarity)
         machine[i] = result.machine[0]
         firing[i] = alert.firing[0]
         per_sensor[i] = result.score[0]
@@ -241,7 +241,7 @@ def _forewarn_flags(train: NDArray[np.float64], runs: dict[int, NDArray[np.float
     stacked = np.stack([runs[n] for n in numbers])
     for i in range(rows):
         result = scorer.update(slots, stacked[:, i, :])
-        alert.update(slots, result.machine)
+        alert.update(slots, result.machine, result.rarity)
         firing[:, i] = alert.firing
     return {n: firing[j] for j, n in enumerate(numbers)}
 
@@ -289,7 +289,7 @@ def bench_simulator(seeds: tuple[int, ...] = SIMULATOR_SEEDS) -> dict[str, objec
         first_fire = np.full(machines, -1)
         for i in range(ticks):
             result = scorer.update(slots, scenario.readings[:, i, :])
-            fired, _ = alert.update(slots, result.machine)
+            fired, _ = alert.update(slots, result.machine, result.rarity)
             for m in fired.tolist():
                 kind = scenario.kinds[m]
                 if kind == "healthy" or i < scenario.start:

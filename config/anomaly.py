@@ -31,7 +31,12 @@ class AnomalySettings(Section):
         description="The anomaly alert fires at this machine score (0.5: a 1-in-100,000 "
         "reading for a normal machine) ...",
     )
-    confirm_readings: int = Field(3, ge=1, description="... held for this many readings.")
+    confirm_readings: int = Field(
+        3,
+        ge=1,
+        description="... confirmed over this many readings: the onset's and each later "
+        "reading's rarity at or over fire_score.",
+    )
     clear_score: float = Field(
         0.3, ge=0, le=1, description="It resolves under this score (0.3: 1 in 1,000) ..."
     )

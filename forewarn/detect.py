@@ -264,7 +264,7 @@ def run_detect(
                 writer.writerow([stamps[i] if timestamp_column else i, *_cells(row), *out])
                 continue
             result = sensors.update(slot, row[None, :])
-            fired, _ = anomaly.update(slot, result.machine)
+            fired, _ = anomaly.update(slot, result.machine, result.rarity)
             anomaly_alerts += len(fired)
             firing = bool(anomaly.firing[0])
             per_sensor = [round(float(v), 4) for v in result.score[0]]

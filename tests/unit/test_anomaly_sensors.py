@@ -26,7 +26,8 @@ def run(
     driver = np.zeros((machines, rows), dtype=np.int64)
     for i in range(rows):
         result = scorer.update(slots, series[:, i, :])
-        alert.update(slots, result.machine)
+        assert (result.rarity >= result.machine).all()
+        alert.update(slots, result.machine, result.rarity)
         score[:, i] = result.machine
         firing[:, i] = alert.firing
         per_sensor[:, i] = result.score
@@ -129,7 +130,8 @@ def test_a_departure_is_not_absorbed_while_it_lasts_and_a_reset_learns_the_new_n
         if i == 5000:
             scorer.reset(slot)  # the operator re-baselines after maintenance
             alert.reset(slot)
-        alert.update(slot, scorer.update(slot, np.array([[value]])).machine)
+        result = scorer.update(slot, np.array([[value]]))
+        alert.update(slot, result.machine, result.rarity)
         firing.append(bool(alert.firing[0]))
     assert all(firing[2020:5000]), "a lasting departure must keep firing until re-baselined"
     assert not any(firing[5000:]), "after a re-baseline the new level is the normal"
@@ -179,10 +181,34 @@ def test_the_rule_confirms_before_firing_and_waits_before_resolving() -> None:
     trace = [0.6, 0.6, 0.1, 0.6, 0.6, 0.6, 0.4, 0.1, 0.1, 0.1, 0.1, 0.1]
     fired_at, resolved_at = [], []
     for i, score in enumerate(trace):
-        fired, resolved = state.update(slot, np.array([score]))
+        fired, resolved = state.update(slot, np.array([score]), np.array([score]))
         fired_at += [i] * len(fired)
         resolved_at += [i] * len(resolved)
     assert fired_at == [5] and resolved_at == [10]
+
+
+@pytest.mark.parametrize(
+    ("scores", "rarities", "fires_at"),
+    [
+        ([0.6, 0.0, 0.0], [0.6, 0.6, 0.6], 2),  # an onset, confirmed by two rare rows
+        ([0.0, 0.0, 0.0, 0.0], [0.6, 0.6, 0.6, 0.6], None),  # rare rows, but no onset
+        ([0.6, 0.0, 0.0, 0.0], [0.6, 0.6, 0.2, 0.6], None),  # the confirmation broke
+        ([0.6, 0.0, 0.6, 0.0, 0.0], [0.6, 0.2, 0.6, 0.6, 0.6], 4),  # a second onset, confirmed
+    ],
+)
+def test_the_rule_starts_on_an_onset_and_confirms_on_the_rows_rarity(
+    scores: list[float], rarities: list[float], fires_at: int | None
+) -> None:
+    """The machine score marks an onset on its first row only: the rows that confirm it are
+    read as their rarity, and rare rows with no onset before them start nothing."""
+    state = AnomalyAlertState(AnomalyRule(confirm_rows=3), capacity=1)
+    slot = np.zeros(1, dtype=np.int64)
+    fired_at = [
+        i
+        for i, (score, rarity) in enumerate(zip(scores, rarities, strict=True))
+        if len(state.update(slot, np.array([score]), np.array([rarity]))[0])
+    ]
+    assert fired_at == ([] if fires_at is None else [fires_at])
 
 
 def test_a_lasting_step_scores_as_one_onset_then_holds_at_the_clear_level() -> None:
