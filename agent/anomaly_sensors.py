@@ -36,22 +36,22 @@ series whose anomalies are brief:
   learned normal's surprise and the relation), and it counts only on a row rarer than every
   row of the last ``onset_rows`` (an episode's first row scores, later rows only where they
   are rarer still, its tail not at all);
-* a departure from the learned normal scores in full once it has lasted ``departure_rows``
-  rows (a slow drift or a stuck sensor), then holds at ``hold``, the default rule's clear
-  level: an alert that fired stays firing while the departure lasts, without scoring each row
-  of it as a new event;
+* a departure from the learned normal scores in full on the row it has lasted
+  ``departure_rows`` rows (a slow drift or a stuck sensor: its onset as a lasting one), and
+  otherwise holds at ``hold``, the default rule's clear level: an alert that fired stays
+  firing while the departure lasts, without scoring each row of it as a new event;
 * the ``onset`` output is the onset rarity alone (a lasting departure is no new event), each
   episode reported once: for ``repeat_rows`` rows after an onset at or over ``hold`` it is 0
   unless an onset beats that peak by ``repeat_margin`` (NAB, like an operator, counts the first
   detection of an event and charges every later one outside it). It is the score to threshold
   when each event should count once; on NAB's 51 files it scores 48.6 pooled where the machine
-  score scores 38.8. The machine score keeps the lasting departures and every new peak.
+  score scores 40.2. The machine score keeps every new peak.
 
 The rule needs more than one row to fire, yet an episode's second and third rows are seldom new
-peaks: ``rarity`` is each row's rarity before that test (the onset rarity, or the departure the
-machine score shows), and the rule confirms an onset on it. Scoring those rows as onsets
-instead cost NAB's pooled score 8 points (30.9), each confirming row of a false episode
-charged as a false positive.
+peaks: ``rarity`` is each row's rarity before that test (the onset rarity, or the departure,
+in full once it has lasted), and the rule confirms an onset on it. Scoring those rows as
+onsets instead (and a lasting departure's first five rows) cost NAB's pooled score 9 points
+(30.9), each confirming row of a false episode charged as a false positive.
 
 The default alert rule fires at 0.5 (see :mod:`agent.anomaly_alert`): derived from that rarity
 alone, never from labels.
@@ -79,8 +79,6 @@ MAD_TO_SD = 1.2533
 """Mean absolute deviation to standard deviation, for a normal law."""
 ONSET_ROWS = 100
 """Default ``ScorerParams.onset_rows``."""
-DEPARTURE_SHOWN = 5
-"""Rows a lasting departure scores in full (see ``ScorerParams.departure_rows``)."""
 RELATION_RATE = 0.05
 """EWMA rate of the relation statistic (per row)."""
 MAX_ABS = 1e150
@@ -128,10 +126,10 @@ class ScorerParams:
     rule keep every row)."""
     repeat_margin: float = 0.15
     departure_rows: int = 30
-    """A departure (a score at or over ``hold`` against the learned normal) scores in full
-    once it has lasted this many rows, for ``DEPARTURE_SHOWN`` rows, then holds at ``hold``:
-    a slow drift, a stuck or a noisy sensor fires, a departure that comes and goes with the
-    noise does not."""
+    """A departure (a score at or over ``departure_level`` against the learned normal) scores
+    in full on the row it has lasted this many rows, and its rarity from then on, while the
+    machine score holds at ``hold``: a slow drift, a stuck or a noisy sensor fires, a
+    departure that comes and goes with the noise does not."""
 
 
 @dataclass
@@ -146,7 +144,8 @@ class SensorScores:
     default rule fires on)."""
     rarity: NDArray[np.float64]
     """(n,) the row's rarity before the onset test, >= ``machine``: the onset rarity, or the
-    departure the machine score shows (what the default rule confirms an onset on)."""
+    departure (in full once it has lasted ``departure_rows``): what the default rule confirms
+    an onset on."""
     onset: NDArray[np.float64]
     """(n,) the onset rarity with each episode reported once, 0 on its repeats and on a
     lasting departure's rows (see ``ScorerParams.repeat_rows``): ``forewarn detect``'s
@@ -363,10 +362,11 @@ class SensorScorer:
         onset_score = np.where(new_peak, _score(-onset), 0.0)
         departed = np.where(departure_score >= p.departure_level, self.departed[at] + 1.0, 0.0)
         self.departed[at] = departed
-        lasting = (departed >= p.departure_rows) & (departed < p.departure_rows + DEPARTURE_SHOWN)
-        shown = np.where(lasting, departure_score, np.minimum(departure_score, p.hold))
+        capped = np.minimum(departure_score, p.hold)
+        lasted = np.where(departed >= p.departure_rows, departure_score, capped)
+        shown = np.where(departed == p.departure_rows, departure_score, capped)
         machine_score = np.maximum(onset_score, shown)
-        rarity = np.maximum(_score(-onset), shown)
+        rarity = np.maximum(_score(-onset), lasted)
         # The onset output: onsets only (a lasting departure is no new event), each episode
         # once (NAB and an operator alike count an event once): a repeat is shown only when it
         # beats the episode's peak by repeat_margin.
