@@ -42,7 +42,7 @@ from agent.window import WindowStore
 from config.alerts import AlertSettings
 from models.baselines import RidgeForecaster
 from models.data import make_windows
-from wire.reading import Reading
+from wire.reading import FLOAT32_MAX, Reading
 
 WINDOW = 20
 OUTPUT_COLUMNS = ("forecast", "residual", "anomaly_score", "alert_state")
@@ -145,6 +145,18 @@ def _read(
     for r, row in enumerate(rows):
         for c, index in enumerate(indices):
             values[r, c] = _to_float(row[index] if index < len(row) else "", decimal_comma)
+    wide = np.abs(values) > FLOAT32_MAX
+    for c, name in enumerate(used):
+        finite = ~np.isnan(values[:, c])
+        if finite.any() and wide[finite, c].all():
+            first = int(np.argmax(finite))
+            raise DetectError(
+                f"{path}: column {name!r} holds no value within ±{FLOAT32_MAX:.3g} (line "
+                f"{first + 2}: {rows[first][indices[c]]!r}), the range readings are stored in "
+                "(float32, as in the agent); rescale the column, e.g. to other units"
+            )
+    # The agent rejects such a reading as out of range; here the cell is a gap.
+    values[wide] = np.nan
     stamp = header.index(timestamp_column) if timestamp_column is not None else None
     stamps = [row[stamp] if stamp is not None and stamp < len(row) else "" for row in rows]
     return used, stamps, values

@@ -291,3 +291,26 @@ def test_an_anomaly_threshold_outside_the_score_range_is_refused(
     write_series(source, planted_series(400))
     with pytest.raises(DetectError, match="anomaly-threshold"):
         run_detect(source, tmp_path / "out.csv", fit_rows=200, anomaly_threshold=threshold)
+
+
+def test_values_beyond_float32_are_gaps_and_a_column_of_them_a_clear_error(
+    tmp_path: Path,
+) -> None:
+    """Readings are float32, as in the agent: a wider value would be inf in the window and
+    turn the next forecasts into NaN; a column of them cannot be scored at all."""
+    table = multi_column(600)
+    write_table(tmp_path / "spike.csv", table)
+    lines = (tmp_path / "spike.csv").read_text().splitlines()
+    lines[401] = lines[401].split(",")[0] + ",1e39," + ",".join(lines[401].split(",")[2:])
+    (tmp_path / "spike.csv").write_text("\n".join(lines) + "\n")
+    summary = run_detect(
+        tmp_path / "spike.csv", tmp_path / "out.csv", timestamp_column="ts", fit_rows=300
+    )
+    rows = read_rows(tmp_path / "out.csv")
+    assert len(rows) == 600 and summary.gaps == 1
+    assert rows[400]["load"] == "" and rows[400]["anomaly_score"] == "0.0"
+    assert not any("nan" in value for row in rows for value in row.values())
+    huge = tmp_path / "huge.csv"
+    huge.write_text("ts,h\n" + "".join(f"t{i},{1e300 * (1 + i % 7)!r}\n" for i in range(300)))
+    with pytest.raises(DetectError, match=r"'h'.*line 2: '1e\+300'.*rescale"):
+        run_detect(huge, tmp_path / "out.csv", timestamp_column="ts", fit_rows=100)
