@@ -908,7 +908,7 @@ def _publish_retained(settings: Settings, topic: str, payload: bytes) -> bool:
 def _cmd_detect(args: argparse.Namespace, settings: Settings) -> int:
     from forewarn.detect import DetectError, run_detect
 
-    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     try:
         summary = run_detect(
             args.input,
@@ -925,6 +925,8 @@ def _cmd_detect(args: argparse.Namespace, settings: Settings) -> int:
     except DetectError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    for note in summary.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(f"forewarn detect: {summary.line()}; wrote {args.output}")
     return 0
 

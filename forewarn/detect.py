@@ -28,7 +28,7 @@ import csv
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,18 +40,15 @@ from agent.anomaly_alert import AnomalyAlertState, AnomalyRule
 from agent.anomaly_sensors import ScorerParams, SensorScorer
 from agent.window import WindowStore
 from config.alerts import AlertSettings
+from forewarn.detect_csv import DetectError, read_table
 from models.baselines import RidgeForecaster
 from models.data import make_windows
-from wire.reading import FLOAT32_MAX, Reading
+from wire.reading import Reading
 
 WINDOW = 20
 OUTPUT_COLUMNS = ("forecast", "residual", "anomaly_score", "alert_state")
 ANOMALY_COLUMNS = ("anomaly_alert", "anomaly_driver", "anomaly_onset")
-DELIMITERS = ",;\t|"
-
-
-class DetectError(ValueError):
-    """Input that cannot be backtested; the message says what to change."""
+__all__ = ["DetectError", "DetectSummary", "run_detect"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +59,8 @@ class DetectSummary:
     alerts: int
     anomaly_alerts: int
     seconds: float
+    notes: tuple[str, ...] = field(default=())
+    """What reading left out: columns not scored, cells read as gaps (each with its line)."""
 
     def line(self) -> str:
         return (
@@ -69,113 +68,6 @@ class DetectSummary:
             f"{self.alerts} threshold alert(s), {self.anomaly_alerts} anomaly alert(s), "
             f"{self.seconds:.2f} s"
         )
-
-
-def _read(
-    path: Path,
-    timestamp_column: str | None,
-    columns: Sequence[str] | None,
-    delimiter: str | None = None,
-) -> tuple[list[str], list[str], NDArray[np.float64]]:
-    """Header-checked columns: (used column names, timestamps verbatim, values (rows, cols)).
-
-    The delimiter is sniffed (``,`` ``;`` tab ``|``) unless given, and with a delimiter other
-    than ``,`` a decimal comma (``21,5``) is read as a decimal point: plant exports in many
-    countries are written so.
-    """
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as error:
-        raise DetectError(f"cannot read {path}: {error.strerror}") from error
-    except UnicodeDecodeError as error:
-        raise DetectError(
-            f"cannot read {path}: byte {error.start} is not UTF-8 text; export the CSV as UTF-8"
-        ) from error
-    lines = text.splitlines()
-    if not lines or not lines[0].strip():
-        raise DetectError(f"{path} is empty: a header row naming the columns is required")
-    if delimiter is not None:
-        delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
-        if len(delimiter) != 1:
-            raise DetectError(
-                f"--delimiter {delimiter!r} must be one character, e.g. ',' ';' '|' or '\\t' "
-                "for a tab"
-            )
-    if delimiter is None:
-        try:
-            delimiter = csv.Sniffer().sniff("\n".join(lines[:50]), delimiters=DELIMITERS).delimiter
-        except csv.Error:
-            delimiter = ","
-    decimal_comma = delimiter != ","
-    try:
-        parsed = list(csv.reader(lines, delimiter=delimiter))
-    except csv.Error as error:
-        raise DetectError(f"cannot read {path} as CSV: {error}") from error
-    header, rows = parsed[0], parsed[1:]
-    header = [name.strip() for name in header]
-    longer = sum(len(row) > len(header) for row in rows)
-    if longer > len(rows) // 2:
-        raise DetectError(
-            f"{path}: {longer} of {len(rows)} rows have more fields than the header's "
-            f"{len(header)} with delimiter {delimiter!r} (decimal commas read as a delimiter?); "
-            "give the right one with --delimiter"
-        )
-    if len(header) < 2 and timestamp_column is not None:
-        raise DetectError(
-            f"{path}: the header has one field {header[0]!r} with delimiter {delimiter!r}; "
-            "give the right one with --delimiter"
-        )
-    if timestamp_column is not None and timestamp_column not in header:
-        raise DetectError(f"no timestamp column {timestamp_column!r} in {path}: {header}")
-    if columns:
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise DetectError(f"columns {missing} are not in {path}; it has {header}")
-        used = list(columns)
-    else:
-        used = [
-            c
-            for c in header
-            if c != timestamp_column and _numeric(rows, header.index(c), decimal_comma)
-        ]
-        if not used:
-            raise DetectError(f"{path} has no numeric column; name one with --columns")
-    indices = [header.index(c) for c in used]
-    values = np.full((len(rows), len(used)), np.nan)
-    for r, row in enumerate(rows):
-        for c, index in enumerate(indices):
-            values[r, c] = _to_float(row[index] if index < len(row) else "", decimal_comma)
-    wide = np.abs(values) > FLOAT32_MAX
-    for c, name in enumerate(used):
-        finite = ~np.isnan(values[:, c])
-        if finite.any() and wide[finite, c].all():
-            first = int(np.argmax(finite))
-            raise DetectError(
-                f"{path}: column {name!r} holds no value within ±{FLOAT32_MAX:.3g} (line "
-                f"{first + 2}: {rows[first][indices[c]]!r}), the range readings are stored in "
-                "(float32, as in the agent); rescale the column, e.g. to other units"
-            )
-    # The agent rejects such a reading as out of range; here the cell is a gap.
-    values[wide] = np.nan
-    stamp = header.index(timestamp_column) if timestamp_column is not None else None
-    stamps = [row[stamp] if stamp is not None and stamp < len(row) else "" for row in rows]
-    return used, stamps, values
-
-
-def _to_float(text: str, decimal_comma: bool = False) -> float:
-    if decimal_comma:
-        text = text.replace(",", ".")
-    try:
-        value = float(text)
-    except ValueError:
-        return math.nan
-    return value if math.isfinite(value) else math.nan
-
-
-def _numeric(rows: list[list[str]], index: int, decimal_comma: bool) -> bool:
-    sample = [row[index] for row in rows[:200] if index < len(row) and row[index].strip()]
-    numbers = sum(not math.isnan(_to_float(v, decimal_comma)) for v in sample)
-    return bool(sample) and numbers >= 0.9 * len(sample)
 
 
 def run_detect(
@@ -196,11 +88,15 @@ def run_detect(
     every row of ``input_path`` is scored; otherwise they learn on its first ``fit_rows``.
     """
     started = time.monotonic()
-    used, stamps, values = _read(input_path, timestamp_column, columns, delimiter)
+    table = read_table(input_path, timestamp_column, columns, delimiter)
+    used, stamps, values = table.columns, table.stamps, table.values
+    notes = list(table.notes)
     n_rows = len(values)
     needed = WINDOW + horizon + 10
     if fit_input is not None:
-        _, _, fit_values = _read(fit_input, None, used, delimiter)
+        fit_table = read_table(fit_input, None, used, delimiter, role="--fit-input")
+        fit_values = fit_table.values
+        notes += fit_table.notes
         if len(fit_values) < needed:
             raise DetectError(
                 f"--fit-input {fit_input} has {len(fit_values)} rows: fitting needs at least "
@@ -212,10 +108,14 @@ def run_detect(
         if fit_rows < needed:
             raise DetectError(
                 f"--fit-rows {fit_rows} is too few: fitting needs at least {needed} rows "
-                f"(window {WINDOW} + horizon {horizon} + 10); the file has {n_rows}"
+                f"(window {WINDOW} + horizon {horizon} + 10); the file has {n_rows}: raise "
+                "--fit-rows, or fit on a known-good file with --fit-input"
             )
         if fit_rows >= n_rows:
-            raise DetectError(f"--fit-rows {fit_rows} leaves none of the {n_rows} rows to score")
+            raise DetectError(
+                f"--fit-rows {fit_rows} leaves none of the {n_rows} rows of {input_path} to "
+                f"score: give fewer than {n_rows}, or fit on a known-good file with --fit-input"
+            )
         fit_values = values[:fit_rows]
     model = _fit(fit_values, used, horizon)
 
@@ -328,6 +228,7 @@ def run_detect(
         alerts=alerts,
         anomaly_alerts=anomaly_alerts,
         seconds=time.monotonic() - started,
+        notes=tuple(notes),
     )
 
 
@@ -349,7 +250,8 @@ def _fit(history: NDArray[np.float64], used: list[str], horizon: int) -> RidgeFo
             start = None
     if not pieces:
         raise DetectError(
-            f"the fit rows hold no run of {WINDOW + horizon} complete rows; raise --fit-rows"
+            f"the fit rows hold no run of {WINDOW + horizon} complete rows (gaps split them): "
+            "raise --fit-rows, or fit on a known-good file with --fit-input"
         )
     x = np.concatenate([p[0] for p in pieces])
     y = np.concatenate([p[1] for p in pieces])

@@ -314,3 +314,117 @@ def test_values_beyond_float32_are_gaps_and_a_column_of_them_a_clear_error(
     huge.write_text("ts,h\n" + "".join(f"t{i},{1e300 * (1 + i % 7)!r}\n" for i in range(300)))
     with pytest.raises(DetectError, match=r"'h'.*line 2: '1e\+300'.*rescale"):
         run_detect(huge, tmp_path / "out.csv", timestamp_column="ts", fit_rows=100)
+
+
+def lines_of(table: np.ndarray, delimiter: str = ",") -> list[str]:
+    return [
+        f"t{i}{delimiter}" + delimiter.join(f"{v:.3f}" for v in row) for i, row in enumerate(table)
+    ]
+
+
+def test_thousands_separators_read_as_numbers_not_as_a_column_dropped(tmp_path: Path) -> None:
+    """``1.234,5`` (European) and ``"1,234.5"`` (quoted, comma-delimited) are the same number;
+    a column of them was judged not numeric and left out without a word."""
+    table = multi_column(600)
+    table[:, 1] *= 100.0  # current in the thousands
+    european, quoted = tmp_path / "eu.csv", tmp_path / "us.csv"
+    european.write_text(
+        "ts;load;current;count\n"
+        + "".join(
+            f"t{i};{r[0]:.3f};{r[1]:,.1f};{r[2]:.0f}\n".replace(",", "X")
+            .replace(".", ",")
+            .replace("X", ".")
+            for i, r in enumerate(table)
+        )
+    )
+    quoted.write_text(
+        "ts,load,current,count\n"
+        + "".join(f't{i},{r[0]:.3f},"{r[1]:,.1f}",{r[2]:.0f}\n' for i, r in enumerate(table))
+    )
+    for source in (european, quoted):
+        summary = run_detect(source, tmp_path / "out.csv", timestamp_column="ts", fit_rows=300)
+        rows = read_rows(tmp_path / "out.csv")
+        assert "anomaly_score_current" in rows[0], source
+        assert float(rows[5]["current"]) == pytest.approx(round(table[5, 1], 1))
+        assert summary.gaps == 0 and summary.notes == ()
+
+
+def test_duplicate_column_names_are_refused_not_read_as_the_first(tmp_path: Path) -> None:
+    source = tmp_path / "dup.csv"
+    source.write_text("ts,load,load\n" + "\n".join(lines_of(multi_column(300)[:, :2])) + "\n")
+    with pytest.raises(DetectError, match=r"'load' appears 2 times.*fields \[2, 3\].*rename"):
+        run_detect(source, tmp_path / "out.csv", timestamp_column="ts", fit_rows=100)
+
+
+def test_a_text_column_and_cells_that_are_no_number_are_named_never_dropped_in_silence(
+    tmp_path: Path,
+) -> None:
+    table = multi_column(400)
+    rows = [f"{line},{'RUN' if i % 50 else 'STOP'}" for i, line in enumerate(lines_of(table))]
+    rows[250] = rows[250].replace(rows[250].split(",")[1], "ERR", 1)
+    rows[260] = rows[260].replace(rows[260].split(",")[1], "nan", 1)
+    source = tmp_path / "mixed.csv"
+    source.write_text("ts,load,current,count,status\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out.csv"
+    summary = run_detect(source, out, timestamp_column="ts", fit_rows=100)
+    assert len(read_rows(out)) == 400 and summary.gaps == 2
+    notes = "\n".join(summary.notes)
+    assert "column 'status' not scored: 400 of 400 cells are text (first: line 2, 'STOP')" in notes
+    assert "column 'load': 1 cell(s) not a number, read as gaps (first: line 252, 'ERR')" in notes
+    assert "column 'load': 1 cell(s) nan or inf, read as gaps (first: line 262, 'nan')" in notes
+    with pytest.raises(DetectError, match=r"'status' holds no usable number \(line 2: 'STOP'"):
+        run_detect(source, out, timestamp_column="ts", columns=["load", "status"], fit_rows=100)
+
+
+def test_ragged_rows_name_their_line_a_long_one_stops_a_short_one_is_a_gap(
+    tmp_path: Path,
+) -> None:
+    """A long row may have every value after an unquoted delimiter shifted into the wrong
+    column; a short row's cells cannot be placed. Neither is read as if it were whole."""
+    rows = lines_of(multi_column(400))
+    rows[200] = ",".join(rows[200].split(",")[:2])  # t200,load: current and count missing
+    source, out = tmp_path / "short.csv", tmp_path / "out.csv"
+    source.write_text("ts,load,current,count\n" + "\n".join(rows) + "\n")
+    summary = run_detect(source, out, timestamp_column="ts", fit_rows=100)
+    assert len(read_rows(out)) == 400 and read_rows(out)[200]["load"] == ""
+    assert "1 row(s) with fewer fields than the header's 4, read as gaps (first: line 202" in (
+        "\n".join(summary.notes)
+    )
+    rows[300] = rows[300] + ",99"
+    source.write_text("ts,load,current,count\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DetectError, match=r"line 302 has 5 fields, the header 4 \(extra: \['99'\]"):
+        run_detect(source, out, timestamp_column="ts", fit_rows=100)
+
+
+def test_a_csv_with_no_rows_or_a_fit_input_without_the_columns_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    header = tmp_path / "header.csv"
+    header.write_text("ts,load\n")
+    with pytest.raises(DetectError, match="a header but no data rows"):
+        run_detect(header, tmp_path / "out.csv")
+    write_table(tmp_path / "new.csv", multi_column(300))
+    (tmp_path / "good.csv").write_text(
+        "ts,load,flow\n" + "\n".join(lines_of(multi_column(300)[:, :2]))
+    )
+    with pytest.raises(DetectError, match=r"--fit-input .* has no column \['current', 'count'\]"):
+        run_detect(tmp_path / "new.csv", tmp_path / "out.csv", fit_input=tmp_path / "good.csv")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"ts,load\n1,2\n2,3\xb0\n")
+    with pytest.raises(DetectError, match="line 3 holds byte 0xb0"):
+        run_detect(latin, tmp_path / "out.csv")
+
+
+def test_cli_prints_each_note_and_names_a_column_that_looks_like_a_timestamp(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = multi_column(300)
+    source = tmp_path / "epoch.csv"
+    source.write_text(
+        "epoch,load,current\n"
+        + "".join(f"{1_700_000_000 + 60 * i},{r[0]:.3f},{r[1]:.3f}\n" for i, r in enumerate(table))
+    )
+    args = ["detect", "--input", str(source), "--output", str(tmp_path / "o.csv")]
+    assert main([*args, "--fit-rows", "100"]) == 0
+    err = capsys.readouterr().err
+    assert "note: --input" in err and "--timestamp-column epoch" in err

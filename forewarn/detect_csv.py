@@ -1,0 +1,335 @@
+"""Reading a plant's CSV export for `forewarn detect`: every cell accounted for.
+
+Plant exports differ: ``,`` ``;`` tab or ``|`` between fields, decimal commas (``21,5``) and
+thousands separators (``1.234,5`` or ``"1,234.5"``), a byte-order mark, CRLF line endings,
+quoted fields. Whatever is read, nothing is dropped without a word: a column that is not scored
+and a cell read as a gap are named in a note (with its line and its text), and what cannot be
+read stops with an error naming the line or column, the value and the fix. Line numbers are
+the file's own, header included, as an editor shows them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from wire.reading import FLOAT32_MAX
+
+DELIMITERS = ",;\t|"
+NUMERIC_SHARE = 0.5
+"""A column is numeric when at least this share of its non-empty cells are numbers: some
+``ERR`` or ``n/a`` cells in a sensor's column are gaps, a status column is not a sensor."""
+
+
+class DetectError(ValueError):
+    """Input that cannot be backtested; the message says what to change."""
+
+
+@dataclass
+class Table:
+    """The used columns of a CSV, one row per data row, and what reading it left out."""
+
+    columns: list[str]
+    stamps: list[str]
+    values: NDArray[np.float64]
+    lines: list[int]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Column:
+    """How one column's cells read as numbers, and the cells that did not."""
+
+    decimal: str
+    thousands: str | None
+    numbers: int = 0
+    texts: int = 0
+    first_text: tuple[int, str] | None = None
+    gaps: dict[str, tuple[int, int, str]] = field(default_factory=dict)
+
+    def gap(self, reason: str, line: int, text: str) -> None:
+        count, first, first_text = self.gaps.get(reason, (0, line, text))
+        self.gaps[reason] = (count + 1, first, first_text)
+
+
+def read_table(
+    path: Path,
+    timestamp_column: str | None,
+    columns: Sequence[str] | None,
+    delimiter: str | None = None,
+    role: str = "--input",
+) -> Table:
+    """The used columns of ``path`` (``columns``, or every numeric one), timestamps verbatim.
+
+    The delimiter is sniffed (``,`` ``;`` tab ``|``) unless given; with a delimiter other than
+    ``,`` a decimal comma (``21,5``) reads as a decimal point. A column whose cells hold both
+    marks (``1.234,5``) or one mark twice (``1.234.567``) reads the other, or that one, as a
+    thousands separator.
+    """
+    text = _text(path)
+    delimiter = _delimiter(text, delimiter)
+    header, rows, lines = _rows(path, text, delimiter)
+    header = [name.strip() for name in header]
+    if not rows:
+        raise DetectError(
+            f"{path} has a header but no data rows; export the rows too (one per reading)"
+        )
+    _check_width(path, header, rows, lines, delimiter, timestamp_column)
+    decimal_comma = delimiter != ","
+    formats = [
+        _format([row[i] for row in rows if i < len(row)], decimal_comma) for i in range(len(header))
+    ]
+    parsed = [[_parse(c, formats[i]) for i, c in enumerate(row[: len(header)])] for row in rows]
+    for row, cells, line in zip(rows, parsed, lines, strict=True):
+        for i, value in enumerate(cells):
+            if value is not None:
+                formats[i].numbers += 1
+            elif row[i].strip():
+                formats[i].texts += 1
+                if formats[i].first_text is None:
+                    formats[i].first_text = (line, row[i])
+    numeric = [
+        bool(h) and f.numbers > 0 and f.numbers >= NUMERIC_SHARE * (f.numbers + f.texts)
+        for h, f in zip(header, formats, strict=True)
+    ]
+    notes: list[str] = []
+    if timestamp_column is not None and timestamp_column not in header:
+        raise DetectError(
+            f"{role} {path} has no timestamp column {timestamp_column!r}; its header is "
+            f"{header}: name one of them with --timestamp-column"
+        )
+    used = _used(path, header, formats, numeric, timestamp_column, columns, role, notes)
+    indices = [header.index(name) for name in used]
+    _check_duplicates(path, header, used, timestamp_column)
+    short = [r for r, row in enumerate(rows) if len(row) < len(header)]
+    values = np.full((len(rows), len(used)), np.nan)
+    for c, index in enumerate(indices):
+        f = formats[index]
+        for r, row in enumerate(rows):
+            if len(row) < len(header):
+                continue  # a short row's cells cannot be placed: the whole row is a gap
+            value = parsed[r][index]
+            cell = row[index]
+            if value is None:
+                f.gap("empty" if not cell.strip() else "not a number", lines[r], cell)
+            elif not math.isfinite(value):
+                f.gap("nan or inf", lines[r], cell)
+            elif abs(value) > FLOAT32_MAX:
+                f.gap(f"beyond ±{FLOAT32_MAX:.3g}", lines[r], cell)
+            else:
+                values[r, c] = value
+        if f.gaps and np.isnan(values[:, c]).all():
+            reason, (_, line, cell) = next(iter(f.gaps.items()))
+            fix = (
+                "rescale the column, e.g. to other units (readings are float32, as in the agent)"
+                if reason.startswith("beyond")
+                else "name numeric columns with --columns"
+            )
+            raise DetectError(
+                f"{role} {path}: column {used[c]!r} holds no usable number (line {line}: "
+                f"{cell!r} is {reason}); {fix}"
+            )
+        for reason, (count, line, cell) in f.gaps.items():
+            notes.append(
+                f"{role} {path}: column {used[c]!r}: {count} cell(s) {reason}, read as gaps "
+                f"(first: line {line}, {cell!r})"
+            )
+    if short:
+        notes.append(
+            f"{role} {path}: {len(short)} row(s) with fewer fields than the header's "
+            f"{len(header)}, read as gaps (first: line {lines[short[0]]}, "
+            f"{len(rows[short[0]])} field(s))"
+        )
+    if timestamp_column is None and not columns:
+        for c, name in enumerate(used):
+            steps = np.diff(values[:, c])
+            if len(steps) > 1 and (steps > 0).all():
+                notes.append(
+                    f"{role} {path}: column {name!r} is scored as a sensor, but it rises on "
+                    f"every row: a timestamp or a counter? --timestamp-column {name} copies it "
+                    "to the output instead"
+                )
+    stamp = header.index(timestamp_column) if timestamp_column is not None else None
+    stamps = [row[stamp] if stamp is not None and stamp < len(row) else "" for row in rows]
+    return Table(used, stamps, values, lines, notes)
+
+
+def _text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise DetectError(f"cannot read {path}: {error.strerror}") from error
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise DetectError(
+            f"cannot read {path}: line {line} holds byte 0x{data[error.start]:02x}, which is not "
+            "UTF-8 text; export (or re-save) the CSV as UTF-8"
+        ) from error
+
+
+def _delimiter(text: str, delimiter: str | None) -> str:
+    if delimiter is not None:
+        delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
+        if len(delimiter) != 1:
+            raise DetectError(
+                f"--delimiter {delimiter!r} must be one character, e.g. ',' ';' '|' or '\\t' "
+                "for a tab"
+            )
+        return delimiter
+    sample = "\n".join(text.splitlines()[:50])
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return ","
+
+
+def _rows(path: Path, text: str, delimiter: str) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, data rows and the line each row starts on; a blank line holds no row."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    start = 1
+    try:
+        for row in reader:
+            if row:
+                rows.append(row)
+                lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as error:
+        raise DetectError(
+            f"cannot read {path} as CSV at line {reader.line_num}: {error}; check its quotes"
+        ) from error
+    if not rows or not any(cell.strip() for cell in rows[0]):
+        raise DetectError(f"{path} is empty: a header row naming the columns is required")
+    return rows[0], rows[1:], lines[1:]
+
+
+def _check_width(
+    path: Path,
+    header: list[str],
+    rows: list[list[str]],
+    lines: list[int],
+    delimiter: str,
+    timestamp_column: str | None,
+) -> None:
+    longer = [r for r, row in enumerate(rows) if any(c.strip() for c in row[len(header) :])]
+    if len(longer) > len(rows) // 2:
+        raise DetectError(
+            f"{path}: {len(longer)} of {len(rows)} rows have more fields than the header's "
+            f"{len(header)} with delimiter {delimiter!r} (decimal commas read as a delimiter?); "
+            "give the right one with --delimiter"
+        )
+    if len(header) < 2 and timestamp_column is not None:
+        raise DetectError(
+            f"{path}: the header has one field {header[0]!r} with delimiter {delimiter!r}; "
+            "give the right one with --delimiter"
+        )
+    if longer:
+        row = rows[longer[0]]
+        raise DetectError(
+            f"{path}: line {lines[longer[0]]} has {len(row)} fields, the header "
+            f"{len(header)} (extra: {row[len(header) :]!r}), and {len(longer) - 1} other row(s) "
+            "too: a delimiter inside an unquoted value shifts every value after it; quote that "
+            "value or mend the row"
+        )
+
+
+def _format(cells: list[str], decimal_comma: bool) -> _Column:
+    """A column's decimal mark and thousands separator, from the cells that show them."""
+    for cell in cells:
+        if "," in cell and "." in cell:
+            if cell.rfind(",") > cell.rfind("."):
+                return _Column(",", ".")
+            return _Column(".", ",")
+    for cell in cells:
+        for mark in ".,":
+            if cell.count(mark) > 1:
+                return _Column("," if mark == "." else ".", mark)
+    return _Column("," if decimal_comma else ".", None)
+
+
+def _parse(cell: str, column: _Column) -> float | None:
+    """The cell's number (nan and inf included, judged later), or None if it is none."""
+    text = cell.strip()
+    if column.thousands and column.thousands in text:
+        t, d = re.escape(column.thousands), re.escape(column.decimal)
+        if not re.fullmatch(rf"[+-]?\d{{1,3}}(?:{t}\d{{3}})+(?:{d}\d*)?", text):
+            return None
+        text = text.replace(column.thousands, "")
+    if column.decimal == ",":
+        text = text.replace(",", ".")
+    if "_" in text:
+        return None  # float() reads "1_000"; a plant export does not mean it
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _used(
+    path: Path,
+    header: list[str],
+    formats: list[_Column],
+    numeric: list[bool],
+    timestamp_column: str | None,
+    columns: Sequence[str] | None,
+    role: str,
+    notes: list[str],
+) -> list[str]:
+    if columns:
+        twice = sorted({c for c in columns if list(columns).count(c) > 1})
+        if twice:
+            raise DetectError(f"--columns names {twice} more than once; name each column once")
+        missing = [c for c in columns if c not in header]
+        if missing:
+            fix = (
+                "fit on a file with the same columns, or name shared ones with --columns"
+                if role == "--fit-input"
+                else "name columns of its header with --columns"
+            )
+            raise DetectError(f"{role} {path} has no column {missing}; it has {header}: {fix}")
+        return list(columns)
+    used = [name for i, name in enumerate(header) if numeric[i] and name != timestamp_column]
+    for i, name in enumerate(header):
+        f = formats[i]
+        if name == timestamp_column or numeric[i] or not f.numbers + f.texts:
+            continue  # a column with no value at all (a trailing delimiter) holds nothing to say
+        if not name:
+            notes.append(
+                f"{role} {path}: field {i + 1} has no name in the header, so it is not scored; "
+                "name it to score it"
+            )
+            continue
+        line, cell = f.first_text or (0, "")
+        hint = " (a timestamp? --timestamp-column copies it to the output)"
+        notes.append(
+            f"{role} {path}: column {name!r} not scored: {f.texts} of {f.texts + f.numbers} "
+            f"cells are text (first: line {line}, {cell!r})"
+            + (hint if timestamp_column is None else "")
+        )
+    if not used:
+        raise DetectError(f"{role} {path} has no numeric column; name one with --columns")
+    return used
+
+
+def _check_duplicates(
+    path: Path, header: list[str], used: list[str], timestamp_column: str | None
+) -> None:
+    """A used name that appears twice would read the first column's values for both."""
+    for name in [*used, *([timestamp_column] if timestamp_column else [])]:
+        fields = [i + 1 for i, other in enumerate(header) if other == name]
+        if len(fields) > 1:
+            raise DetectError(
+                f"{path}: column {name!r} appears {len(fields)} times in the header (fields "
+                f"{fields}); rename them so that each is unique"
+            )
