@@ -722,25 +722,32 @@ def _add_detect(commands: Any) -> None:
     detect = commands.add_parser(
         "detect",
         help="backtest: run forecast, anomaly score and alert policy causally over a CSV",
-        description="Fits on the first rows of a CSV only, then streams the rest one row at a "
-        "time through the agent's own window, forecast, anomaly score and alert policy, and "
-        "writes one output row per input row.",
+        description="Fits on the first rows of a CSV (or on a known-good --fit-input), then "
+        "streams the rows one at a time through the agent's own window, forecast, per-sensor "
+        "anomaly score and alert policy, and writes one output row per input row. Columns left "
+        "unscored and cells read as gaps are named in notes on stderr; a file it cannot read "
+        "stops with the line, the value and the fix.",
     )
     detect.add_argument("--input", type=Path, required=True, metavar="PATH.csv")
     detect.add_argument("--output", type=Path, required=True, metavar="OUT.csv")
-    detect.add_argument("--timestamp-column", metavar="T", help="copied verbatim to the output")
+    detect.add_argument(
+        "--timestamp-column", metavar="T", help="copied verbatim to the output, not scored"
+    )
     detect.add_argument(
         "--columns",
         metavar="a,b,c",
-        help="numeric columns to use, the first is the one forecast and scored "
-        "(default: every numeric column)",
+        help="columns to score, in this order; the first is the one forecast and checked "
+        "against --threshold (default: every numeric column)",
     )
     detect.add_argument(
         "--fit-rows", type=int, metavar="N", help="rows to fit on (default: the first 10 %%)"
     )
-    detect.add_argument("--horizon", type=int, default=30, help="steps forecast ahead")
+    detect.add_argument("--horizon", type=int, default=30, help="rows forecast ahead (default 30)")
     detect.add_argument(
-        "--threshold", type=float, help="alert when the first column reaches this value"
+        "--threshold",
+        type=float,
+        help="threshold alert on the first column: warning when its forecast reaches this "
+        "value, critical when 3 readings in a row do (default: none)",
     )
     detect.add_argument(
         "--anomaly-threshold",
@@ -756,7 +763,11 @@ def _add_detect(commands: Any) -> None:
         help="fit on this known-good file (same columns) instead of --fit-rows; every input "
         "row is then scored",
     )
-    detect.add_argument("--delimiter", help="field delimiter (default: sniffed among , ; tab |)")
+    detect.add_argument(
+        "--delimiter",
+        help="field delimiter, '\\t' for a tab (default: sniffed among , ; tab |); with one "
+        "other than ',' a decimal comma (21,5) reads as 21.5",
+    )
 
 
 def _add_silence(commands: Any) -> None:

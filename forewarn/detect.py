@@ -88,6 +88,8 @@ def run_detect(
     every row of ``input_path`` is scored; otherwise they learn on its first ``fit_rows``.
     """
     started = time.monotonic()
+    if horizon < 1:
+        raise DetectError(f"--horizon {horizon} must be at least 1 row ahead (default 30)")
     table = read_table(input_path, timestamp_column, columns, delimiter)
     used, stamps, values = table.columns, table.stamps, table.values
     notes = list(table.notes)

@@ -428,3 +428,11 @@ def test_cli_prints_each_note_and_names_a_column_that_looks_like_a_timestamp(
     assert main([*args, "--fit-rows", "100"]) == 0
     err = capsys.readouterr().err
     assert "note: --input" in err and "--timestamp-column epoch" in err
+
+
+@pytest.mark.parametrize("horizon", [0, -3])
+def test_a_horizon_under_one_row_is_refused_not_a_traceback(tmp_path: Path, horizon: int) -> None:
+    source = tmp_path / "load.csv"
+    write_series(source, planted_series(400))
+    with pytest.raises(DetectError, match="--horizon"):
+        run_detect(source, tmp_path / "out.csv", fit_rows=200, horizon=horizon)
