@@ -83,10 +83,8 @@ def read_table(
             f"{path} has a header but no data rows; export the rows too (one per reading)"
         )
     _check_width(path, header, rows, lines, delimiter, timestamp_column)
-    decimal_comma = delimiter != ","
-    formats = [
-        _format([row[i] for row in rows if i < len(row)], decimal_comma) for i in range(len(header))
-    ]
+    notes: list[str] = []
+    formats = _formats(path, header, rows, delimiter != ",", role, notes)
     parsed = [[_parse(c, formats[i]) for i, c in enumerate(row[: len(header)])] for row in rows]
     for row, cells, line in zip(rows, parsed, lines, strict=True):
         for i, value in enumerate(cells):
@@ -100,7 +98,6 @@ def read_table(
         bool(h) and f.numbers > 0 and f.numbers >= NUMERIC_SHARE * (f.numbers + f.texts)
         for h, f in zip(header, formats, strict=True)
     ]
-    notes: list[str] = []
     if timestamp_column is not None and timestamp_column not in header:
         raise DetectError(
             f"{role} {path} has no timestamp column {timestamp_column!r}; its header is "
@@ -244,26 +241,78 @@ def _check_width(
         )
 
 
-def _format(cells: list[str], decimal_comma: bool) -> _Column:
-    """A column's decimal mark and thousands separator, from the cells that show them."""
-    for cell in cells:
-        if "," in cell and "." in cell:
-            if cell.rfind(",") > cell.rfind("."):
-                return _Column(",", ".")
-            return _Column(".", ",")
-    for cell in cells:
-        for mark in ".,":
-            if cell.count(mark) > 1:
-                return _Column("," if mark == "." else ".", mark)
+SPACES = " \u00a0\u202f"
+"""Thousands separators some locales write as a space (French: ``1 234,5``, often a narrow
+no-break space)."""
+_SPACED = re.compile(rf"[+-]?\d{{1,3}}(?:[{SPACES}]\d{{3}})+(?:[.,]\d*)?")
+
+
+def _grouped(text: str, thousands: str, decimal: str) -> bool:
+    t, d = re.escape(thousands), re.escape(decimal)
+    return re.fullmatch(rf"[+-]?[1-9]\d{{0,2}}(?:{t}\d{{3}})+(?:{d}\d*)?", text) is not None
+
+
+def _format(cells: list[str], decimal_comma: bool) -> _Column | None:
+    """A column's decimal mark and thousands separator, from the cells that show them.
+
+    A number with both marks (``1.234,5``) or one mark twice (``1.234.567``), grouped by three,
+    shows which groups thousands. In a ``,``-delimited file a quoted ``"21,5"`` (a spreadsheet's
+    export in many locales) is a decimal comma; None when every such cell groups digits by
+    three (``"1,234"``): the other columns decide.
+    """
+    texts = [cell.strip() for cell in cells]
+    for text in texts:
+        for thousands, decimal in ((".", ","), (",", ".")):
+            shown = decimal in text or text.count(thousands) > 1
+            if shown and _grouped(text, thousands, decimal):
+                return _Column(decimal, thousands)
+    if not decimal_comma:
+        commas = [text for text in texts if re.fullmatch(r"[+-]?\d+,\d+", text)]
+        if commas:
+            if all(_grouped(text, ",", ".") for text in commas):
+                return None
+            return _Column(",", None)
     return _Column("," if decimal_comma else ".", None)
+
+
+def _formats(
+    path: Path,
+    header: list[str],
+    rows: list[list[str]],
+    decimal_comma: bool,
+    role: str,
+    notes: list[str],
+) -> list[_Column]:
+    """Each column's format; a column whose commas could group thousands or mark decimals
+    (``"1,234"``) reads as the rest of the file does, and as thousands if nothing tells."""
+    found = [
+        _format([row[i] for row in rows if i < len(row)], decimal_comma) for i in range(len(header))
+    ]
+    commas = {f.decimal == "," for f in found if f is not None and "," in (f.decimal, f.thousands)}
+    decimal = commas == {True}
+    formats = []
+    for name, f in zip(header, found, strict=True):
+        if f is None:
+            f = _Column(",", None) if decimal else _Column(".", ",")
+            if not commas:
+                notes.append(
+                    f"{role} {path}: column {name!r}: a comma between digits read as a thousands "
+                    "separator (\"1,234\" = 1234); if it marks decimals, export with ';' between "
+                    "fields"
+                )
+        formats.append(f)
+    return formats
 
 
 def _parse(cell: str, column: _Column) -> float | None:
     """The cell's number (nan and inf included, judged later), or None if it is none."""
     text = cell.strip()
+    if any(space in text for space in SPACES):
+        if not _SPACED.fullmatch(text):
+            return None
+        text = "".join(c for c in text if c not in SPACES)
     if column.thousands and column.thousands in text:
-        t, d = re.escape(column.thousands), re.escape(column.decimal)
-        if not re.fullmatch(rf"[+-]?\d{{1,3}}(?:{t}\d{{3}})+(?:{d}\d*)?", text):
+        if not _grouped(text, column.thousands, column.decimal):
             return None
         text = text.replace(column.thousands, "")
     if column.decimal == ",":

@@ -436,3 +436,39 @@ def test_a_horizon_under_one_row_is_refused_not_a_traceback(tmp_path: Path, hori
     write_series(source, planted_series(400))
     with pytest.raises(DetectError, match="--horizon"):
         run_detect(source, tmp_path / "out.csv", fit_rows=200, horizon=horizon)
+
+
+def test_quoted_decimal_commas_and_spaces_between_thousands_read_as_numbers(
+    tmp_path: Path,
+) -> None:
+    """A spreadsheet's comma-separated export in many locales quotes ``"21,5"``; French
+    exports group thousands with a (narrow no-break) space: ``1 234,5``."""
+    table = multi_column(400)
+    table[:, 1] *= 100.0
+    sheet, french = tmp_path / "sheet.csv", tmp_path / "fr.csv"
+    sheet.write_text(
+        "ts,load,current\n"
+        + "".join(
+            f't{i},"{r[0]:.3f}","{r[1]:.1f}"\n'.replace(".", ",") for i, r in enumerate(table)
+        )
+    )
+    french.write_text(
+        "ts;load;current\n"
+        + "".join(
+            f"t{i};{r[0]:.3f};{r[1]:,.1f}\n".replace(",", "\u202f").replace(".", ",")
+            for i, r in enumerate(table)
+        )
+    )
+    for source in (sheet, french):
+        summary = run_detect(source, tmp_path / "out.csv", timestamp_column="ts", fit_rows=200)
+        rows = read_rows(tmp_path / "out.csv")
+        assert float(rows[7]["load"]) == pytest.approx(round(table[7, 0], 3)), source
+        assert float(rows[7]["current"]) == pytest.approx(round(table[7, 1], 1)), source
+        assert summary.notes == () and summary.gaps == 0
+    # "5,181" alone could be either: read as thousands (as with a decimal point elsewhere),
+    # and said so.
+    counts = tmp_path / "counts.csv"
+    counts.write_text("ts,load\n" + "".join(f't{i},"{5000 + i % 7:,}"\n' for i in range(300)))
+    summary = run_detect(counts, tmp_path / "out.csv", timestamp_column="ts", fit_rows=100)
+    assert read_rows(tmp_path / "out.csv")[3]["load"] == "5003.0"
+    assert "column 'load': a comma between digits read as a thousands separator" in summary.notes[0]
