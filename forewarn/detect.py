@@ -18,8 +18,10 @@ alert policy the agent uses. A row's output depends only on that row and earlier
 changing a future row never changes an earlier score.
 
 Rows are steps: timestamps are copied verbatim and may be irregular or repeated. A row with a
-missing or non-numeric value in a used column is a gap: its output is empty and the window
-starts again after it, so no forecast spans it.
+missing or non-numeric value in a used column is a gap: it has no forecast, its scores are 0,
+its alert states hold (a missing reading clears no alert) and the window starts again after
+it, so no forecast spans it. How the CSV is read, and what is said of the cells and columns
+left out, is :mod:`forewarn.detect_csv`.
 """
 
 from __future__ import annotations
@@ -175,6 +177,11 @@ def run_detect(
                 gaps += 1
                 store.restart(slot, forget_order=True)
                 previous_forecast = None
+                # No reading scores nothing, but changes no alert either: the states hold.
+                held = "firing" if anomaly.firing[0] else "ok"
+                state = STATE_NAMES[int(policy.state[0])]
+                state = "anomaly" if state == "ok" and held == "firing" else state
+                out = ["", "", 0.0, state, *([0.0] * len(used)), held, "", 0.0]
                 writer.writerow([stamps[i] if timestamp_column else i, *_cells(row), *out])
                 continue
             result = sensors.update(slot, row[None, :])

@@ -472,3 +472,23 @@ def test_quoted_decimal_commas_and_spaces_between_thousands_read_as_numbers(
     summary = run_detect(counts, tmp_path / "out.csv", timestamp_column="ts", fit_rows=100)
     assert read_rows(tmp_path / "out.csv")[3]["load"] == "5003.0"
     assert "column 'load': a comma between digits read as a thousands separator" in summary.notes[0]
+
+
+def test_a_gap_row_holds_the_alert_states_it_does_not_report_them_cleared(
+    tmp_path: Path,
+) -> None:
+    """A missing reading changes no alert: a gap in a firing episode read as "ok" for one row
+    and "firing" again on the next, as if the alert had flapped."""
+    rng = np.random.default_rng(0)
+    values = 60.0 + 3.0 * np.sin(2 * np.pi * np.arange(900) / 100) + rng.normal(0.0, 0.5, 900)
+    values[600:] += np.linspace(0.0, 40.0, 300)
+    source, out = tmp_path / "fire.csv", tmp_path / "out.csv"
+    source.write_text(
+        "ts,temp\n"
+        + "".join(f"t{i},{'' if i == 700 else f'{v:.2f}'}\n" for i, v in enumerate(values))
+    )
+    run_detect(source, out, timestamp_column="ts", fit_rows=300, threshold=90.0)
+    rows = read_rows(out)
+    assert [r["anomaly_alert"] for r in rows[699:702]] == ["firing"] * 3
+    assert [r["alert_state"] for r in rows[699:702]] == ["anomaly"] * 3
+    assert rows[700]["temp"] == "" and rows[700]["forecast"] == ""
