@@ -104,21 +104,35 @@ def run_detect(
         if len(fit_values) < needed:
             raise DetectError(
                 f"--fit-input {fit_input} has {len(fit_values)} rows: fitting needs at least "
-                f"{needed} (window {WINDOW} + horizon {horizon} + 10)"
+                f"{needed} (window {WINDOW} + horizon {horizon} + 10); give a longer known-good "
+                "file"
             )
         fit_rows = 0
     else:
+        given = fit_rows is not None
         fit_rows = fit_rows if fit_rows is not None else max(n_rows // 10, 0)
+        what = (
+            f"--fit-rows {fit_rows}"
+            if given
+            else f"the default fit (10 % of {n_rows} rows: {fit_rows})"
+        )
+        if n_rows <= needed:
+            raise DetectError(
+                f"{input_path} has {n_rows} rows: fitting needs at least {needed} (window "
+                f"{WINDOW} + horizon {horizon} + 10) and one more to score; fit on a known-good "
+                "file with --fit-input, or give a longer file"
+            )
         if fit_rows < needed:
             raise DetectError(
-                f"--fit-rows {fit_rows} is too few: fitting needs at least {needed} rows "
-                f"(window {WINDOW} + horizon {horizon} + 10); the file has {n_rows}: raise "
-                "--fit-rows, or fit on a known-good file with --fit-input"
+                f"{what} is too few: fitting needs at least {needed} rows (window {WINDOW} + "
+                f"horizon {horizon} + 10); give --fit-rows {needed} to {n_rows - 1}, or fit on a "
+                "known-good file with --fit-input"
             )
         if fit_rows >= n_rows:
             raise DetectError(
                 f"--fit-rows {fit_rows} leaves none of the {n_rows} rows of {input_path} to "
-                f"score: give fewer than {n_rows}, or fit on a known-good file with --fit-input"
+                f"score: give --fit-rows {needed} to {n_rows - 1}, or fit on a known-good file "
+                "with --fit-input"
             )
         fit_values = values[:fit_rows]
     model = _fit(fit_values, used, horizon)

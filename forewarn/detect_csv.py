@@ -367,7 +367,10 @@ def _used(
             + (hint if timestamp_column is None else "")
         )
     if not used:
-        raise DetectError(f"{role} {path} has no numeric column; name one with --columns")
+        raise DetectError(
+            f"{role} {path} has no numeric column (its columns: {header}); a sensor's column "
+            "holds numbers in most of its cells"
+        )
     return used
 
 

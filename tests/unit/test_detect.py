@@ -90,6 +90,14 @@ def test_too_few_fit_rows_is_a_clear_error(tmp_path: Path) -> None:
     write_series(source, planted_series(n=200))
     with pytest.raises(DetectError, match="--fit-rows 20 is too few"):
         run_detect(source, tmp_path / "o.csv", fit_rows=20)
+    # Not given, the default is named as such, with the range that would do.
+    with pytest.raises(
+        DetectError, match=r"default fit \(10 % of 200 rows: 20\).*--fit-rows 60 to 199"
+    ):
+        run_detect(source, tmp_path / "o.csv")
+    write_series(source, planted_series(n=50))
+    with pytest.raises(DetectError, match=r"has 50 rows: fitting needs at least 60.*--fit-input"):
+        run_detect(source, tmp_path / "o.csv", fit_rows=20)
 
 
 def test_cli_detect_prints_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
