@@ -94,6 +94,7 @@ def run_detect(
         raise DetectError(f"--horizon {horizon} must be at least 1 row ahead (default 30)")
     table = read_table(input_path, timestamp_column, columns, delimiter)
     used, stamps, values = table.columns, table.stamps, table.values
+    header = _output_header(input_path, timestamp_column, used)
     notes = list(table.notes)
     n_rows = len(values)
     needed = WINDOW + horizon + 10
@@ -170,15 +171,7 @@ def run_detect(
     blank = ["", "", 0.0, "ok", *([0.0] * len(used)), "ok", "", 0.0]
     with output_path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(
-            [
-                timestamp_column or "row",
-                *used,
-                *OUTPUT_COLUMNS,
-                *(f"anomaly_score_{c}" for c in used),
-                *ANOMALY_COLUMNS,
-            ]
-        )
+        writer.writerow(header)
         for i in range(n_rows):
             row = values[i]
             out: list[object] = blank
@@ -253,6 +246,21 @@ def run_detect(
         seconds=time.monotonic() - started,
         notes=tuple(notes),
     )
+
+
+def _output_header(path: Path, timestamp_column: str | None, used: list[str]) -> list[str]:
+    """The output's header; an input column named like an output column would make two
+    columns of one name, which a script reading by name cannot tell apart."""
+    scores = [f"anomaly_score_{c}" for c in used]
+    header = [timestamp_column or "row", *used, *OUTPUT_COLUMNS, *scores, *ANOMALY_COLUMNS]
+    for name in header[: 1 + len(used)]:
+        if header.count(name) > 1:
+            fix = "" if timestamp_column else f" (or copy it with --timestamp-column {name})"
+            raise DetectError(
+                f"{path}: column {name!r} has the name of a column detect writes; rename it in "
+                f"the file, or leave it out with --columns{fix}"
+            )
+    return header
 
 
 def _cells(row: NDArray[np.float64]) -> list[object]:

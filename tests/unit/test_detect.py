@@ -500,3 +500,18 @@ def test_a_gap_row_holds_the_alert_states_it_does_not_report_them_cleared(
     assert [r["anomaly_alert"] for r in rows[699:702]] == ["firing"] * 3
     assert [r["alert_state"] for r in rows[699:702]] == ["anomaly"] * 3
     assert rows[700]["temp"] == "" and rows[700]["forecast"] == ""
+
+
+def test_an_input_column_named_like_an_output_column_is_refused(tmp_path: Path) -> None:
+    """``forecast`` or ``row`` in the input made two output columns of one name."""
+    table = multi_column(300)
+    for name in ("forecast", "row", "anomaly_score_load"):
+        source = tmp_path / "clash.csv"
+        source.write_text(f"load,{name}\n" + "".join(f"{r[0]:.3f},{r[1]:.3f}\n" for r in table))
+        with pytest.raises(DetectError, match=f"column '{name}' has the name of a column"):
+            run_detect(source, tmp_path / "out.csv", fit_rows=100)
+    source.write_text(
+        "forecast,load\n" + "".join(f"t{i},{r[0]:.3f}\n" for i, r in enumerate(table))
+    )
+    with pytest.raises(DetectError, match="column 'forecast' has the name of a column"):
+        run_detect(source, tmp_path / "out.csv", timestamp_column="forecast", fit_rows=100)
