@@ -247,9 +247,17 @@ no-break space)."""
 _SPACED = re.compile(rf"[+-]?\d{{1,3}}(?:[{SPACES}]\d{{3}})+(?:[.,]\d*)?")
 
 
+_GROUPED = {
+    (t, d): re.compile(rf"[+-]?[1-9]\d{{0,2}}(?:{re.escape(t)}\d{{3}})+(?:{re.escape(d)}\d*)?")
+    for t, d in ((".", ","), (",", "."))
+}
+
+
+_COMMA = re.compile(r"[+-]?\d+,\d+")
+
+
 def _grouped(text: str, thousands: str, decimal: str) -> bool:
-    t, d = re.escape(thousands), re.escape(decimal)
-    return re.fullmatch(rf"[+-]?[1-9]\d{{0,2}}(?:{t}\d{{3}})+(?:{d}\d*)?", text) is not None
+    return _GROUPED[thousands, decimal].fullmatch(text) is not None
 
 
 def _format(cells: list[str], decimal_comma: bool) -> _Column | None:
@@ -262,12 +270,14 @@ def _format(cells: list[str], decimal_comma: bool) -> _Column | None:
     """
     texts = [cell.strip() for cell in cells]
     for text in texts:
+        if "," not in text and text.count(".") < 2:
+            continue  # the common case, checked first: no mark shows a thousands separator
         for thousands, decimal in ((".", ","), (",", ".")):
             shown = decimal in text or text.count(thousands) > 1
             if shown and _grouped(text, thousands, decimal):
                 return _Column(decimal, thousands)
     if not decimal_comma:
-        commas = [text for text in texts if re.fullmatch(r"[+-]?\d+,\d+", text)]
+        commas = [text for text in texts if "," in text and _COMMA.fullmatch(text)]
         if commas:
             if all(_grouped(text, ",", ".") for text in commas):
                 return None
@@ -306,6 +316,11 @@ def _formats(
 
 def _parse(cell: str, column: _Column) -> float | None:
     """The cell's number (nan and inf included, judged later), or None if it is none."""
+    if column.decimal == "." and column.thousands is None and "_" not in cell:
+        try:
+            return float(cell)  # the common case, checked first
+        except ValueError:
+            pass
     text = cell.strip()
     if any(space in text for space in SPACES):
         if not _SPACED.fullmatch(text):
