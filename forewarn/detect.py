@@ -208,22 +208,24 @@ def run_detect(
             state = "ok"
             out = ["", "", score, state, *tail]
             if len(batch):
-                forecasts = model.forecast(batch.windows).astype(np.float32)
-                residual_score = scorer.update(
-                    batch.slots, batch.windows[:, -1, 0], np.array([i]), forecasts
-                )
-                events = policy.update(
-                    batch.slots,
-                    ids,
-                    batch.windows[:, :, 0],
-                    forecasts,
-                    np.ones(1),
-                    float(i),
-                    residual_score,
-                    scorer.spread(batch.slots),
-                    scorer.noise_ratio(batch.slots),
-                )
-                alerts += sum(e.status == "firing" and e.previous_state == "ok" for e in events)
+                with np.errstate(over="ignore"):  # an overflowing forecast is handled below
+                    forecasts = model.forecast(batch.windows).astype(np.float32)
+                if threshold is not None:  # without one, no threshold alert (not even at inf)
+                    residual_score = scorer.update(
+                        batch.slots, batch.windows[:, -1, 0], np.array([i]), forecasts
+                    )
+                    events = policy.update(
+                        batch.slots,
+                        ids,
+                        batch.windows[:, :, 0],
+                        forecasts,
+                        np.ones(1),
+                        float(i),
+                        residual_score,
+                        scorer.spread(batch.slots),
+                        scorer.noise_ratio(batch.slots),
+                    )
+                    alerts += sum(e.status == "firing" and e.previous_state == "ok" for e in events)
                 state = STATE_NAMES[int(policy.state[0])]
                 if state == "ok" and firing:
                     state = "anomaly"
@@ -233,7 +235,9 @@ def run_detect(
                     scored += 1
                 else:
                     out = ["", "", score, state, *tail]
-                previous_forecast = float(forecasts[0, 0])
+                # Near float32's limit a forecast can overflow: that row has none, not "inf".
+                forecast = float(forecasts[0, 0])
+                previous_forecast = forecast if math.isfinite(forecast) else None
             elif firing:
                 out = ["", "", score, "anomaly", *tail]
             writer.writerow([stamps[i] if timestamp_column else i, *_cells(row), *out])

@@ -515,3 +515,22 @@ def test_an_input_column_named_like_an_output_column_is_refused(tmp_path: Path) 
     )
     with pytest.raises(DetectError, match="column 'forecast' has the name of a column"):
         run_detect(source, tmp_path / "out.csv", timestamp_column="forecast", fit_rows=100)
+
+
+def test_values_near_the_float32_limit_raise_no_threshold_alert_and_write_no_inf(
+    tmp_path: Path,
+) -> None:
+    """Readings near ±3.4e38 are in range, but a forecast of them can overflow to inf: with
+    no --threshold that raised 'threshold alerts', and 'inf' was written as a forecast."""
+    rng = np.random.default_rng(3)
+    source, out = tmp_path / "edge.csv", tmp_path / "out.csv"
+    near = 3.3e38 * (1 - 0.05 * np.abs(rng.normal(size=(400, 2)))) * np.array([1.0, -1.0])
+    source.write_text(
+        "ts,e,neg\n" + "".join(f"t{i},{a!r},{b!r}\n" for i, (a, b) in enumerate(near.tolist()))
+    )
+    summary = run_detect(source, out, timestamp_column="ts", fit_rows=100)
+    rows = read_rows(out)
+    assert summary.alerts == 0 and {r["alert_state"] for r in rows} <= {"ok", "anomaly"}
+    cells = [r[k] for r in rows for k in ("forecast", "residual")]
+    assert not any("inf" in c or "nan" in c for c in cells)
+    assert any(c for c in cells)
