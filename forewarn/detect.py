@@ -92,6 +92,12 @@ def run_detect(
     started = time.monotonic()
     if horizon < 1:
         raise DetectError(f"--horizon {horizon} must be at least 1 row ahead (default 30)")
+    for role, source in (("--input", input_path), ("--fit-input", fit_input)):
+        if source is not None and _same_file(source, output_path):
+            raise DetectError(
+                f"--output {output_path} is the {role} file: writing would overwrite it; give "
+                "another path"
+            )
     table = read_table(input_path, timestamp_column, columns, delimiter)
     used, stamps, values = table.columns, table.stamps, table.values
     header = _output_header(input_path, timestamp_column, used)
@@ -169,7 +175,14 @@ def run_detect(
     previous_forecast: float | None = None
     alerts = anomaly_alerts = gaps = scored = 0
     blank = ["", "", 0.0, "ok", *([0.0] * len(used)), "ok", "", 0.0]
-    with output_path.open("w", newline="", encoding="utf-8") as handle:
+    try:
+        handle = output_path.open("w", newline="", encoding="utf-8")
+    except OSError as error:
+        raise DetectError(
+            f"cannot write --output {output_path}: {error.strerror}; give a file path in a "
+            "folder that exists and that you may write to"
+        ) from error
+    with handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         for i in range(n_rows):
@@ -250,6 +263,13 @@ def run_detect(
         seconds=time.monotonic() - started,
         notes=tuple(notes),
     )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return False
 
 
 def _output_header(path: Path, timestamp_column: str | None, used: list[str]) -> list[str]:

@@ -534,3 +534,18 @@ def test_values_near_the_float32_limit_raise_no_threshold_alert_and_write_no_inf
     cells = [r[k] for r in rows for k in ("forecast", "residual")]
     assert not any("inf" in c or "nan" in c for c in cells)
     assert any(c for c in cells)
+
+
+def test_an_output_over_the_input_or_in_no_folder_is_refused(tmp_path: Path) -> None:
+    """--output naming the input overwrote the user's history with the scored copy (its
+    timestamps gone); a folder that does not exist ended in a traceback."""
+    source = tmp_path / "load.csv"
+    write_series(source, planted_series(300))
+    before = source.read_text()
+    with pytest.raises(DetectError, match="is the --input file"):
+        run_detect(source, tmp_path / "." / "load.csv", fit_rows=100)
+    with pytest.raises(DetectError, match="is the --fit-input file"):
+        run_detect(tmp_path / "other.csv", source, fit_input=source)
+    assert source.read_text() == before
+    with pytest.raises(DetectError, match=r"cannot write --output .*nowhere.*a folder that exists"):
+        run_detect(source, tmp_path / "nowhere" / "out.csv", fit_rows=100)
