@@ -226,10 +226,11 @@ def _check_width(
             f"{len(header)} with delimiter {delimiter!r} (decimal commas read as a delimiter?); "
             "give the right one with --delimiter"
         )
-    if len(header) < 2 and timestamp_column is not None:
+    other = [d for d in DELIMITERS if d != delimiter and d in header[0]]
+    if len(header) < 2 and (timestamp_column is not None or other):
         raise DetectError(
             f"{path}: the header has one field {header[0]!r} with delimiter {delimiter!r}; "
-            "give the right one with --delimiter"
+            "give the right one with --delimiter (it applies to --input and --fit-input alike)"
         )
     if longer:
         row = rows[longer[0]]

@@ -549,3 +549,16 @@ def test_an_output_over_the_input_or_in_no_folder_is_refused(tmp_path: Path) -> 
     assert source.read_text() == before
     with pytest.raises(DetectError, match=r"cannot write --output .*nowhere.*a folder that exists"):
         run_detect(source, tmp_path / "nowhere" / "out.csv", fit_rows=100)
+
+
+def test_a_fit_input_read_with_the_wrong_delimiter_names_the_delimiter(tmp_path: Path) -> None:
+    table = multi_column(600)
+    write_table(tmp_path / "new.csv", table, delimiter=";", comma=True)
+    write_table(tmp_path / "good.csv", table)
+    with pytest.raises(DetectError, match=r"good.csv: the header has one field .*--delimiter"):
+        run_detect(
+            tmp_path / "new.csv",
+            tmp_path / "out.csv",
+            fit_input=tmp_path / "good.csv",
+            delimiter=";",
+        )
