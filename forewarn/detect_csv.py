@@ -75,8 +75,12 @@ def read_table(
     thousands separator.
     """
     text = _text(path)
+    hint = re.match(r"sep=(.)\r?\n", text)  # Excel's first line naming the delimiter
+    if hint:
+        text = text[hint.end() :]
+        delimiter = delimiter or hint.group(1)
     delimiter = _delimiter(text, delimiter)
-    header, rows, lines = _rows(path, text, delimiter)
+    header, rows, lines = _rows(path, text, delimiter, offset=1 if hint else 0)
     header = [name.strip() for name in header]
     if not rows:
         raise DetectError(
@@ -190,21 +194,25 @@ def _delimiter(text: str, delimiter: str | None) -> str:
         return ","
 
 
-def _rows(path: Path, text: str, delimiter: str) -> tuple[list[str], list[list[str]], list[int]]:
-    """Header, data rows and the line each row starts on; a blank line holds no row."""
+def _rows(
+    path: Path, text: str, delimiter: str, offset: int
+) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, data rows and the line each row starts on (``offset`` lines before ``text``);
+    a blank line holds no row."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     rows: list[list[str]] = []
     lines: list[int] = []
-    start = 1
+    start = 1 + offset
     try:
         for row in reader:
             if row:
                 rows.append(row)
                 lines.append(start)
-            start = reader.line_num + 1
+            start = reader.line_num + 1 + offset
     except csv.Error as error:
         raise DetectError(
-            f"cannot read {path} as CSV at line {reader.line_num}: {error}; check its quotes"
+            f"cannot read {path} as CSV at line {reader.line_num + offset}: {error}; check its "
+            "quotes"
         ) from error
     if not rows or not any(cell.strip() for cell in rows[0]):
         raise DetectError(f"{path} is empty: a header row naming the columns is required")

@@ -562,3 +562,16 @@ def test_a_fit_input_read_with_the_wrong_delimiter_names_the_delimiter(tmp_path:
             fit_input=tmp_path / "good.csv",
             delimiter=";",
         )
+
+
+def test_an_excel_sep_line_names_the_delimiter_and_lines_stay_the_files(tmp_path: Path) -> None:
+    """Excel writes ``sep=;`` as the first line of some exports; it was read as the header."""
+    table = multi_column(400)
+    write_table(tmp_path / "eu.csv", table, delimiter=";", comma=True)
+    lines = ["sep=;", *(tmp_path / "eu.csv").read_text().splitlines()]
+    lines[10] = lines[10].replace(lines[10].split(";")[1], "ERR")
+    source = tmp_path / "excel.csv"
+    source.write_text("\n".join(lines) + "\n")
+    summary = run_detect(source, tmp_path / "out.csv", timestamp_column="ts", fit_rows=100)
+    assert len(read_rows(tmp_path / "out.csv")) == 400
+    assert "(first: line 11, 'ERR')" in summary.notes[0]
