@@ -304,9 +304,13 @@ def _fit(history: NDArray[np.float64], used: list[str], horizon: int) -> RidgeFo
                 pieces.append(make_windows(history[start:i], WINDOW, horizon))
             start = None
     if not pieces:
+        missing = np.isnan(history).sum(axis=0)
+        worst = int(np.argmax(missing))
         raise DetectError(
-            f"the fit rows hold no run of {WINDOW + horizon} complete rows (gaps split them): "
-            "raise --fit-rows, or fit on a known-good file with --fit-input"
+            f"the {len(history)} fit rows hold no run of {WINDOW + horizon} complete rows (a "
+            f"row missing a value is a gap): column {used[worst]!r} misses {missing[worst]} of "
+            f"them; leave a sparse column out with --columns, raise --fit-rows, or fit on a "
+            "known-good file with --fit-input"
         )
     x = np.concatenate([p[0] for p in pieces])
     y = np.concatenate([p[1] for p in pieces])

@@ -575,3 +575,14 @@ def test_an_excel_sep_line_names_the_delimiter_and_lines_stay_the_files(tmp_path
     summary = run_detect(source, tmp_path / "out.csv", timestamp_column="ts", fit_rows=100)
     assert len(read_rows(tmp_path / "out.csv")) == 400
     assert "(first: line 11, 'ERR')" in summary.notes[0]
+
+
+def test_a_sparse_column_that_leaves_no_fit_run_is_named(tmp_path: Path) -> None:
+    """A historian export logs some sensors less often: their empty cells make every row a
+    gap, and the error named no column."""
+    rows = lines_of(multi_column(400))
+    rows = [row if i % 10 == 0 else row.rsplit(",", 1)[0] + "," for i, row in enumerate(rows)]
+    source = tmp_path / "sparse.csv"
+    source.write_text("ts,load,current,count\n" + "\n".join(rows) + "\n")
+    with pytest.raises(DetectError, match=r"column 'count' misses 90 of them.*--columns"):
+        run_detect(source, tmp_path / "out.csv", timestamp_column="ts", fit_rows=100)
