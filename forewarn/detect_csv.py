@@ -40,7 +40,6 @@ class Table:
     columns: list[str]
     stamps: list[str]
     values: NDArray[np.float64]
-    lines: list[int]
     notes: list[str] = field(default_factory=list)
 
 
@@ -60,6 +59,21 @@ class _Column:
         self.gaps[reason] = (count + 1, first, first_text)
 
 
+@dataclass
+class _Source:
+    """A file's parsed rows, each with its line, and the notes said of it so far."""
+
+    path: Path
+    role: str
+    header: list[str]
+    rows: list[list[str]]
+    lines: list[int]
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        self.notes.append(f"{self.role} {self.path}: {text}")
+
+
 def read_table(
     path: Path,
     timestamp_column: str | None,
@@ -69,10 +83,9 @@ def read_table(
 ) -> Table:
     """The used columns of ``path`` (``columns``, or every numeric one), timestamps verbatim.
 
-    The delimiter is sniffed (``,`` ``;`` tab ``|``) unless given; with a delimiter other than
-    ``,`` a decimal comma (``21,5``) reads as a decimal point. A column whose cells hold both
-    marks (``1.234,5``) or one mark twice (``1.234.567``) reads the other, or that one, as a
-    thousands separator.
+    The delimiter is sniffed (``,`` ``;`` tab ``|``), or read from Excel's ``sep=;`` first
+    line, unless given. With a delimiter other than ``,`` a decimal comma (``21,5``) reads as
+    a decimal point; see :func:`_format` for quoted decimal commas and thousands separators.
     """
     text = _text(path)
     hint = re.match(r"sep=(.)\r?\n", text)  # Excel's first line naming the delimiter
@@ -81,16 +94,40 @@ def read_table(
         delimiter = delimiter or hint.group(1)
     delimiter = _delimiter(text, delimiter)
     header, rows, lines = _rows(path, text, delimiter, offset=1 if hint else 0)
-    header = [name.strip() for name in header]
+    source = _Source(path, role, [name.strip() for name in header], rows, lines)
     if not rows:
         raise DetectError(
             f"{path} has a header but no data rows; export the rows too (one per reading)"
         )
-    _check_width(path, header, rows, lines, delimiter, timestamp_column)
-    notes: list[str] = []
-    formats = _formats(path, header, rows, delimiter != ",", role, notes)
+    _check_width(path, source.header, rows, lines, delimiter, timestamp_column)
+    formats = _formats(source, delimiter != ",")
     parsed = [[_parse(c, formats[i]) for i, c in enumerate(row[: len(header)])] for row in rows]
-    for row, cells, line in zip(rows, parsed, lines, strict=True):
+    _count(source, parsed, formats)
+    if timestamp_column is not None and timestamp_column not in source.header:
+        raise DetectError(
+            f"{role} {path} has no timestamp column {timestamp_column!r}; its header is "
+            f"{source.header}: name one of them with --timestamp-column"
+        )
+    used = _used(source, formats, timestamp_column, columns)
+    _check_duplicates(path, source.header, used, timestamp_column)
+    values = _values(source, parsed, formats, used)
+    if timestamp_column is None and not columns:
+        for c, name in enumerate(used):
+            steps = np.diff(values[:, c])
+            if len(steps) > 1 and (steps > 0).all():
+                source.note(
+                    f"column {name!r} is scored as a sensor, but it rises on every row: a "
+                    f"timestamp or a counter? --timestamp-column {name} copies it to the output "
+                    "instead"
+                )
+    stamp = source.header.index(timestamp_column) if timestamp_column is not None else None
+    stamps = [row[stamp] if stamp is not None and stamp < len(row) else "" for row in rows]
+    return Table(used, stamps, values, source.notes)
+
+
+def _count(source: _Source, parsed: list[list[float | None]], formats: list[_Column]) -> None:
+    """Counts each column's numbers and texts, and keeps its first text with its line."""
+    for row, cells, line in zip(source.rows, parsed, source.lines, strict=True):
         for i, value in enumerate(cells):
             if value is not None:
                 formats[i].numbers += 1
@@ -98,33 +135,32 @@ def read_table(
                 formats[i].texts += 1
                 if formats[i].first_text is None:
                     formats[i].first_text = (line, row[i])
-    numeric = [
-        bool(h) and f.numbers > 0 and f.numbers >= NUMERIC_SHARE * (f.numbers + f.texts)
-        for h, f in zip(header, formats, strict=True)
-    ]
-    if timestamp_column is not None and timestamp_column not in header:
-        raise DetectError(
-            f"{role} {path} has no timestamp column {timestamp_column!r}; its header is "
-            f"{header}: name one of them with --timestamp-column"
-        )
-    used = _used(path, header, formats, numeric, timestamp_column, columns, role, notes)
-    indices = [header.index(name) for name in used]
-    _check_duplicates(path, header, used, timestamp_column)
-    short = [r for r, row in enumerate(rows) if len(row) < len(header)]
-    values = np.full((len(rows), len(used)), np.nan)
-    for c, index in enumerate(indices):
+
+
+def _numeric(name: str, column: _Column) -> bool:
+    numbers, texts = column.numbers, column.texts
+    return bool(name) and numbers > 0 and numbers >= NUMERIC_SHARE * (numbers + texts)
+
+
+def _values(
+    source: _Source, parsed: list[list[float | None]], formats: list[_Column], used: list[str]
+) -> NDArray[np.float64]:
+    """The used columns' values, NaN where a cell is a gap; each gap's reason is noted."""
+    width = len(source.header)
+    values = np.full((len(source.rows), len(used)), np.nan)
+    for c, name in enumerate(used):
+        index = source.header.index(name)
         f = formats[index]
-        for r, row in enumerate(rows):
-            if len(row) < len(header):
+        for r, row in enumerate(source.rows):
+            if len(row) < width:
                 continue  # a short row's cells cannot be placed: the whole row is a gap
-            value = parsed[r][index]
-            cell = row[index]
+            value, cell, line = parsed[r][index], row[index], source.lines[r]
             if value is None:
-                f.gap("empty" if not cell.strip() else "not a number", lines[r], cell)
+                f.gap("empty" if not cell.strip() else "not a number", line, cell)
             elif not math.isfinite(value):
-                f.gap("nan or inf", lines[r], cell)
+                f.gap("nan or inf", line, cell)
             elif abs(value) > FLOAT32_MAX:
-                f.gap(f"beyond ±{FLOAT32_MAX:.3g}", lines[r], cell)
+                f.gap(f"beyond ±{FLOAT32_MAX:.3g}", line, cell)
             else:
                 values[r, c] = value
         if f.gaps and np.isnan(values[:, c]).all():
@@ -135,32 +171,21 @@ def read_table(
                 else "name numeric columns with --columns"
             )
             raise DetectError(
-                f"{role} {path}: column {used[c]!r} holds no usable number (line {line}: "
-                f"{cell!r} is {reason}); {fix}"
+                f"{source.role} {source.path}: column {name!r} holds no usable number (line "
+                f"{line}: {cell!r} is {reason}); {fix}"
             )
         for reason, (count, line, cell) in f.gaps.items():
-            notes.append(
-                f"{role} {path}: column {used[c]!r}: {count} cell(s) {reason}, read as gaps "
-                f"(first: line {line}, {cell!r})"
+            source.note(
+                f"column {name!r}: {count} cell(s) {reason}, read as gaps (first: line {line}, "
+                f"{cell!r})"
             )
+    short = [r for r, row in enumerate(source.rows) if len(row) < width]
     if short:
-        notes.append(
-            f"{role} {path}: {len(short)} row(s) with fewer fields than the header's "
-            f"{len(header)}, read as gaps (first: line {lines[short[0]]}, "
-            f"{len(rows[short[0]])} field(s))"
+        source.note(
+            f"{len(short)} row(s) with fewer fields than the header's {width}, read as gaps "
+            f"(first: line {source.lines[short[0]]}, {len(source.rows[short[0]])} field(s))"
         )
-    if timestamp_column is None and not columns:
-        for c, name in enumerate(used):
-            steps = np.diff(values[:, c])
-            if len(steps) > 1 and (steps > 0).all():
-                notes.append(
-                    f"{role} {path}: column {name!r} is scored as a sensor, but it rises on "
-                    f"every row: a timestamp or a counter? --timestamp-column {name} copies it "
-                    "to the output instead"
-                )
-    stamp = header.index(timestamp_column) if timestamp_column is not None else None
-    stamps = [row[stamp] if stamp is not None and stamp < len(row) else "" for row in rows]
-    return Table(used, stamps, values, lines, notes)
+    return values
 
 
 def _text(path: Path) -> str:
@@ -244,8 +269,9 @@ def _check_width(
         row = rows[longer[0]]
         raise DetectError(
             f"{path}: line {lines[longer[0]]} has {len(row)} fields, the header "
-            f"{len(header)} (extra: {row[len(header) :]!r}), and {len(longer) - 1} other row(s) "
-            "too: a delimiter inside an unquoted value shifts every value after it; quote that "
+            f"{len(header)} (extra: {row[len(header) :]!r})"
+            + (f", and {len(longer) - 1} other row(s) too" if len(longer) > 1 else "")
+            + ": a delimiter inside an unquoted value shifts every value after it; quote that "
             "value or mend the row"
         )
 
@@ -294,30 +320,23 @@ def _format(cells: list[str], decimal_comma: bool) -> _Column | None:
     return _Column("," if decimal_comma else ".", None)
 
 
-def _formats(
-    path: Path,
-    header: list[str],
-    rows: list[list[str]],
-    decimal_comma: bool,
-    role: str,
-    notes: list[str],
-) -> list[_Column]:
+def _formats(source: _Source, decimal_comma: bool) -> list[_Column]:
     """Each column's format; a column whose commas could group thousands or mark decimals
     (``"1,234"``) reads as the rest of the file does, and as thousands if nothing tells."""
     found = [
-        _format([row[i] for row in rows if i < len(row)], decimal_comma) for i in range(len(header))
+        _format([row[i] for row in source.rows if i < len(row)], decimal_comma)
+        for i in range(len(source.header))
     ]
     commas = {f.decimal == "," for f in found if f is not None and "," in (f.decimal, f.thousands)}
     decimal = commas == {True}
     formats = []
-    for name, f in zip(header, found, strict=True):
+    for name, f in zip(source.header, found, strict=True):
         if f is None:
             f = _Column(",", None) if decimal else _Column(".", ",")
             if not commas:
-                notes.append(
-                    f"{role} {path}: column {name!r}: a comma between digits read as a thousands "
-                    "separator (\"1,234\" = 1234); if it marks decimals, export with ';' between "
-                    "fields"
+                source.note(
+                    f"column {name!r}: a comma between digits read as a thousands separator "
+                    "(\"1,234\" = 1234); if it marks decimals, export with ';' between fields"
                 )
         formats.append(f)
     return formats
@@ -350,15 +369,14 @@ def _parse(cell: str, column: _Column) -> float | None:
 
 
 def _used(
-    path: Path,
-    header: list[str],
+    source: _Source,
     formats: list[_Column],
-    numeric: list[bool],
     timestamp_column: str | None,
     columns: Sequence[str] | None,
-    role: str,
-    notes: list[str],
 ) -> list[str]:
+    """``columns`` if given (each in the header), else every numeric column but the timestamp;
+    each column left unscored is noted with why."""
+    header, role, path = source.header, source.role, source.path
     if columns:
         twice = sorted({c for c in columns if list(columns).count(c) > 1})
         if twice:
@@ -372,29 +390,30 @@ def _used(
             )
             raise DetectError(f"{role} {path} has no column {missing}; it has {header}: {fix}")
         return list(columns)
-    used = [name for i, name in enumerate(header) if numeric[i] and name != timestamp_column]
-    for i, name in enumerate(header):
-        f = formats[i]
-        if name == timestamp_column or numeric[i] or not f.numbers + f.texts:
-            continue  # a column with no value at all (a trailing delimiter) holds nothing to say
-        if not name:
-            notes.append(
-                f"{role} {path}: field {i + 1} has no name in the header, so it is not scored; "
-                "name it to score it"
+    used, unscored = [], []
+    for i, (name, f) in enumerate(zip(header, formats, strict=True)):
+        if name == timestamp_column or not (name or f.numbers or f.texts):
+            continue  # no name and no value (a trailing delimiter): nothing to say
+        if not f.numbers + f.texts:
+            unscored.append(f"column {name!r} not scored: it holds no value")
+        elif _numeric(name, f):
+            used.append(name)
+        elif not name:
+            unscored.append(f"field {i + 1} has no name in the header, so it is not scored")
+        else:
+            line, cell = f.first_text or (0, "")
+            hint = " (a timestamp? --timestamp-column copies it to the output)"
+            unscored.append(
+                f"column {name!r} not scored: {f.texts} of {f.texts + f.numbers} cells are text "
+                f"(first: line {line}, {cell!r})" + (hint if timestamp_column is None else "")
             )
-            continue
-        line, cell = f.first_text or (0, "")
-        hint = " (a timestamp? --timestamp-column copies it to the output)"
-        notes.append(
-            f"{role} {path}: column {name!r} not scored: {f.texts} of {f.texts + f.numbers} "
-            f"cells are text (first: line {line}, {cell!r})"
-            + (hint if timestamp_column is None else "")
-        )
     if not used:
         raise DetectError(
-            f"{role} {path} has no numeric column (its columns: {header}); a sensor's column "
-            "holds numbers in most of its cells"
+            f"{role} {path} has no numeric column, one holding numbers in most of its cells: "
+            + "; ".join(unscored or [f"its header is {header}"])
         )
+    for text in unscored:
+        source.note(text)
     return used
 
 

@@ -586,3 +586,11 @@ def test_a_sparse_column_that_leaves_no_fit_run_is_named(tmp_path: Path) -> None
     source.write_text("ts,load,current,count\n" + "\n".join(rows) + "\n")
     with pytest.raises(DetectError, match=r"column 'count' misses 90 of them.*--columns"):
         run_detect(source, tmp_path / "out.csv", timestamp_column="ts", fit_rows=100)
+
+
+def test_an_empty_named_column_is_noted_and_a_trailing_delimiter_is_not(tmp_path: Path) -> None:
+    rows = [f"{line},," for line in lines_of(multi_column(300)[:, :2])]
+    source = tmp_path / "t.csv"
+    source.write_text("ts,load,current,spare,\n" + "\n".join(rows) + "\n")
+    summary = run_detect(source, tmp_path / "out.csv", timestamp_column="ts", fit_rows=100)
+    assert summary.notes == (f"--input {source}: column 'spare' not scored: it holds no value",)
