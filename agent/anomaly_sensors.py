@@ -122,8 +122,8 @@ class ScorerParams:
     repeat_rows: int = 50
     """After an onset scoring at or over ``hold``, the next this many rows are repeats of its
     episode: the onset output (``SensorScores.onset``) shows one only when it beats the
-    episode's peak so far by ``repeat_margin``, and is 0 otherwise (the machine score and the
-    rule keep every row)."""
+    episode's peak so far by ``repeat_margin``, and is 0 otherwise (the machine score keeps
+    every new peak, and the rule reads every row's rarity)."""
     repeat_margin: float = 0.15
     departure_rows: int = 30
     """A departure (a score at or over ``departure_level`` against the learned normal) scores
