@@ -216,8 +216,12 @@ class AnomalyAlerts:
             self._score_round(slots[pick], values[pick])
 
     def _score_round(self, slots: NDArray[np.int64], values: NDArray[np.floating]) -> None:
-        firing = self.state.firing[slots]
-        result = self.scorer.update(slots, values, frozen=firing)
+        # Frozen while the alert fires, once the machine has a learned normal: a machine still
+        # learning one (an alert restored at start-up without a saved normal, say) must learn
+        # it, or its alert could never resolve.
+        scorer = self.scorer
+        learned = scorer.count[slots] >= scorer.warm_up[slots]
+        result = scorer.update(slots, values, frozen=self.state.firing[slots] & learned)
         self.machine[slots] = result.machine
         self.sensor_score[slots] = result.score
         self.value[slots] = values

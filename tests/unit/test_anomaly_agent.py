@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from agent.anomaly_alert import AnomalyRule
-from agent.anomaly_events import AnomalyAlerts, RestoredAnomaly, anomaly_payload
+from agent.anomaly_events import AnomalyAlerts, AnomalyEvent, RestoredAnomaly, anomaly_payload
 from agent.anomaly_sensors import SensorScorer
 from agent.app import Agent
 from agent.rebaseline import RebaselineQueue, rebaseline_payload
@@ -308,3 +308,35 @@ def test_a_state_file_from_before_the_onset_output_still_loads(tmp_path: Path) -
     assert loaded is not None
     assert loaded.load(tmp_path, again.store.slot_for) == 1
     assert loaded.scorer.mean[again.store.slot_of["a"], 0] == 71.5
+
+
+def recorded(agent: Agent) -> list[AnomalyEvent]:
+    """The anomaly events the agent hands its publisher from now on."""
+    events: list[AnomalyEvent] = []
+    publish = agent.publisher.publish_anomaly
+
+    def record(event: AnomalyEvent) -> None:
+        events.append(event)
+        publish(event)
+
+    agent.publisher.publish_anomaly = record  # type: ignore[method-assign]
+    return events
+
+
+def test_a_restored_firing_alert_without_a_learned_normal_learns_one_and_resolves() -> None:
+    """A retained "firing" read back with no saved normal for the machine (no state_dir, a lost
+    or older file): the machine learns its normal afresh, so its warm-up must teach it even
+    though the alert fires; then the alert resolves under the same alert_id."""
+    agent = make_agent(True)
+    alerts = agent.ticker.anomaly_alerts
+    assert alerts is not None
+    slot = agent.store.slot_for("m")
+    alerts.restore(slot, RestoredAnomaly("m", True, "m-anomaly-1", 4))
+    published = recorded(agent)
+    rng = np.random.default_rng(14)
+    steady = [70.0, 35.0, 121.0, 1640.0] + rng.normal(0, 1, (200, 1, 4)) * [1.0, 2.0, 1.0, 20.0]
+    feed(agent, ["m"], steady)
+    assert not alerts.state.firing[slot], "still firing on a normal it never learned"
+    assert [(e.status, e.alert_id, e.seq) for e in published] == [("resolved", "m-anomaly-1", 5)]
+    low, high = published[0].sensors["temperature_c"].expected_range or (0.0, 0.0)
+    assert low < 70.0 < high
