@@ -571,9 +571,12 @@ class Ticker:
             return
         for restored in self._restore.anomalies:
             slot = self.store.slot_for(restored.machine_id)
-            if slot is not None:
-                self.anomaly_alerts.ensure_capacity(self.store.capacity)
-                self.anomaly_alerts.restore(slot, restored)
+            # A full store hands over the slot of a machine restored before: retire that one
+            # now, as a drain would, not at the first tick, whose reset of the evicted slots
+            # would wipe the state resumed here.
+            self._evict(*self.store.take_evicted(), time.time())
+            self.anomaly_alerts.ensure_capacity(self.store.capacity)
+            self.anomaly_alerts.restore(slot, restored)
         self.policy.ensure_capacity(self.store.capacity)
         self.anomaly.ensure_capacity(self.store.capacity)
 

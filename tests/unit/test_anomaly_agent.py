@@ -12,11 +12,13 @@ import numpy as np
 import orjson
 import pytest
 
+from agent.alerts import OK
 from agent.anomaly_alert import AnomalyRule
 from agent.anomaly_events import AnomalyAlerts, AnomalyEvent, RestoredAnomaly, anomaly_payload
 from agent.anomaly_sensors import SensorScorer
 from agent.app import Agent
 from agent.rebaseline import RebaselineQueue, rebaseline_payload
+from agent.restore import RestoredAlert
 from config.settings import load_settings
 from wire.reading import Reading
 
@@ -340,3 +342,26 @@ def test_a_restored_firing_alert_without_a_learned_normal_learns_one_and_resolve
     assert [(e.status, e.alert_id, e.seq) for e in published] == [("resolved", "m-anomaly-1", 5)]
     low, high = published[0].sensors["temperature_c"].expected_range or (0.0, 0.0)
     assert low < 70.0 < high
+
+
+def test_a_restored_anomaly_that_takes_a_full_store_s_slot_keeps_its_state() -> None:
+    """More retained alerts than ``max_machines`` (a sharded fleet's agent reads every
+    machine's): a machine known from its retained anomaly alert takes the slot of one restored
+    before it. The eviction is dealt with before its state is resumed, not at the first tick,
+    which would wipe that state (its retained "firing" never resolved, its seq back to 1) and
+    resolve the evicted machine's anomaly topic with the newcomer's alert_id."""
+    agent = make_agent(True, max_machines=2)
+    alerts = agent.ticker.anomaly_alerts
+    assert alerts is not None
+    agent.restore.anomalies = [RestoredAnomaly("z", True, "z-anomaly-1", 7)]
+    overheat = [RestoredAlert("x", OK, "x-1", 3), RestoredAlert("y", OK, "y-1", 2)]
+    published = recorded(agent)
+    agent.restore.resume(
+        overheat, agent.store, agent.policy, agent.anomaly, then=agent.ticker._restore_learned
+    )
+    agent.tick()
+    slot = agent.store.slot_of["z"]
+    assert "x" not in agent.store.slot_of
+    assert alerts.state.firing[slot] and alerts.announced[slot]
+    assert (alerts.alert_id.get(slot), int(alerts.seq[slot])) == ("z-anomaly-1", 7)
+    assert not published, [(e.machine_id, e.status, e.alert_id) for e in published]
