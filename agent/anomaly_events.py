@@ -156,6 +156,8 @@ class AnomalyAlerts:
         self.driver = np.zeros(0, dtype=np.int64)
         self.alert_id: dict[int, str] = {}
         self.rebaselined_at: dict[str, float] = {}
+        self.rebaselined_why: dict[int, str] = {}
+        """The operator's reason of a re-baseline whose resolution is still to be published."""
         """The ``at`` of the last re-baseline applied to each machine (saved with the state)."""
         self._changed: list[NDArray[np.int64]] = []
         self._scored: list[NDArray[np.int64]] = []
@@ -199,6 +201,7 @@ class AnomalyAlerts:
             getattr(self, name)[slots] = np.nan
         for slot in slots.tolist():
             self.alert_id.pop(slot, None)
+            self.rebaselined_why.pop(slot, None)
 
     # -- scoring -------------------------------------------------------------------------------
 
@@ -236,6 +239,8 @@ class AnomalyAlerts:
             fired, resolved = self.state.update(warm, result.machine[result.warm])
             if len(fired) or len(resolved):
                 self._changed.append(np.concatenate([fired, resolved]))
+                for slot in fired.tolist():  # a new episode: no re-baseline ended it
+                    self.rebaselined_why.pop(slot, None)
         now_firing = self.state.firing[slots]
         self.peak[slots] = np.where(now_firing, np.maximum(self.peak[slots], result.machine), 0.0)
 
@@ -269,6 +274,9 @@ class AnomalyAlerts:
         """The message that tells subscribers the slot's current state (and records it told)."""
         firing = bool(self.state.firing[slot])
         alert_id = self.alert_id.get(slot) or f"{machine_id}-anomaly-{int(now * 1000)}"
+        rebaselined = self.rebaselined_why.pop(slot, None)
+        if reason is None and not firing and rebaselined is not None:
+            reason = f"re-baselined: {rebaselined}"
         self.seq[slot] += 1
         event = AnomalyEvent(
             machine_id=machine_id,
@@ -304,9 +312,12 @@ class AnomalyAlerts:
 
     # -- operator and start-up -----------------------------------------------------------------
 
-    def rebaseline(self, slot: int) -> None:
-        """Learn the slot's normal afresh; a firing alert resolves (published by the tick)."""
+    def rebaseline(self, slot: int, reason: str) -> None:
+        """Learn the slot's normal afresh; a firing alert resolves (published by the tick,
+        with ``reason``)."""
         slots = np.array([slot], dtype=np.int64)
+        if self.announced[slot]:
+            self.rebaselined_why[slot] = reason
         self.scorer.reset(slots)
         self.state.reset(slots)
         self.peak[slot] = 0.0

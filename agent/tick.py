@@ -552,7 +552,7 @@ class Ticker:
             if slot is None:
                 continue  # not known here: it learns its normal from scratch anyway
             alerts.ensure_capacity(self.store.capacity)
-            alerts.rebaseline(slot)
+            alerts.rebaseline(slot, reason)
             self._metrics.anomaly_rebaselines.inc()
             logger.info("re-baselined %s: its normal is learned afresh (%s)", machine_id, reason)
 

@@ -365,3 +365,23 @@ def test_a_restored_anomaly_that_takes_a_full_store_s_slot_keeps_its_state() -> 
     assert alerts.state.firing[slot] and alerts.announced[slot]
     assert (alerts.alert_id.get(slot), int(alerts.seq[slot])) == ("z-anomaly-1", 7)
     assert not published, [(e.machine_id, e.status, e.alert_id) for e in published]
+
+
+def test_the_resolution_a_rebaseline_causes_says_so() -> None:
+    """The docs' contract: a message for a re-baselined machine carries "reason", so that a
+    subscriber tells an operator's re-baseline from an anomaly that went away."""
+    agent = make_agent(True)
+    rows = healthy(np.random.default_rng(15), 300, 1)
+    rows[200:, 0, 2] = rows[199, 0, 2]  # the pressure sticks: the alert fires
+    feed(agent, ["m"], rows)
+    alerts, queue = agent.ticker.anomaly_alerts, agent.rebaselines
+    assert alerts is not None and queue is not None and alerts.announced[0]
+    published = recorded(agent)
+    queue.handle("factory/m/rebaseline", rebaseline_payload(time.time(), "sensor replaced"))
+    agent.tick()
+    assert [(e.status, e.reason) for e in published] == [
+        ("resolved", "re-baselined: sensor replaced")
+    ]
+    payload = orjson.loads(anomaly_payload(published[0], "v"))
+    jsonschema.validate(payload, SCHEMA)
+    assert payload["reason"] == "re-baselined: sensor replaced"
