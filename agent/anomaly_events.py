@@ -297,9 +297,11 @@ class AnomalyAlerts:
 
     def sensors(self, slot: int) -> dict[str, SensorReading]:
         report = {}
+        # A range only once the normal is learned: a few warm-up readings are not one yet.
+        learned = self.scorer.count[slot] >= self.scorer.warm_up[slot]
         for i, name in enumerate(self.features):
             low, high = float(self.low[slot, i]), float(self.high[slot, i])
-            known = np.isfinite(low) and np.isfinite(high) and self.scorer.count[slot] > 0
+            known = learned and np.isfinite(low) and np.isfinite(high)
             report[name] = SensorReading(
                 score=float(self.sensor_score[slot, i]),
                 value=_number(float(self.value[slot, i])),

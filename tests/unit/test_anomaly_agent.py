@@ -19,6 +19,7 @@ from agent.anomaly_sensors import SensorScorer
 from agent.app import Agent
 from agent.rebaseline import RebaselineQueue, rebaseline_payload
 from agent.restore import RestoredAlert
+from agent.silence import silence_payload
 from config.settings import load_settings
 from wire.reading import Reading
 
@@ -385,3 +386,26 @@ def test_the_resolution_a_rebaseline_causes_says_so() -> None:
     payload = orjson.loads(anomaly_payload(published[0], "v"))
     jsonschema.validate(payload, SCHEMA)
     assert payload["reason"] == "re-baselined: sensor replaced"
+
+
+def test_no_expected_range_is_published_before_the_normal_is_learned_again() -> None:
+    """A re-baseline held back by a silence is published once the silence is lifted, a few
+    readings into the machine's new warm-up: those readings are no learned normal yet, so the
+    message says null (the schema's "null before it learned one"), not their own spread."""
+    agent = make_agent(True)
+    rows = healthy(np.random.default_rng(16), 310, 1)
+    rows[200:, 0, 2] = rows[199, 0, 2]  # the pressure sticks: the alert fires
+    feed(agent, ["m"], rows[:300])
+    alerts, queue = agent.ticker.anomaly_alerts, agent.rebaselines
+    assert alerts is not None and queue is not None and alerts.announced[0]
+    agent.silences.handle("factory/m/silence", silence_payload(time.time() + 3600, "work"))
+    queue.handle("factory/m/rebaseline", rebaseline_payload(time.time(), "sensor replaced"))
+    agent.tick()
+    feed(agent, ["m"], rows[300:], start=300)  # ten readings of the new warm-up
+    published = recorded(agent)
+    agent.silences.handle("factory/m/silence", b"")
+    agent.tick()
+    assert [e.status for e in published] == ["resolved"]
+    assert {s.expected_range for s in published[0].sensors.values()} == {None}
+    payload = orjson.loads(anomaly_payload(published[0], "v"))
+    jsonschema.validate(payload, SCHEMA)
