@@ -252,6 +252,10 @@ def test_rebaseline_commands_malformed_or_cleared_are_ignored() -> None:
     queue.handle("factory/m-1/rebaseline", b"not json")
     queue.handle("factory/m-1/rebaseline", b'{"reason": "no at"}')
     queue.handle("factory/m-1/rebaseline", b"[1, 2]")
+    # An "at" that is no time: "nan" would be applied again and again (it compares to nothing),
+    # "inf" would make every later re-baseline of the machine look applied already.
+    for at in (b'"nan"', b'"inf"', b'"-inf"', b"true", b'"100"'):
+        queue.handle("factory/m-1/rebaseline", b'{"at": ' + at + b', "reason": "x"}')
     queue.handle("factory/m-2/rebaseline", rebaseline_payload(100.0, "bearing swap"))
     assert queue.take() == [("m-2", 100.0, "bearing swap")]
     assert queue.take() == []
