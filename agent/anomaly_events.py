@@ -291,7 +291,9 @@ class AnomalyAlerts:
             reason=reason,
         )
         self.announced[slot] = firing
-        if not firing:
+        if firing:
+            self.alert_id[slot] = alert_id  # its resolution carries the same one
+        else:
             self.alert_id.pop(slot, None)
         return event
 
@@ -335,6 +337,17 @@ class AnomalyAlerts:
         if restored.firing:
             self.alert_id[slot] = restored.alert_id
 
+    def _resume_firing(
+        self, slots: NDArray[np.int64], firing: NDArray[np.bool_], alert_ids: NDArray[np.str_]
+    ) -> None:
+        """Resume the alerts that fired when the state was saved: those the retained messages
+        do not show (held back when the agent stopped) are published once nothing holds them
+        back. A retained "firing" is never cleared here: the file may be older than it."""
+        for slot, alert_id in zip(slots[firing].tolist(), alert_ids[firing].tolist(), strict=True):
+            self.state.firing[slot] = True
+            if slot not in self.alert_id and alert_id:
+                self.alert_id[slot] = str(alert_id)
+
     def save(self, directory: Path, slot_of: dict[str, int]) -> Path:
         """Write every known machine's learned state to ``directory`` (atomically)."""
         return self.snapshot(directory, slot_of).write()
@@ -351,6 +364,10 @@ class AnomalyAlerts:
             meta={
                 "features": np.array(self.features),
                 "rebaselined_at": np.array([self.rebaselined_at.get(m, np.nan) for m in ids]),
+                # The alert's own state: what a retained message says is only what was
+                # published, and a change held back (inhibited, silenced) would be lost.
+                "firing": self.state.firing[slots].copy(),
+                "alert_id": np.array([self.alert_id.get(s, "") for s in slots.tolist()], np.str_),
             },
             prefix=STATE_PREFIX,
         )
@@ -375,6 +392,11 @@ class AnomalyAlerts:
             rebased = meta["rebaselined_at"]
             if rebased.shape != (len(ids),):
                 raise StateFileError(f"rebaselined_at has shape {rebased.shape}")
+            # Files written before the alert's state was kept: none fires.
+            firing = meta.get("firing", np.zeros(len(ids), np.bool_)).astype(np.bool_)
+            alert_ids = meta.get("alert_id", np.full(len(ids), "", np.str_))
+            if firing.shape != (len(ids),) or alert_ids.shape != (len(ids),):
+                raise StateFileError(f"firing/alert_id of shapes {firing.shape}/{alert_ids.shape}")
         except (StateFileError, KeyError) as error:
             logger.warning(
                 "ignoring the saved anomaly state %s (%s): every machine learns its normal "
@@ -394,6 +416,7 @@ class AnomalyAlerts:
             except ValueError as error:
                 logger.warning("ignoring the saved anomaly state %s (%s)", path, error)
                 return 0
+            self._resume_firing(slots, firing[keep], alert_ids[keep])
         for machine_id, at in zip(ids, rebased.tolist(), strict=True):
             if np.isfinite(at):
                 self.rebaselined_at[machine_id] = float(at)

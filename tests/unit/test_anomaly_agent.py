@@ -413,3 +413,38 @@ def test_no_expected_range_is_published_before_the_normal_is_learned_again() -> 
     assert {s.expected_range for s in published[0].sensors.values()} == {None}
     payload = orjson.loads(anomaly_payload(published[0], "v"))
     jsonschema.validate(payload, SCHEMA)
+
+
+def test_an_alert_held_back_when_the_agent_stops_is_published_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    """A stuck sensor fires while the machine is silenced (the same holds under an open
+    overheat incident): nothing is published, so its retained anomaly message says nothing of
+    it. After a restart the alert must still be firing, learning still frozen, and it is
+    published once the silence ends; the learned normal alone cannot fire it again, as a
+    departure that lasts no longer scores over the rule's clear level."""
+    rows = healthy(np.random.default_rng(17), 400, 1)
+    rows[200:, 0, 2] = rows[199, 0, 2]  # the pressure sticks
+    first = make_agent(True)
+    until = time.time() + 3600
+    first.silences.handle("factory/m/silence", silence_payload(until, "work"))
+    published = recorded(first)
+    feed(first, ["m"], rows[:300])
+    alerts = first.ticker.anomaly_alerts
+    assert alerts is not None and alerts.state.firing[0] and not published
+    held_id = alerts.alert_id[0]
+    alerts.save(tmp_path, first.store.slot_of)
+
+    second = make_agent(True)
+    again = second.ticker.anomaly_alerts
+    assert again is not None
+    assert again.load(tmp_path, second.store.slot_for) == 1
+    second.silences.handle("factory/m/silence", silence_payload(until, "work"))
+    published = recorded(second)
+    feed(second, ["m"], rows[300:], start=300)
+    assert not published, "held back while the silence lasts"
+    second.silences.handle("factory/m/silence", b"")
+    second.tick()
+    assert [(e.status, e.alert_id, e.driver) for e in published] == [
+        ("firing", held_id, "pressure_psi")
+    ]
