@@ -337,13 +337,22 @@ class AnomalyAlerts:
         if restored.firing:
             self.alert_id[slot] = restored.alert_id
 
-    def _resume_firing(
-        self, slots: NDArray[np.int64], firing: NDArray[np.bool_], alert_ids: NDArray[np.str_]
+    def _resume_alerts(
+        self,
+        slots: NDArray[np.int64],
+        firing: NDArray[np.bool_],
+        alert_ids: NDArray[np.str_],
+        seqs: NDArray[np.int64],
     ) -> None:
         """Resume the alerts that fired when the state was saved: those the retained messages
         do not show (held back when the agent stopped) are published once nothing holds them
-        back. A retained "firing" is never cleared here: the file may be older than it."""
-        for slot, alert_id in zip(slots[firing].tolist(), alert_ids[firing].tolist(), strict=True):
+        back. A retained message published after the save (a higher ``seq``: the file is
+        written every few minutes, a crash leaves it older) says where the alert stands
+        instead, and a retained "firing" is never cleared here."""
+        newer = self.seq[slots] > seqs
+        self.seq[slots] = np.maximum(self.seq[slots], seqs)
+        resume = firing & ~newer
+        for slot, alert_id in zip(slots[resume].tolist(), alert_ids[resume].tolist(), strict=True):
             self.state.firing[slot] = True
             if slot not in self.alert_id and alert_id:
                 self.alert_id[slot] = str(alert_id)
@@ -368,6 +377,7 @@ class AnomalyAlerts:
                 # published, and a change held back (inhibited, silenced) would be lost.
                 "firing": self.state.firing[slots].copy(),
                 "alert_id": np.array([self.alert_id.get(s, "") for s in slots.tolist()], np.str_),
+                "seq": self.seq[slots].copy(),
             },
             prefix=STATE_PREFIX,
         )
@@ -395,8 +405,11 @@ class AnomalyAlerts:
             # Files written before the alert's state was kept: none fires.
             firing = meta.get("firing", np.zeros(len(ids), np.bool_)).astype(np.bool_)
             alert_ids = meta.get("alert_id", np.full(len(ids), "", np.str_))
-            if firing.shape != (len(ids),) or alert_ids.shape != (len(ids),):
-                raise StateFileError(f"firing/alert_id of shapes {firing.shape}/{alert_ids.shape}")
+            seqs = meta.get("seq", np.zeros(len(ids), np.int64)).astype(np.int64)
+            if {firing.shape, alert_ids.shape, seqs.shape} != {(len(ids),)}:
+                raise StateFileError(
+                    f"firing/alert_id/seq of shapes {firing.shape}/{alert_ids.shape}/{seqs.shape}"
+                )
         except (StateFileError, KeyError) as error:
             logger.warning(
                 "ignoring the saved anomaly state %s (%s): every machine learns its normal "
@@ -416,7 +429,7 @@ class AnomalyAlerts:
             except ValueError as error:
                 logger.warning("ignoring the saved anomaly state %s (%s)", path, error)
                 return 0
-            self._resume_firing(slots, firing[keep], alert_ids[keep])
+            self._resume_alerts(slots, firing[keep], alert_ids[keep], seqs[keep])
         for machine_id, at in zip(ids, rebased.tolist(), strict=True):
             if np.isfinite(at):
                 self.rebaselined_at[machine_id] = float(at)

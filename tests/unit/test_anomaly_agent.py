@@ -448,3 +448,29 @@ def test_an_alert_held_back_when_the_agent_stops_is_published_after_the_restart(
     assert [(e.status, e.alert_id, e.driver) for e in published] == [
         ("firing", held_id, "pressure_psi")
     ]
+
+
+@pytest.mark.parametrize(
+    ("retained", "firing"),
+    [
+        (None, True),  # held back: nothing retained
+        (RestoredAnomaly("m", True, "m-anomaly-1", 3), True),  # published when saved
+        (RestoredAnomaly("m", False, "m-anomaly-1", 4), False),  # resolved after the save
+    ],
+)
+def test_the_saved_alert_state_gives_way_to_a_newer_retained_message(
+    tmp_path: Path, retained: RestoredAnomaly | None, firing: bool
+) -> None:
+    """The file is written every few minutes: a crash can leave it older than the retained
+    message (a resolution published after it), which then says where the alert stands."""
+    saved = AnomalyAlerts(SensorScorer(4, 4), AnomalyRule(), ("a", "b", "c", "d"), 4)
+    saved.state.firing[0], saved.seq[0], saved.alert_id[0] = True, 3, "m-anomaly-1"
+    saved.save(tmp_path, {"m": 0})
+    loaded = AnomalyAlerts(SensorScorer(4, 4), AnomalyRule(), ("a", "b", "c", "d"), 4)
+    slots: dict[str, int] = {}
+    if retained is not None:
+        loaded.restore(0, retained)
+        slots["m"] = 0
+    assert loaded.load(tmp_path, lambda m: slots.setdefault(m, 0)) == 1
+    assert bool(loaded.state.firing[0]) is firing
+    assert int(loaded.seq[0]) == (retained.seq if retained else 3), "seq goes on"
