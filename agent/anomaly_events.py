@@ -241,6 +241,8 @@ class AnomalyAlerts:
                 self._changed.append(np.concatenate([fired, resolved]))
                 for slot in fired.tolist():  # a new episode: no re-baseline ended it
                     self.rebaselined_why.pop(slot, None)
+                for slot in resolved[~self.announced[resolved]].tolist():
+                    self.alert_id.pop(slot, None)  # an episode never published: its id goes
         now_firing = self.state.firing[slots]
         self.peak[slots] = np.where(now_firing, np.maximum(self.peak[slots], result.machine), 0.0)
 

@@ -15,7 +15,7 @@ import pytest
 from agent.alerts import OK
 from agent.anomaly_alert import AnomalyRule
 from agent.anomaly_events import AnomalyAlerts, AnomalyEvent, RestoredAnomaly, anomaly_payload
-from agent.anomaly_sensors import SensorScorer
+from agent.anomaly_sensors import ScorerParams, SensorScorer
 from agent.app import Agent
 from agent.rebaseline import RebaselineQueue, rebaseline_payload
 from agent.restore import RestoredAlert
@@ -474,3 +474,22 @@ def test_the_saved_alert_state_gives_way_to_a_newer_retained_message(
     assert loaded.load(tmp_path, lambda m: slots.setdefault(m, 0)) == 1
     assert bool(loaded.state.firing[0]) is firing
     assert int(loaded.seq[0]) == (retained.seq if retained else 3), "seq goes on"
+
+
+def test_an_episode_never_published_leaves_no_alert_id_to_the_next() -> None:
+    """Held back from start to end (an overheat incident, a silence), an episode is never
+    published: the next one, published, gets an alert_id of its own, not the old one's."""
+    alerts = AnomalyAlerts(
+        SensorScorer(2, 2, ScorerParams(warm_up=100)), AnomalyRule(), ("a", "b"), 2
+    )
+    rows = np.random.default_rng(18).normal(0, 1, (600, 2)) + np.array([50.0, 20.0])
+    rows[300:306, 0] += 40.0  # short departures, each firing then resolving
+    rows[450:456, 0] += 40.0
+    ids: list[str] = []
+    for i, row in enumerate(rows):
+        alerts.score_readings(np.array([0]), row[None])
+        changed = alerts.take_changed()
+        alerts.open_ids(changed, ["m"], 1000.0 + i)  # what the tick does; nothing published
+        if len(changed) and alerts.state.firing[0]:
+            ids.append(alerts.alert_id[0])
+    assert len(ids) >= 2 and len(set(ids)) == len(ids), ids
