@@ -345,12 +345,15 @@ class AnomalyAlerts:
         firing: NDArray[np.bool_],
         alert_ids: NDArray[np.str_],
         seqs: NDArray[np.int64],
+        peaks: NDArray[np.float64],
+        drivers: NDArray[np.int64],
     ) -> None:
         """Resume the alerts that fired when the state was saved: those the retained messages
         do not show (held back when the agent stopped) are published once nothing holds them
         back. A retained message published after the save (a higher ``seq``: the file is
         written every few minutes, a crash leaves it older) says where the alert stands
-        instead, and a retained "firing" is never cleared here."""
+        instead, and a retained "firing" is never cleared here. A firing alert keeps its
+        peak score and driver, which its message reports."""
         newer = self.seq[slots] > seqs
         self.seq[slots] = np.maximum(self.seq[slots], seqs)
         resume = firing & ~newer
@@ -358,6 +361,9 @@ class AnomalyAlerts:
             self.state.firing[slot] = True
             if slot not in self.alert_id and alert_id:
                 self.alert_id[slot] = str(alert_id)
+        resumed = self.state.firing[slots]
+        self.peak[slots] = np.where(resumed, np.maximum(self.peak[slots], peaks), 0.0)
+        self.driver[slots] = np.where(resumed, drivers, self.driver[slots])
 
     def save(self, directory: Path, slot_of: dict[str, int]) -> Path:
         """Write every known machine's learned state to ``directory`` (atomically)."""
@@ -380,6 +386,8 @@ class AnomalyAlerts:
                 "firing": self.state.firing[slots].copy(),
                 "alert_id": np.array([self.alert_id.get(s, "") for s in slots.tolist()], np.str_),
                 "seq": self.seq[slots].copy(),
+                "peak": self.peak[slots].copy(),
+                "driver": self.driver[slots].copy(),
             },
             prefix=STATE_PREFIX,
         )
@@ -408,11 +416,13 @@ class AnomalyAlerts:
             firing = meta.get("firing", np.zeros(len(ids), np.bool_)).astype(np.bool_)
             alert_ids = meta.get("alert_id", np.full(len(ids), "", np.str_))
             seqs = meta.get("seq", np.zeros(len(ids), np.int64)).astype(np.int64)
-            if {firing.shape, alert_ids.shape, seqs.shape} != {(len(ids),)}:
-                raise StateFileError(
-                    f"firing/alert_id/seq of shapes {firing.shape}/{alert_ids.shape}/{seqs.shape}"
-                )
-        except (StateFileError, KeyError) as error:
+            peaks = np.clip(np.nan_to_num(meta.get("peak", np.zeros(len(ids)))), 0.0, 1.0)
+            drivers = meta.get("driver", np.zeros(len(ids), np.int64)).astype(np.int64)
+            alert_shapes = {a.shape for a in (firing, alert_ids, seqs, peaks, drivers)}
+            if alert_shapes != {(len(ids),)}:
+                raise StateFileError(f"the alert state's arrays have shapes {alert_shapes}")
+            drivers = np.where((drivers >= 0) & (drivers < len(features)), drivers, 0)
+        except (StateFileError, KeyError, TypeError, ValueError) as error:
             logger.warning(
                 "ignoring the saved anomaly state %s (%s): every machine learns its normal "
                 "afresh; delete the file to silence this warning",
@@ -431,7 +441,9 @@ class AnomalyAlerts:
             except ValueError as error:
                 logger.warning("ignoring the saved anomaly state %s (%s)", path, error)
                 return 0
-            self._resume_alerts(slots, firing[keep], alert_ids[keep], seqs[keep])
+            self._resume_alerts(
+                slots, firing[keep], alert_ids[keep], seqs[keep], peaks[keep], drivers[keep]
+            )
         for machine_id, at in zip(ids, rebased.tolist(), strict=True):
             if np.isfinite(at):
                 self.rebaselined_at[machine_id] = float(at)

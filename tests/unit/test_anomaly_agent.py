@@ -465,6 +465,7 @@ def test_the_saved_alert_state_gives_way_to_a_newer_retained_message(
     message (a resolution published after it), which then says where the alert stands."""
     saved = AnomalyAlerts(SensorScorer(4, 4), AnomalyRule(), ("a", "b", "c", "d"), 4)
     saved.state.firing[0], saved.seq[0], saved.alert_id[0] = True, 3, "m-anomaly-1"
+    saved.peak[0], saved.driver[0] = 0.93, 2
     saved.save(tmp_path, {"m": 0})
     loaded = AnomalyAlerts(SensorScorer(4, 4), AnomalyRule(), ("a", "b", "c", "d"), 4)
     slots: dict[str, int] = {}
@@ -474,6 +475,10 @@ def test_the_saved_alert_state_gives_way_to_a_newer_retained_message(
     assert loaded.load(tmp_path, lambda m: slots.setdefault(m, 0)) == 1
     assert bool(loaded.state.firing[0]) is firing
     assert int(loaded.seq[0]) == (retained.seq if retained else 3), "seq goes on"
+    if retained is None:  # published before any reading: the episode's peak and driver
+        event = loaded.event(0, "m", time.time())
+        assert (event.status, event.alert_id, event.seq) == ("firing", "m-anomaly-1", 4)
+        assert (event.anomaly_score, event.driver) == (0.93, "c")
 
 
 def test_an_episode_never_published_leaves_no_alert_id_to_the_next() -> None:
