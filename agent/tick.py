@@ -243,8 +243,10 @@ class Ticker:
             self.last_tick = time.monotonic()
             try:
                 if self._restore.done.is_set():
-                    self.tick()
-                    self.learned.save(self.store, only_due=True)
+                    try:
+                        self.tick()
+                    finally:  # a failed tick must not stop what was learned being kept
+                        self.learned.save(self.store, only_due=True)
                 elif (restored := self._restore.result) is not None:
                     self._restore.resume(
                         restored,
@@ -277,7 +279,10 @@ class Ticker:
             if self._stop_event.wait(delay):
                 break
         if self._restore.done.is_set():
-            self.tick()  # a last tick, so readings that arrived before the stop are forecast
+            try:
+                self.tick()  # a last tick, so readings that arrived before the stop are forecast
+            except Exception:
+                logger.exception("the last tick failed; saving what was learned all the same")
             self.learned.save(self.store)
 
     def tick(self) -> list[AlertEvent]:

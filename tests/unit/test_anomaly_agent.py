@@ -11,6 +11,7 @@ import jsonschema
 import numpy as np
 import orjson
 import pytest
+from numpy.typing import NDArray
 
 from agent.alerts import OK
 from agent.anomaly_alert import AnomalyRule
@@ -21,6 +22,7 @@ from agent.rebaseline import RebaselineQueue, rebaseline_payload
 from agent.restore import RestoredAlert
 from agent.silence import silence_payload
 from config.settings import load_settings
+from tests.faultkit import LastValue
 from wire.reading import Reading
 
 SCHEMA = json.loads((resources.files("wire") / "schemas/anomaly.schema.json").read_text())
@@ -498,3 +500,30 @@ def test_an_episode_never_published_leaves_no_alert_id_to_the_next() -> None:
         if len(changed) and alerts.state.firing[0]:
             ids.append(alerts.alert_id[0])
     assert len(ids) >= 2 and len(set(ids)) == len(ids), ids
+
+
+class FailingForecaster(LastValue):
+    """A model that fails every forecast (the tick logs it and goes on)."""
+
+    def forecast(self, windows: NDArray[np.float32]) -> NDArray[np.float32]:
+        raise RuntimeError("the model failed")
+
+
+def test_the_learned_state_is_saved_at_stop_even_when_the_last_tick_fails(tmp_path: Path) -> None:
+    """The tick loop writes the learned state at stop after a last tick; a tick that raises
+    (here the model) must not cost what every machine learned since the last write."""
+    config = load_settings(_env_file=None)
+    config.metrics = config.metrics.model_copy(update={"host": "127.0.0.1", "port": 0})
+    config.agent = config.agent.model_copy(update={"state_dir": tmp_path, "tick_interval_s": 0.05})
+    config.mqtt = config.mqtt.model_copy(update={"restore_timeout_s": 0.0})
+    config.anomaly = config.anomaly.model_copy(update={"enabled": True})
+    agent = Agent(config, forecaster=FailingForecaster())
+    agent.restore.start()
+    agent.ticker.start()
+    assert agent.restore.done.wait(10)
+    for reading in readings("m", healthy(np.random.default_rng(19), 30, 1)[:, 0]):
+        agent.hand_off(reading)
+    agent.stop_event.set()
+    agent.ticker.join(10)
+    with np.load(tmp_path / "anomaly.npz") as saved:
+        assert list(saved["machine_ids"]) == ["m"] and saved["s_count"][0] == 30
