@@ -348,18 +348,20 @@ class AnomalyAlerts:
         peaks: NDArray[np.float64],
         drivers: NDArray[np.int64],
     ) -> None:
-        """Resume the alerts that fired when the state was saved: those the retained messages
-        do not show (held back when the agent stopped) are published once nothing holds them
-        back. A retained message published after the save (a higher ``seq``: the file is
-        written every few minutes, a crash leaves it older) says where the alert stands
-        instead, and a retained "firing" is never cleared here. A firing alert keeps its
-        peak score and driver, which its message reports."""
+        """Resume each machine's alert as it stood when the state was saved, which may differ
+        from its retained message (the published state) when a change was held back (an
+        overheat incident, a silence): the change is published once nothing holds it back. A
+        retained message published after the save (a higher ``seq``: the file is written
+        every few minutes, a crash leaves it older) says where the alert stands instead. A
+        firing alert keeps its peak score and driver, which its message reports."""
         newer = self.seq[slots] > seqs
         self.seq[slots] = np.maximum(self.seq[slots], seqs)
-        resume = firing & ~newer
-        for slot, alert_id in zip(slots[resume].tolist(), alert_ids[resume].tolist(), strict=True):
-            self.state.firing[slot] = True
-            if slot not in self.alert_id and alert_id:
+        take = ~newer
+        for slot, fires, alert_id in zip(
+            slots[take].tolist(), firing[take].tolist(), alert_ids[take].tolist(), strict=True
+        ):
+            self.state.firing[slot] = fires
+            if fires and slot not in self.alert_id and alert_id:
                 self.alert_id[slot] = str(alert_id)
         resumed = self.state.firing[slots]
         self.peak[slots] = np.where(resumed, np.maximum(self.peak[slots], peaks), 0.0)

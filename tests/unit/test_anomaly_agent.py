@@ -483,6 +483,24 @@ def test_the_saved_alert_state_gives_way_to_a_newer_retained_message(
         assert (event.anomaly_score, event.driver) == (0.93, "c")
 
 
+def test_a_resolution_held_back_when_the_agent_stops_is_published_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    """The alert fired and was published, then resolved while held back (an overheat incident,
+    a silence): the retained message still says "firing", the file (as new: the same seq)
+    says resolved. The restarted agent resumes the file's state and owes subscribers the
+    resolution, under the same alert_id."""
+    saved = AnomalyAlerts(SensorScorer(4, 4), AnomalyRule(), ("a", "b", "c", "d"), 4)
+    saved.seq[0], saved.announced[0], saved.alert_id[0] = 3, True, "m-anomaly-1"
+    saved.save(tmp_path, {"m": 0})
+    loaded = AnomalyAlerts(SensorScorer(4, 4), AnomalyRule(), ("a", "b", "c", "d"), 4)
+    loaded.restore(0, RestoredAnomaly("m", True, "m-anomaly-1", 3))
+    assert loaded.load(tmp_path, lambda m: 0) == 1
+    assert list(loaded.out_of_sync(1)) == [0]
+    event = loaded.event(0, "m", time.time())
+    assert (event.status, event.alert_id, event.seq) == ("resolved", "m-anomaly-1", 4)
+
+
 def test_an_episode_never_published_leaves_no_alert_id_to_the_next() -> None:
     """Held back from start to end (an overheat incident, a silence), an episode is never
     published: the next one, published, gets an alert_id of its own, not the old one's."""
