@@ -156,6 +156,8 @@ class AnomalyAlerts:
         self.driver = np.zeros(0, dtype=np.int64)
         self.alert_id: dict[int, str] = {}
         self.rebaselined_at: dict[str, float] = {}
+        self.rebaselined_why: dict[int, str] = {}
+        """The operator's reason of a re-baseline whose resolution is still to be published."""
         """The ``at`` of the last re-baseline applied to each machine (saved with the state)."""
         self._changed: list[NDArray[np.int64]] = []
         self._scored: list[NDArray[np.int64]] = []
@@ -199,6 +201,7 @@ class AnomalyAlerts:
             getattr(self, name)[slots] = np.nan
         for slot in slots.tolist():
             self.alert_id.pop(slot, None)
+            self.rebaselined_why.pop(slot, None)
 
     # -- scoring -------------------------------------------------------------------------------
 
@@ -216,8 +219,12 @@ class AnomalyAlerts:
             self._score_round(slots[pick], values[pick])
 
     def _score_round(self, slots: NDArray[np.int64], values: NDArray[np.floating]) -> None:
-        firing = self.state.firing[slots]
-        result = self.scorer.update(slots, values, frozen=firing)
+        # Frozen while the alert fires, once the machine has a learned normal: a machine still
+        # learning one (an alert restored at start-up without a saved normal, say) must learn
+        # it, or its alert could never resolve.
+        scorer = self.scorer
+        learned = scorer.count[slots] >= scorer.warm_up[slots]
+        result = scorer.update(slots, values, frozen=self.state.firing[slots] & learned)
         self.machine[slots] = result.machine
         self.sensor_score[slots] = result.score
         self.value[slots] = values
@@ -234,6 +241,10 @@ class AnomalyAlerts:
             )
             if len(fired) or len(resolved):
                 self._changed.append(np.concatenate([fired, resolved]))
+                for slot in fired.tolist():  # a new episode: no re-baseline ended it
+                    self.rebaselined_why.pop(slot, None)
+                for slot in resolved[~self.announced[resolved]].tolist():
+                    self.alert_id.pop(slot, None)  # an episode never published: its id goes
         now_firing = self.state.firing[slots]
         self.peak[slots] = np.where(now_firing, np.maximum(self.peak[slots], result.machine), 0.0)
 
@@ -267,6 +278,9 @@ class AnomalyAlerts:
         """The message that tells subscribers the slot's current state (and records it told)."""
         firing = bool(self.state.firing[slot])
         alert_id = self.alert_id.get(slot) or f"{machine_id}-anomaly-{int(now * 1000)}"
+        rebaselined = self.rebaselined_why.pop(slot, None)
+        if reason is None and not firing and rebaselined is not None:
+            reason = f"re-baselined: {rebaselined}"
         self.seq[slot] += 1
         event = AnomalyEvent(
             machine_id=machine_id,
@@ -281,15 +295,19 @@ class AnomalyAlerts:
             reason=reason,
         )
         self.announced[slot] = firing
-        if not firing:
+        if firing:
+            self.alert_id[slot] = alert_id  # its resolution carries the same one
+        else:
             self.alert_id.pop(slot, None)
         return event
 
     def sensors(self, slot: int) -> dict[str, SensorReading]:
         report = {}
+        # A range only once the normal is learned: a few warm-up readings are not one yet.
+        learned = self.scorer.count[slot] >= self.scorer.warm_up[slot]
         for i, name in enumerate(self.features):
             low, high = float(self.low[slot, i]), float(self.high[slot, i])
-            known = np.isfinite(low) and np.isfinite(high) and self.scorer.count[slot] > 0
+            known = learned and np.isfinite(low) and np.isfinite(high)
             report[name] = SensorReading(
                 score=float(self.sensor_score[slot, i]),
                 value=_number(float(self.value[slot, i])),
@@ -302,9 +320,12 @@ class AnomalyAlerts:
 
     # -- operator and start-up -----------------------------------------------------------------
 
-    def rebaseline(self, slot: int) -> None:
-        """Learn the slot's normal afresh; a firing alert resolves (published by the tick)."""
+    def rebaseline(self, slot: int, reason: str) -> None:
+        """Learn the slot's normal afresh; a firing alert resolves (published by the tick,
+        with ``reason``)."""
         slots = np.array([slot], dtype=np.int64)
+        if self.announced[slot]:
+            self.rebaselined_why[slot] = reason
         self.scorer.reset(slots)
         self.state.reset(slots)
         self.peak[slot] = 0.0
@@ -319,6 +340,34 @@ class AnomalyAlerts:
         self.seq[slot] = max(int(self.seq[slot]), restored.seq)
         if restored.firing:
             self.alert_id[slot] = restored.alert_id
+
+    def _resume_alerts(
+        self,
+        slots: NDArray[np.int64],
+        firing: NDArray[np.bool_],
+        alert_ids: NDArray[np.str_],
+        seqs: NDArray[np.int64],
+        peaks: NDArray[np.float64],
+        drivers: NDArray[np.int64],
+    ) -> None:
+        """Resume each machine's alert as it stood when the state was saved, which may differ
+        from its retained message (the published state) when a change was held back (an
+        overheat incident, a silence): the change is published once nothing holds it back. A
+        retained message published after the save (a higher ``seq``: the file is written
+        every few minutes, a crash leaves it older) says where the alert stands instead. A
+        firing alert keeps its peak score and driver, which its message reports."""
+        newer = self.seq[slots] > seqs
+        self.seq[slots] = np.maximum(self.seq[slots], seqs)
+        take = ~newer
+        for slot, fires, alert_id in zip(
+            slots[take].tolist(), firing[take].tolist(), alert_ids[take].tolist(), strict=True
+        ):
+            self.state.firing[slot] = fires
+            if fires and slot not in self.alert_id and alert_id:
+                self.alert_id[slot] = str(alert_id)
+        resumed = self.state.firing[slots]
+        self.peak[slots] = np.where(resumed, np.maximum(self.peak[slots], peaks), 0.0)
+        self.driver[slots] = np.where(resumed, drivers, self.driver[slots])
 
     def save(self, directory: Path, slot_of: dict[str, int]) -> Path:
         """Write every known machine's learned state to ``directory`` (atomically)."""
@@ -336,6 +385,13 @@ class AnomalyAlerts:
             meta={
                 "features": np.array(self.features),
                 "rebaselined_at": np.array([self.rebaselined_at.get(m, np.nan) for m in ids]),
+                # The alert's own state: what a retained message says is only what was
+                # published, and a change held back (inhibited, silenced) would be lost.
+                "firing": self.state.firing[slots].copy(),
+                "alert_id": np.array([self.alert_id.get(s, "") for s in slots.tolist()], np.str_),
+                "seq": self.seq[slots].copy(),
+                "peak": self.peak[slots].copy(),
+                "driver": self.driver[slots].copy(),
             },
             prefix=STATE_PREFIX,
         )
@@ -360,7 +416,17 @@ class AnomalyAlerts:
             rebased = meta["rebaselined_at"]
             if rebased.shape != (len(ids),):
                 raise StateFileError(f"rebaselined_at has shape {rebased.shape}")
-        except (StateFileError, KeyError) as error:
+            # Files written before the alert's state was kept: none fires.
+            firing = meta.get("firing", np.zeros(len(ids), np.bool_)).astype(np.bool_)
+            alert_ids = meta.get("alert_id", np.full(len(ids), "", np.str_))
+            seqs = meta.get("seq", np.zeros(len(ids), np.int64)).astype(np.int64)
+            peaks = np.clip(np.nan_to_num(meta.get("peak", np.zeros(len(ids)))), 0.0, 1.0)
+            drivers = meta.get("driver", np.zeros(len(ids), np.int64)).astype(np.int64)
+            alert_shapes = {a.shape for a in (firing, alert_ids, seqs, peaks, drivers)}
+            if alert_shapes != {(len(ids),)}:
+                raise StateFileError(f"the alert state's arrays have shapes {alert_shapes}")
+            drivers = np.where((drivers >= 0) & (drivers < len(features)), drivers, 0)
+        except (StateFileError, KeyError, TypeError, ValueError) as error:
             logger.warning(
                 "ignoring the saved anomaly state %s (%s): every machine learns its normal "
                 "afresh; delete the file to silence this warning",
@@ -379,6 +445,9 @@ class AnomalyAlerts:
             except ValueError as error:
                 logger.warning("ignoring the saved anomaly state %s (%s)", path, error)
                 return 0
+            self._resume_alerts(
+                slots, firing[keep], alert_ids[keep], seqs[keep], peaks[keep], drivers[keep]
+            )
         for machine_id, at in zip(ids, rebased.tolist(), strict=True):
             if np.isfinite(at):
                 self.rebaselined_at[machine_id] = float(at)

@@ -14,6 +14,7 @@ The network thread queues the commands; the tick thread, the scorer's only write
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import deque
 
@@ -42,7 +43,12 @@ class RebaselineQueue:
         machine_id = levels[self._prefix_levels]
         try:
             body = orjson.loads(payload)
-            at = float(body["at"])
+            at = body["at"]
+            # A number of seconds: NaN compares to nothing (applied on every read), infinity
+            # to everything (every later re-baseline of the machine would look applied).
+            if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
+                raise ValueError(f"at {at!r} is not a time")
+            at = float(at)
             reason = str(body.get("reason", "no reason given"))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             logger.warning(

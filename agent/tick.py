@@ -243,8 +243,10 @@ class Ticker:
             self.last_tick = time.monotonic()
             try:
                 if self._restore.done.is_set():
-                    self.tick()
-                    self.learned.save(self.store, only_due=True)
+                    try:
+                        self.tick()
+                    finally:  # a failed tick must not stop what was learned being kept
+                        self.learned.save(self.store, only_due=True)
                 elif (restored := self._restore.result) is not None:
                     self._restore.resume(
                         restored,
@@ -277,7 +279,10 @@ class Ticker:
             if self._stop_event.wait(delay):
                 break
         if self._restore.done.is_set():
-            self.tick()  # a last tick, so readings that arrived before the stop are forecast
+            try:
+                self.tick()  # a last tick, so readings that arrived before the stop are forecast
+            except Exception:
+                logger.exception("the last tick failed; saving what was learned all the same")
             self.learned.save(self.store)
 
     def tick(self) -> list[AlertEvent]:
@@ -552,7 +557,7 @@ class Ticker:
             if slot is None:
                 continue  # not known here: it learns its normal from scratch anyway
             alerts.ensure_capacity(self.store.capacity)
-            alerts.rebaseline(slot)
+            alerts.rebaseline(slot, reason)
             self._metrics.anomaly_rebaselines.inc()
             logger.info("re-baselined %s: its normal is learned afresh (%s)", machine_id, reason)
 
@@ -571,9 +576,12 @@ class Ticker:
             return
         for restored in self._restore.anomalies:
             slot = self.store.slot_for(restored.machine_id)
-            if slot is not None:
-                self.anomaly_alerts.ensure_capacity(self.store.capacity)
-                self.anomaly_alerts.restore(slot, restored)
+            # A full store hands over the slot of a machine restored before: retire that one
+            # now, as a drain would, not at the first tick, whose reset of the evicted slots
+            # would wipe the state resumed here.
+            self._evict(*self.store.take_evicted(), time.time())
+            self.anomaly_alerts.ensure_capacity(self.store.capacity)
+            self.anomaly_alerts.restore(slot, restored)
         self.policy.ensure_capacity(self.store.capacity)
         self.anomaly.ensure_capacity(self.store.capacity)
 

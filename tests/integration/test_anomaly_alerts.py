@@ -22,7 +22,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.app import Agent
+from agent.silence import silence_payload
 from config.settings import Settings, load_settings
+from config.topics import silence_topic
 from forewarn.cli import main
 from simulator.signal import readings_from_temperature
 from tests.conftest import Mosquitto, Recorder
@@ -193,6 +195,63 @@ def test_an_anomaly_is_held_back_while_an_overheat_incident_is_open(
     assert float(str(story[0]["ts"])) >= closed_at - 0.001, (
         "nothing published while the incident was open"
     )
+
+
+def test_an_anomaly_held_back_when_the_agent_restarts_is_still_published_after_it(
+    mosquitto: Mosquitto,
+    running_agent: Callable[[Settings], Agent],
+    subscribe: Callable[[str], Recorder],
+    tmp_path: Path,
+) -> None:
+    """The anomaly fires while the machine is silenced (held back as under an open overheat
+    incident) and the agent restarts before the silence is lifted: its retained anomaly
+    message says nothing of the alert, but the restarted agent still has it firing (the
+    learned normal alone cannot fire it again: a departure that lasts holds at the rule's
+    clear level) and publishes it once the silence is lifted."""
+    rng = np.random.default_rng(14)
+    settings = agent_settings(mosquitto, tmp_path / "state", "held-restart-agent")
+    anomalies = subscribe("factory/+/anomaly")
+    feeder = Feeder(mosquitto, 800)
+
+    def silence(payload: bytes) -> None:
+        feeder.client.publish(
+            silence_topic("factory", "m-stuck"), payload, qos=1, retain=True
+        ).wait_for_publish(5)
+
+    silence(silence_payload(time.time() + 3600, "inspection"))
+    first = running_agent(settings)
+    rows = normal(rng, 720)
+    rows[600:, 2] = rows[599, 2]  # the pressure sensor sticks
+    feeder.send("m-stuck", rows[:660])
+    alerts = first.ticker.anomaly_alerts
+    assert alerts is not None
+
+    def fired() -> bool:
+        """The alert fired and every reading sent was scored."""
+        slot = first.store.slot_of.get("m-stuck")
+        if slot is None:
+            return False
+        return bool(alerts.state.firing[slot]) and alerts.scorer.count[slot] >= 660
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not fired():
+        time.sleep(0.1)
+    assert fired(), "the anomaly fired"
+    assert metric(first, "forewarn_anomaly_alerts_silenced_total") >= 1
+    first.stop()
+    assert not anomalies.snapshot(), "held back by the silence"
+
+    second = running_agent(settings.model_copy(deep=True))
+    feeder.send("m-stuck", rows[660:])
+    time.sleep(1.0)
+    assert not anomalies.snapshot(), "still silenced"
+    silence(b"")
+    assert anomalies.wait_for(lambda ms: bool(ms), 10), "published once the silence was lifted"
+    feeder.close()
+    story = [p for _, p, _ in anomalies.snapshot()]
+    assert [(p["status"], p["driver"]) for p in story] == [("firing", "pressure_psi")], story
+    jsonschema.validate(story[0], SCHEMA)
+    assert metric(second, "forewarn_anomaly_alerts_firing") == 1.0
 
 
 def test_a_retained_rebaseline_command_is_applied_once(

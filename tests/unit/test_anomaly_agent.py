@@ -11,13 +11,18 @@ import jsonschema
 import numpy as np
 import orjson
 import pytest
+from numpy.typing import NDArray
 
+from agent.alerts import OK
 from agent.anomaly_alert import AnomalyRule
-from agent.anomaly_events import AnomalyAlerts, RestoredAnomaly, anomaly_payload
-from agent.anomaly_sensors import SensorScorer
+from agent.anomaly_events import AnomalyAlerts, AnomalyEvent, RestoredAnomaly, anomaly_payload
+from agent.anomaly_sensors import ScorerParams, SensorScorer
 from agent.app import Agent
 from agent.rebaseline import RebaselineQueue, rebaseline_payload
+from agent.restore import RestoredAlert
+from agent.silence import silence_payload
 from config.settings import load_settings
+from tests.faultkit import LastValue
 from wire.reading import Reading
 
 SCHEMA = json.loads((resources.files("wire") / "schemas/anomaly.schema.json").read_text())
@@ -249,6 +254,10 @@ def test_rebaseline_commands_malformed_or_cleared_are_ignored() -> None:
     queue.handle("factory/m-1/rebaseline", b"not json")
     queue.handle("factory/m-1/rebaseline", b'{"reason": "no at"}')
     queue.handle("factory/m-1/rebaseline", b"[1, 2]")
+    # An "at" that is no time: "nan" would be applied again and again (it compares to nothing),
+    # "inf" would make every later re-baseline of the machine look applied already.
+    for at in (b'"nan"', b'"inf"', b'"-inf"', b"true", b'"100"'):
+        queue.handle("factory/m-1/rebaseline", b'{"at": ' + at + b', "reason": "x"}')
     queue.handle("factory/m-2/rebaseline", rebaseline_payload(100.0, "bearing swap"))
     assert queue.take() == [("m-2", 100.0, "bearing swap")]
     assert queue.take() == []
@@ -308,3 +317,231 @@ def test_a_state_file_from_before_the_onset_output_still_loads(tmp_path: Path) -
     assert loaded is not None
     assert loaded.load(tmp_path, again.store.slot_for) == 1
     assert loaded.scorer.mean[again.store.slot_of["a"], 0] == 71.5
+
+
+def recorded(agent: Agent) -> list[AnomalyEvent]:
+    """The anomaly events the agent hands its publisher from now on."""
+    events: list[AnomalyEvent] = []
+    publish = agent.publisher.publish_anomaly
+
+    def record(event: AnomalyEvent) -> None:
+        events.append(event)
+        publish(event)
+
+    agent.publisher.publish_anomaly = record  # type: ignore[method-assign]
+    return events
+
+
+def test_a_restored_firing_alert_without_a_learned_normal_learns_one_and_resolves() -> None:
+    """A retained "firing" read back with no saved normal for the machine (no state_dir, a lost
+    or older file): the machine learns its normal afresh, so its warm-up must teach it even
+    though the alert fires; then the alert resolves under the same alert_id."""
+    agent = make_agent(True)
+    alerts = agent.ticker.anomaly_alerts
+    assert alerts is not None
+    slot = agent.store.slot_for("m")
+    alerts.restore(slot, RestoredAnomaly("m", True, "m-anomaly-1", 4))
+    published = recorded(agent)
+    rng = np.random.default_rng(14)
+    steady = [70.0, 35.0, 121.0, 1640.0] + rng.normal(0, 1, (200, 1, 4)) * [1.0, 2.0, 1.0, 20.0]
+    feed(agent, ["m"], steady)
+    assert not alerts.state.firing[slot], "still firing on a normal it never learned"
+    assert [(e.status, e.alert_id, e.seq) for e in published] == [("resolved", "m-anomaly-1", 5)]
+    low, high = published[0].sensors["temperature_c"].expected_range or (0.0, 0.0)
+    assert low < 70.0 < high
+
+
+def test_a_restored_anomaly_that_takes_a_full_store_s_slot_keeps_its_state() -> None:
+    """More retained alerts than ``max_machines`` (a sharded fleet's agent reads every
+    machine's): a machine known from its retained anomaly alert takes the slot of one restored
+    before it. The eviction is dealt with before its state is resumed, not at the first tick,
+    which would wipe that state (its retained "firing" never resolved, its seq back to 1) and
+    resolve the evicted machine's anomaly topic with the newcomer's alert_id."""
+    agent = make_agent(True, max_machines=2)
+    alerts = agent.ticker.anomaly_alerts
+    assert alerts is not None
+    agent.restore.anomalies = [RestoredAnomaly("z", True, "z-anomaly-1", 7)]
+    overheat = [RestoredAlert("x", OK, "x-1", 3), RestoredAlert("y", OK, "y-1", 2)]
+    published = recorded(agent)
+    agent.restore.resume(
+        overheat, agent.store, agent.policy, agent.anomaly, then=agent.ticker._restore_learned
+    )
+    agent.tick()
+    slot = agent.store.slot_of["z"]
+    assert "x" not in agent.store.slot_of
+    assert alerts.state.firing[slot] and alerts.announced[slot]
+    assert (alerts.alert_id.get(slot), int(alerts.seq[slot])) == ("z-anomaly-1", 7)
+    assert not published, [(e.machine_id, e.status, e.alert_id) for e in published]
+
+
+def test_the_resolution_a_rebaseline_causes_says_so() -> None:
+    """The docs' contract: a message for a re-baselined machine carries "reason", so that a
+    subscriber tells an operator's re-baseline from an anomaly that went away."""
+    agent = make_agent(True)
+    rows = healthy(np.random.default_rng(15), 300, 1)
+    rows[200:, 0, 2] = rows[199, 0, 2]  # the pressure sticks: the alert fires
+    feed(agent, ["m"], rows)
+    alerts, queue = agent.ticker.anomaly_alerts, agent.rebaselines
+    assert alerts is not None and queue is not None and alerts.announced[0]
+    published = recorded(agent)
+    queue.handle("factory/m/rebaseline", rebaseline_payload(time.time(), "sensor replaced"))
+    agent.tick()
+    assert [(e.status, e.reason) for e in published] == [
+        ("resolved", "re-baselined: sensor replaced")
+    ]
+    payload = orjson.loads(anomaly_payload(published[0], "v"))
+    jsonschema.validate(payload, SCHEMA)
+    assert payload["reason"] == "re-baselined: sensor replaced"
+
+
+def test_no_expected_range_is_published_before_the_normal_is_learned_again() -> None:
+    """A re-baseline held back by a silence is published once the silence is lifted, a few
+    readings into the machine's new warm-up: those readings are no learned normal yet, so the
+    message says null (the schema's "null before it learned one"), not their own spread."""
+    agent = make_agent(True)
+    rows = healthy(np.random.default_rng(16), 310, 1)
+    rows[200:, 0, 2] = rows[199, 0, 2]  # the pressure sticks: the alert fires
+    feed(agent, ["m"], rows[:300])
+    alerts, queue = agent.ticker.anomaly_alerts, agent.rebaselines
+    assert alerts is not None and queue is not None and alerts.announced[0]
+    agent.silences.handle("factory/m/silence", silence_payload(time.time() + 3600, "work"))
+    queue.handle("factory/m/rebaseline", rebaseline_payload(time.time(), "sensor replaced"))
+    agent.tick()
+    feed(agent, ["m"], rows[300:], start=300)  # ten readings of the new warm-up
+    published = recorded(agent)
+    agent.silences.handle("factory/m/silence", b"")
+    agent.tick()
+    assert [e.status for e in published] == ["resolved"]
+    assert {s.expected_range for s in published[0].sensors.values()} == {None}
+    payload = orjson.loads(anomaly_payload(published[0], "v"))
+    jsonschema.validate(payload, SCHEMA)
+
+
+def test_an_alert_held_back_when_the_agent_stops_is_published_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    """A stuck sensor fires while the machine is silenced (the same holds under an open
+    overheat incident): nothing is published, so its retained anomaly message says nothing of
+    it. After a restart the alert must still be firing, learning still frozen, and it is
+    published once the silence ends; the learned normal alone cannot fire it again, as a
+    departure that lasts no longer scores over the rule's clear level."""
+    rows = healthy(np.random.default_rng(17), 400, 1)
+    rows[200:, 0, 2] = rows[199, 0, 2]  # the pressure sticks
+    first = make_agent(True)
+    until = time.time() + 3600
+    first.silences.handle("factory/m/silence", silence_payload(until, "work"))
+    published = recorded(first)
+    feed(first, ["m"], rows[:300])
+    alerts = first.ticker.anomaly_alerts
+    assert alerts is not None and alerts.state.firing[0] and not published
+    held_id = alerts.alert_id[0]
+    alerts.save(tmp_path, first.store.slot_of)
+
+    second = make_agent(True)
+    again = second.ticker.anomaly_alerts
+    assert again is not None
+    assert again.load(tmp_path, second.store.slot_for) == 1
+    second.silences.handle("factory/m/silence", silence_payload(until, "work"))
+    published = recorded(second)
+    feed(second, ["m"], rows[300:], start=300)
+    assert not published, "held back while the silence lasts"
+    second.silences.handle("factory/m/silence", b"")
+    second.tick()
+    assert [(e.status, e.alert_id, e.driver) for e in published] == [
+        ("firing", held_id, "pressure_psi")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("retained", "firing"),
+    [
+        (None, True),  # held back: nothing retained
+        (RestoredAnomaly("m", True, "m-anomaly-1", 3), True),  # published when saved
+        (RestoredAnomaly("m", False, "m-anomaly-1", 4), False),  # resolved after the save
+    ],
+)
+def test_the_saved_alert_state_gives_way_to_a_newer_retained_message(
+    tmp_path: Path, retained: RestoredAnomaly | None, firing: bool
+) -> None:
+    """The file is written every few minutes: a crash can leave it older than the retained
+    message (a resolution published after it), which then says where the alert stands."""
+    saved = AnomalyAlerts(SensorScorer(4, 4), AnomalyRule(), ("a", "b", "c", "d"), 4)
+    saved.state.firing[0], saved.seq[0], saved.alert_id[0] = True, 3, "m-anomaly-1"
+    saved.peak[0], saved.driver[0] = 0.93, 2
+    saved.save(tmp_path, {"m": 0})
+    loaded = AnomalyAlerts(SensorScorer(4, 4), AnomalyRule(), ("a", "b", "c", "d"), 4)
+    slots: dict[str, int] = {}
+    if retained is not None:
+        loaded.restore(0, retained)
+        slots["m"] = 0
+    assert loaded.load(tmp_path, lambda m: slots.setdefault(m, 0)) == 1
+    assert bool(loaded.state.firing[0]) is firing
+    assert int(loaded.seq[0]) == (retained.seq if retained else 3), "seq goes on"
+    if retained is None:  # published before any reading: the episode's peak and driver
+        event = loaded.event(0, "m", time.time())
+        assert (event.status, event.alert_id, event.seq) == ("firing", "m-anomaly-1", 4)
+        assert (event.anomaly_score, event.driver) == (0.93, "c")
+
+
+def test_a_resolution_held_back_when_the_agent_stops_is_published_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    """The alert fired and was published, then resolved while held back (an overheat incident,
+    a silence): the retained message still says "firing", the file (as new: the same seq)
+    says resolved. The restarted agent resumes the file's state and owes subscribers the
+    resolution, under the same alert_id."""
+    saved = AnomalyAlerts(SensorScorer(4, 4), AnomalyRule(), ("a", "b", "c", "d"), 4)
+    saved.seq[0], saved.announced[0], saved.alert_id[0] = 3, True, "m-anomaly-1"
+    saved.save(tmp_path, {"m": 0})
+    loaded = AnomalyAlerts(SensorScorer(4, 4), AnomalyRule(), ("a", "b", "c", "d"), 4)
+    loaded.restore(0, RestoredAnomaly("m", True, "m-anomaly-1", 3))
+    assert loaded.load(tmp_path, lambda m: 0) == 1
+    assert list(loaded.out_of_sync(1)) == [0]
+    event = loaded.event(0, "m", time.time())
+    assert (event.status, event.alert_id, event.seq) == ("resolved", "m-anomaly-1", 4)
+
+
+def test_an_episode_never_published_leaves_no_alert_id_to_the_next() -> None:
+    """Held back from start to end (an overheat incident, a silence), an episode is never
+    published: the next one, published, gets an alert_id of its own, not the old one's."""
+    alerts = AnomalyAlerts(
+        SensorScorer(2, 2, ScorerParams(warm_up=100)), AnomalyRule(), ("a", "b"), 2
+    )
+    rows = np.random.default_rng(18).normal(0, 1, (600, 2)) + np.array([50.0, 20.0])
+    rows[300:306, 0] += 40.0  # short departures, each firing then resolving
+    rows[450:456, 0] += 40.0
+    ids: list[str] = []
+    for i, row in enumerate(rows):
+        alerts.score_readings(np.array([0]), row[None])
+        changed = alerts.take_changed()
+        alerts.open_ids(changed, ["m"], 1000.0 + i)  # what the tick does; nothing published
+        if len(changed) and alerts.state.firing[0]:
+            ids.append(alerts.alert_id[0])
+    assert len(ids) >= 2 and len(set(ids)) == len(ids), ids
+
+
+class FailingForecaster(LastValue):
+    """A model that fails every forecast (the tick logs it and goes on)."""
+
+    def forecast(self, windows: NDArray[np.float32]) -> NDArray[np.float32]:
+        raise RuntimeError("the model failed")
+
+
+def test_the_learned_state_is_saved_at_stop_even_when_the_last_tick_fails(tmp_path: Path) -> None:
+    """The tick loop writes the learned state at stop after a last tick; a tick that raises
+    (here the model) must not cost what every machine learned since the last write."""
+    config = load_settings(_env_file=None)
+    config.metrics = config.metrics.model_copy(update={"host": "127.0.0.1", "port": 0})
+    config.agent = config.agent.model_copy(update={"state_dir": tmp_path, "tick_interval_s": 0.05})
+    config.mqtt = config.mqtt.model_copy(update={"restore_timeout_s": 0.0})
+    config.anomaly = config.anomaly.model_copy(update={"enabled": True})
+    agent = Agent(config, forecaster=FailingForecaster())
+    agent.restore.start()
+    agent.ticker.start()
+    assert agent.restore.done.wait(10)
+    for reading in readings("m", healthy(np.random.default_rng(19), 30, 1)[:, 0]):
+        agent.hand_off(reading)
+    agent.stop_event.set()
+    agent.ticker.join(10)
+    with np.load(tmp_path / "anomaly.npz") as saved:
+        assert list(saved["machine_ids"]) == ["m"] and saved["s_count"][0] == 30
