@@ -156,9 +156,9 @@ class AnomalyAlerts:
         self.driver = np.zeros(0, dtype=np.int64)
         self.alert_id: dict[int, str] = {}
         self.rebaselined_at: dict[str, float] = {}
+        """The ``at`` of the last re-baseline applied to each machine (saved with the state)."""
         self.rebaselined_why: dict[int, str] = {}
         """The operator's reason of a re-baseline whose resolution is still to be published."""
-        """The ``at`` of the last re-baseline applied to each machine (saved with the state)."""
         self._changed: list[NDArray[np.int64]] = []
         self._scored: list[NDArray[np.int64]] = []
         self.ensure_capacity(capacity)
