@@ -39,13 +39,16 @@ class AnomalyAlertState:
         self.firing = np.zeros(0, dtype=np.bool_)
         self.over = np.zeros(0, dtype=np.int64)
         self.under = np.zeros(0, dtype=np.int64)
+        self.onset = np.zeros(0)
+        """The highest machine score of the rows now confirming (or that fired) an episode: a
+        firing message reports it, as the machine score marks an onset on its first row only."""
         self.ensure_capacity(capacity)
 
     def ensure_capacity(self, capacity: int) -> None:
         old = len(self.firing)
         if capacity <= old:
             return
-        for name in ("firing", "over", "under"):
+        for name in ("firing", "over", "under", "onset"):
             array = getattr(self, name)
             new = np.zeros(capacity, dtype=array.dtype)
             new[:old] = array
@@ -55,6 +58,7 @@ class AnomalyAlertState:
         self.firing[slots] = False
         self.over[slots] = 0
         self.under[slots] = 0
+        self.onset[slots] = 0.0
 
     def update(
         self,
@@ -74,4 +78,5 @@ class AnomalyAlertState:
         self.firing[slots] = (was | fires) & ~resolves
         self.over[slots] = over
         self.under[slots] = under
+        self.onset[slots] = np.where(over > 0, np.maximum(self.onset[slots], score), 0.0)
         return slots[fires], slots[resolves]

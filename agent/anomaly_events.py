@@ -246,7 +246,10 @@ class AnomalyAlerts:
                 for slot in resolved[~self.announced[resolved]].tolist():
                     self.alert_id.pop(slot, None)  # an episode never published: its id goes
         now_firing = self.state.firing[slots]
-        self.peak[slots] = np.where(now_firing, np.maximum(self.peak[slots], result.machine), 0.0)
+        # From the onset that started the episode on: the rows that confirmed it and the row
+        # that fired it need not score as high (they are read as their rarity).
+        seen = np.maximum(result.machine, self.state.onset[slots])
+        self.peak[slots] = np.where(now_firing, np.maximum(self.peak[slots], seen), 0.0)
 
     def take_scored(self) -> NDArray[np.int64]:
         """The slots scored since the last call, each once."""

@@ -88,6 +88,21 @@ def test_every_feature_is_scored_and_a_stuck_sensor_fires_the_anomaly_alert() ->
     assert score is not None and score >= 0.3
 
 
+def test_a_firing_message_reports_the_onset_not_the_rows_that_confirmed_it() -> None:
+    """The machine score marks an onset on its first row and the rule confirms it on the next
+    rows' rarity, whose machine score may be far lower: the message that says "firing" must
+    still carry a score at or over the level the alert fires at."""
+    rng = np.random.default_rng(2)
+    agent = make_agent(True)
+    events = recorded(agent)
+    rows = healthy(rng, 300, 1)
+    rows[200:, 0, 2] = rows[199, 0, 2]  # the pressure sticks
+    feed(agent, ["m"], rows)
+    fired = [event for event in events if event.status == "firing"]
+    assert fired, "the stuck sensor fires"
+    assert all(event.anomaly_score >= AnomalyRule().fire_score for event in fired), fired
+
+
 def test_an_evicted_slot_forgets_what_its_machine_learned() -> None:
     rng = np.random.default_rng(3)
     agent = make_agent(True, max_machines=2)

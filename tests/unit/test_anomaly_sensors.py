@@ -209,6 +209,8 @@ def test_the_rule_starts_on_an_onset_and_confirms_on_the_rows_rarity(
         if len(state.update(slot, np.array([score]), np.array([rarity]))[0])
     ]
     assert fired_at == ([] if fires_at is None else [fires_at])
+    if fires_at is not None:
+        assert state.onset[0] == 0.6, "the onset's score is kept for the firing message"
 
 
 def test_a_lasting_step_scores_as_one_onset_then_holds_at_the_clear_level() -> None:
