@@ -48,7 +48,7 @@ STATE_FILE = "anomaly.npz"
 STATE_VERSION = 1
 STATE_PREFIX = "s_"
 """The prefix of the scorer's arrays in the file (:mod:`agent.slotfile`)."""
-ADDED_SINCE = ("score_past",)
+ADDED_SINCE = ("score_past", "lasting", "settled")
 """Scorer arrays added since the first files were written: a file without them still loads
 (they start afresh)."""
 

@@ -39,7 +39,10 @@ series whose anomalies are brief:
 * a departure from the learned normal scores in full on the row it has lasted
   ``departure_rows`` rows (a slow drift or a stuck sensor: its onset as a lasting one), and
   otherwise holds at ``hold``, the default rule's clear level: an alert that fired stays
-  firing while the departure lasts, without scoring each row of it as a new event;
+  firing while the departure lasts, without scoring each row of it as a new event. A lasting
+  departure ends only once its score has stayed under ``hold`` for ``settle_rows`` rows, so
+  a machine whose cycle brings it back inside its band for part of each cycle is still
+  departing;
 * the ``onset`` output is the onset rarity alone (a lasting departure is no new event), each
   episode reported once: for ``repeat_rows`` rows after an onset at or over ``hold`` it is 0
   unless an onset beats that peak by ``repeat_margin`` (NAB, like an operator, counts the first
@@ -130,6 +133,11 @@ class ScorerParams:
     in full on the row it has lasted this many rows, and its rarity from then on, while the
     machine score holds at ``hold``: a slow drift, a stuck or a noisy sensor fires, a
     departure that comes and goes with the noise does not."""
+    settle_rows: int = 50
+    """A departure that has lasted stays one (the machine score holds at ``hold``, so its
+    alert keeps firing) until its score has been under ``hold`` for this many rows in a row: a
+    cooling failure on a cyclic machine leaves its normal band at each cycle's peaks only, and
+    must not resolve and fire again with every cycle (0: it ends with the first row under)."""
 
 
 @dataclass
@@ -197,7 +205,12 @@ class SensorScorer:
     r_tail_q: NDArray[np.float64]
     r_tail_b: NDArray[np.float64]
     departed: NDArray[np.float64]
-    """Rows in a row that each slot's departure score has been at or over ``params.hold``."""
+    """Rows in a row that each slot's departure score has been at or over
+    ``params.departure_level``."""
+    lasting: NDArray[np.float64]
+    """1 while each slot's departure counts as a lasting one (see ``params.settle_rows``)."""
+    settled: NDArray[np.float64]
+    """Rows in a row that each slot's departure score has been under ``params.hold``."""
     score_past: NDArray[np.float64]
     """(n, repeat_rows) the machine's onset score on its last ``repeat_rows`` rows."""
     onset_past: NDArray[np.float64]
@@ -246,6 +259,8 @@ class SensorScorer:
             "r_tail_b": ((sensors, 4), np.nan),
             "onset_past": ((self.params.onset_rows,), 0.0),
             "departed": ((), 0.0),
+            "lasting": ((), 0.0),
+            "settled": ((), 0.0),
             "score_past": ((self.params.repeat_rows,), 0.0),
         }
         for name, (shape, fill) in self._arrays.items():
@@ -362,7 +377,15 @@ class SensorScorer:
         onset_score = np.where(new_peak, _score(-onset), 0.0)
         departed = np.where(departure_score >= p.departure_level, self.departed[at] + 1.0, 0.0)
         self.departed[at] = departed
-        capped = np.minimum(departure_score, p.hold)
+        settled = np.where(departure_score < p.hold, self.settled[at] + 1.0, 0.0)
+        self.settled[at] = settled
+        lasting = np.where(
+            departed >= p.departure_rows,
+            1.0,
+            np.where(settled >= p.settle_rows, 0.0, self.lasting[at]),
+        )
+        self.lasting[at] = lasting
+        capped = np.where(lasting > 0, p.hold, np.minimum(departure_score, p.hold))
         lasted = np.where(departed >= p.departure_rows, departure_score, capped)
         shown = np.where(departed == p.departure_rows, departure_score, capped)
         machine_score = np.maximum(onset_score, shown)

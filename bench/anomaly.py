@@ -273,11 +273,14 @@ def bench_tep() -> dict[str, object]:
 def bench_simulator(seeds: tuple[int, ...] = SIMULATOR_SEEDS) -> dict[str, object]:
     """Every machine scored on all four features with the agent's defaults (warm-up included:
     no fit rows), the default rule deciding; healthy machines' alerts after the warm-up are
-    false alerts, a fault counts as caught when an alert fires after its start."""
+    false alerts, a fault counts as caught when an alert fires after its start, and each alert
+    that fires after it is a page (one per caught fault is the aim: an alert that resolves and
+    fires again within one fault pages twice)."""
     from simulator.anomaly import ANOMALY_KINDS, anomaly_scenario
 
     caught: dict[str, list[bool]] = {kind: [] for kind in ANOMALY_KINDS}
     delays: dict[str, list[int]] = {kind: [] for kind in ANOMALY_KINDS}
+    pages: dict[str, list[int]] = {kind: [] for kind in ANOMALY_KINDS}
     false_alerts = healthy_ticks = 0
     params = ScorerParams()
     for seed in seeds:
@@ -287,6 +290,7 @@ def bench_simulator(seeds: tuple[int, ...] = SIMULATOR_SEEDS) -> dict[str, objec
         alert = AnomalyAlertState(capacity=machines)
         slots = np.arange(machines)
         first_fire = np.full(machines, -1)
+        fired_after = np.zeros(machines, dtype=np.int64)
         for i in range(ticks):
             result = scorer.update(slots, scenario.readings[:, i, :])
             fired, _ = alert.update(slots, result.machine, result.rarity)
@@ -294,8 +298,10 @@ def bench_simulator(seeds: tuple[int, ...] = SIMULATOR_SEEDS) -> dict[str, objec
                 kind = scenario.kinds[m]
                 if kind == "healthy" or i < scenario.start:
                     false_alerts += i >= params.warm_up
-                elif first_fire[m] < 0:
-                    first_fire[m] = i
+                else:
+                    fired_after[m] += 1
+                    if first_fire[m] < 0:
+                        first_fire[m] = i
         for m, kind in enumerate(scenario.kinds):
             if kind == "healthy":
                 healthy_ticks += ticks - params.warm_up
@@ -304,12 +310,17 @@ def bench_simulator(seeds: tuple[int, ...] = SIMULATOR_SEEDS) -> dict[str, objec
                 caught[kind].append(bool(first_fire[m] >= 0))
                 if first_fire[m] >= 0:
                     delays[kind].append(int(first_fire[m] - scenario.start))
+                    pages[kind].append(int(fired_after[m]))
     return {
         "seeds": list(seeds),
         "false_alerts_per_10k": round(1e4 * false_alerts / healthy_ticks, 3),
         "recall": {kind: round(float(np.mean(caught[kind])), 3) for kind in ANOMALY_KINDS},
         "median_delay_ticks": {
             kind: (float(np.median(delays[kind])) if delays[kind] else None)
+            for kind in ANOMALY_KINDS
+        },
+        "pages_per_episode": {
+            kind: (round(float(np.mean(pages[kind])), 2) if pages[kind] else None)
             for kind in ANOMALY_KINDS
         },
         "healthy_machine_ticks": healthy_ticks,
@@ -464,7 +475,8 @@ def _tables(report: dict) -> str:
         for kind, recall in sim["recall"].items():
             lines += [
                 f"  {kind:<20} recall {recall:.2f}  median delay "
-                f"{sim['median_delay_ticks'][kind]} ticks"
+                f"{sim['median_delay_ticks'][kind]} ticks  pages per caught fault "
+                f"{sim['pages_per_episode'][kind]}"
             ]
     cost = report.get("cost")
     if cost:

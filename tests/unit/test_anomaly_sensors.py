@@ -44,11 +44,11 @@ def normal_shapes(seed: int, n: int) -> dict[str, np.ndarray]:
         ar[i] = 0.9 * ar[i - 1] + noise[i]
     return {
         "gaussian": 50.0 + rng.normal(0.0, 2.0, n),
-        "seasonal": 62.0 + 6.0 * np.sin(2 * np.pi * t / 288) + rng.normal(0.0, 0.8, n),
+        "seasonal": 62.0 + 6.0 * np.sin(2 * np.pi * t / 200) + rng.normal(0.0, 0.8, n),
         "counts": rng.poisson(4.0, n).astype(float),
         "heavy_tailed": 10.0 + rng.standard_t(3, n),
         "autocorrelated": 20.0 + ar,
-        "stepped": np.round(30.0 + 3.0 * np.sin(2 * np.pi * t / 500) + rng.normal(0.0, 0.3, n)),
+        "stepped": np.round(30.0 + 3.0 * np.sin(2 * np.pi * t / 200) + rng.normal(0.0, 0.3, n)),
         "huge": 1e12 + rng.normal(0.0, 1e9, n),
     }
 
@@ -98,7 +98,7 @@ def test_a_flat_series_that_stays_flat_never_fires() -> None:
 def seasonal(seed: int, n: int = 4000) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(n)
-    return 62.0 + 6.0 * np.sin(2 * np.pi * t / 288) + rng.normal(0.0, 0.8, n)
+    return 62.0 + 6.0 * np.sin(2 * np.pi * t / 200) + rng.normal(0.0, 0.8, n)
 
 
 def test_runaway_drift_stuck_and_noisy_sensors_all_fire_and_a_single_spike_never_does() -> None:
@@ -266,3 +266,29 @@ def test_a_run_of_slots_scores_as_the_same_slots_in_any_order() -> None:
     assert a.machine[:10].max() >= 0.5  # the runaways did score
     for name, array in in_order.state().items():
         np.testing.assert_array_equal(array, shuffled.state()[name], err_msg=name)
+
+
+def test_a_departure_that_leaves_the_band_at_each_cycle_s_peak_fires_once() -> None:
+    """A cooling failure on a cyclic machine: it is out of its normal band near each peak of
+    its cycle and back inside near each trough. The departure lasts through the troughs, so
+    the alert fires once and stays firing (the normal frozen while it fires, as in the agent),
+    instead of resolving and firing again with every cycle, as it did with ``settle_rows`` 0."""
+    rng = np.random.default_rng(11)
+    t = np.arange(4000)
+    series = 60.0 + 10.0 * np.sin(2 * np.pi * t / 100) + rng.normal(0.0, 0.5, 4000)
+    series[2500:] += 14.0 * (1.0 - np.exp(-np.arange(1500) / 50.0))
+    slot = np.zeros(1, dtype=np.int64)
+    for settle in (ScorerParams().settle_rows, 0):
+        scorer = SensorScorer(1, 1, ScorerParams(warm_up=WARM, settle_rows=settle))
+        alert = AnomalyAlertState(capacity=1)
+        firing = np.zeros(4000, dtype=bool)
+        for i, value in enumerate(series):
+            result = scorer.update(slot, np.array([[value]]), frozen=alert.firing[slot])
+            alert.update(slot, result.machine, result.rarity)
+            firing[i] = alert.firing[0]
+        fired = np.flatnonzero(firing[1:] & ~firing[:-1]) + 1
+        assert not firing[WARM:2500].any()
+        if settle:
+            assert len(fired) == 1 and firing[fired[0] :].all(), fired
+        else:
+            assert len(fired) > 1, f"without settle_rows it flapped: fired at {fired}"
