@@ -137,7 +137,7 @@ class ScorerParams:
     """A departure that has lasted stays one (the machine score holds at ``hold``, so its
     alert keeps firing) until its score has been under ``hold`` for this many rows in a row: a
     cooling failure on a cyclic machine leaves its normal band at each cycle's peaks only, and
-    must not resolve and fire again with every cycle (0: it ends with the first row under)."""
+    must not resolve and fire again with every cycle (0: it ends as soon as it stops lasting)."""
 
 
 @dataclass
