@@ -126,6 +126,8 @@ class RestoredAnomaly:
     firing: bool
     alert_id: str
     seq: int
+    ts: float = float("-inf")
+    """When it was published: a re-baseline commanded before it was applied before it."""
 
 
 class AnomalyAlerts:
@@ -157,6 +159,10 @@ class AnomalyAlerts:
         self.alert_id: dict[int, str] = {}
         self.rebaselined_at: dict[str, float] = {}
         """The ``at`` of the last re-baseline applied to each machine (saved with the state)."""
+        self.told_at: dict[str, float] = {}
+        """When each machine's retained anomaly message, read at start-up, was published: a
+        retained re-baseline older than it was applied before it (known without a state
+        file, so a restart does not re-apply it and resolve a later episode)."""
         self.rebaselined_why: dict[int, str] = {}
         """The operator's reason of a re-baseline whose resolution is still to be published."""
         self._changed: list[NDArray[np.int64]] = []
@@ -341,6 +347,7 @@ class AnomalyAlerts:
         self.state.firing[slot] = restored.firing
         self.announced[slot] = restored.firing
         self.seq[slot] = max(int(self.seq[slot]), restored.seq)
+        self.told_at[restored.machine_id] = restored.ts
         if restored.firing:
             self.alert_id[slot] = restored.alert_id
 

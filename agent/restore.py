@@ -27,6 +27,7 @@ With ``anomaly.enabled`` the same pass reads each machine's retained anomaly ale
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import threading
 import time
@@ -125,7 +126,11 @@ def parse_retained_anomaly(template: TopicTemplate, topic: str, payload: bytes) 
     status = data.get("status")
     if status not in ("firing", "resolved") or data.get("severity") != "anomaly":
         raise ValueError(f"status {status!r} / severity {data.get('severity')!r}")
-    return RestoredAnomaly(machine_id, status == "firing", alert_id, seq)
+    ts = data.get("ts")
+    published = float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else None
+    if published is None or not math.isfinite(published):
+        published = float("-inf")  # when unknown, every retained re-baseline is applied
+    return RestoredAnomaly(machine_id, status == "firing", alert_id, seq, published)
 
 
 def read_retained_alerts(

@@ -550,7 +550,11 @@ class Ticker:
         alerts = self.anomaly_alerts
         assert alerts is not None
         for machine_id, at, reason in commands:
-            if at <= alerts.rebaselined_at.get(machine_id, -np.inf):
+            applied = max(
+                alerts.rebaselined_at.get(machine_id, -np.inf),
+                alerts.told_at.get(machine_id, -np.inf),
+            )
+            if at <= applied:
                 continue  # applied before (a retained command read again after a restart)
             alerts.rebaselined_at[machine_id] = at
             slot = self.store.slot_of.get(machine_id)

@@ -389,6 +389,27 @@ def test_a_restored_anomaly_that_takes_a_full_store_s_slot_keeps_its_state() -> 
     assert not published, [(e.machine_id, e.status, e.alert_id) for e in published]
 
 
+def test_a_retained_rebaseline_older_than_the_retained_alert_is_not_applied_again() -> None:
+    """Without a state file, a restart reads the retained re-baseline again and knows nothing
+    of having applied it; but the machine's retained anomaly message was published after the
+    command, so the command was applied before it: applying it again would resolve an episode
+    that began after the re-baseline. A command newer than the message is applied."""
+    agent = make_agent(True)
+    alerts = agent.ticker.anomaly_alerts
+    assert alerts is not None
+    agent.restore.anomalies = [RestoredAnomaly("m", True, "m-anomaly-2", 5, 2000.0)]
+    agent.restore.resume(
+        [], agent.store, agent.policy, agent.anomaly, then=agent.ticker._restore_learned
+    )
+    slot = agent.store.slot_of["m"]
+    agent.ticker._apply_rebaselines([("m", 1500.0, "bearing swap")])
+    assert alerts.state.firing[slot], "the older command must not resolve the later episode"
+    assert sample(agent, "forewarn_anomaly_rebaselines_total") == 0.0
+    agent.ticker._apply_rebaselines([("m", 2500.0, "new bearing")])
+    assert not alerts.state.firing[slot]
+    assert sample(agent, "forewarn_anomaly_rebaselines_total") == 1.0
+
+
 def test_the_resolution_a_rebaseline_causes_says_so() -> None:
     """The docs' contract: a message for a re-baselined machine carries "reason", so that a
     subscriber tells an operator's re-baseline from an anomaly that went away."""

@@ -11,8 +11,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.alerts import CRITICAL, OK, WARNING, AlertEvent, AlertPolicy
 from agent.metrics import AgentMetrics
 from agent.publish import AlertPublisher
-from agent.restore import parse_retained_alert
+from agent.restore import parse_retained_alert, parse_retained_anomaly
 from config.alerts import AlertSettings
+from config.topics import TopicTemplate
 
 
 def retained(**fields: object) -> bytes:
@@ -147,3 +148,26 @@ def test_a_full_outbox_drops_a_superseded_message_first_and_counts_every_drop() 
     assert publisher.flush(0) == 3, "stopping without a broker: the rest is given up, counted"
     assert registry.get_sample_value("forewarn_alerts_dropped_total") == 5
     assert publisher.pending() == 0 and publisher.flush(0) == 0, "counted once"
+
+
+@pytest.mark.parametrize(
+    ("ts", "expected"),
+    [(1764099012.5, 1764099012.5), ("soon", -np.inf), (None, -np.inf), (True, -np.inf)],
+)
+def test_a_retained_anomaly_message_says_when_it_was_published(ts: object, expected: float) -> None:
+    """Its ``ts`` tells a restarted agent which retained re-baselines were applied before it;
+    one it cannot read orders nothing, and every retained re-baseline is applied."""
+    body = {
+        "machine_id": "m-7",
+        "severity": "anomaly",
+        "status": "firing",
+        "alert_id": "m-7-anomaly-1",
+        "seq": 2,
+        "ts": ts,
+    }
+    restored = parse_retained_anomaly(
+        TopicTemplate.parse("factory/{machine_id}/anomaly"),
+        "factory/m-7/anomaly",
+        orjson.dumps(body),
+    )
+    assert (restored.firing, restored.seq, restored.ts) == (True, 2, expected)
