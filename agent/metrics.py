@@ -49,6 +49,12 @@ class AgentMetrics:
             "forewarn_forecasts", "Machine forecasts made (one per machine per tick).", registry=r
         )
         self.ticks = Counter("forewarn_ticks", "Forecast ticks run.", registry=r)
+        self.forecast_failures = Counter(
+            "forewarn_forecast_failures",
+            "Ticks whose batched forecast raised: their machines got no forecast (the tick's "
+            "stale and anomaly alerts went on).",
+            registry=r,
+        )
         self.tick_duration = Histogram(
             "forewarn_tick_duration_seconds",
             "Wall time of one tick: drain, gather, forecast, alert policy, publish.",

@@ -304,10 +304,8 @@ class Ticker:
         self.anomaly.ensure_capacity(self.store.capacity)
         batch = self.store.take_ready()
         events: list[AlertEvent] = []
-        if len(batch):
-            forecast_started = time.perf_counter()
-            forecasts = self.forecaster.forecast(batch.windows)
-            self._metrics.forecast_duration.observe(time.perf_counter() - forecast_started)
+        forecasts = self._forecast(batch.windows) if len(batch) else None
+        if forecasts is not None:
             self.sample_windows = batch.windows[:SAMPLE_WINDOWS].copy()
             self._tell_forecasts(batch.slots, batch.windows, forecasts, now)
             self._time_forecasts(batch.slots)
@@ -356,9 +354,30 @@ class Ticker:
         self._metrics.ticks.inc()
         self._metrics.last_tick.set(now)
         self._metrics.tick_duration.observe(time.perf_counter() - started)
-        if self._tick_listeners and len(batch):
+        if self._tick_listeners and forecasts is not None:
             self._notify_tick(batch.slots, batch.windows[:, -1, 0], forecasts)
         return events
+
+    def _forecast(self, windows: NDArray[np.float32]) -> NDArray[np.float32] | None:
+        """The batch's forecasts, or None when the model raised: the tick goes on without them
+        (stale alerts, anomaly alerts and silences need no forecast), and the failure is
+        counted and logged, at most once a minute."""
+        started = time.perf_counter()
+        try:
+            forecasts = self.forecaster.forecast(windows)
+        except Exception as error:
+            self._metrics.forecast_failures.inc()
+            self._throttle.warning(
+                "forecast-failed",
+                "the forecast of %d machines failed (%s: %s); the tick goes on without it "
+                "(see forewarn_forecast_failures_total)",
+                len(windows),
+                type(error).__name__,
+                error,
+            )
+            return None
+        self._metrics.forecast_duration.observe(time.perf_counter() - started)
+        return forecasts
 
     def _tell_forecasts(
         self,

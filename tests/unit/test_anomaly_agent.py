@@ -103,6 +103,30 @@ def test_a_firing_message_reports_the_onset_not_the_rows_that_confirmed_it() -> 
     assert all(event.anomaly_score >= AnomalyRule().fire_score for event in fired), fired
 
 
+class _BrokenModel:
+    """A forecaster whose every forward raises, as a model on a lost GPU would."""
+
+    def forecast(self, windows: np.ndarray) -> np.ndarray:
+        raise RuntimeError("CUDA error: device lost")
+
+
+def test_a_model_that_fails_every_forecast_stops_no_anomaly_alert() -> None:
+    """Anomaly alerts need no forecast: a failing model is counted and logged, and the tick
+    goes on scoring, alerting and publishing them."""
+    rng = np.random.default_rng(2)
+    agent = make_agent(True)
+    agent.ticker.forecaster = _BrokenModel()  # type: ignore[assignment]
+    events = recorded(agent)
+    rows = healthy(rng, 300, 1)
+    rows[200:, 0, 2] = rows[199, 0, 2]  # the pressure sticks
+    feed(agent, ["m"], rows)
+    assert any(event.status == "firing" for event in events), events
+    failures = sample(agent, "forewarn_forecast_failures_total")
+    assert failures is not None and failures > 200
+    assert sample(agent, "forewarn_forecasts_total") == 0.0
+    assert sample(agent, "forewarn_ticks_total") == 300.0
+
+
 def test_an_evicted_slot_forgets_what_its_machine_learned() -> None:
     rng = np.random.default_rng(3)
     agent = make_agent(True, max_machines=2)
