@@ -260,6 +260,7 @@ def test_prometheus_config_and_rules_pass_promtool(promtool: str) -> None:
         "ForewarnBrokerDisconnected",
         "ForewarnForecastLatencyHigh",
         "ForewarnAnomalyAlertsFiring",
+        "ForewarnForecastsFailing",
     } <= names
 
 
