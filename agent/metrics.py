@@ -51,8 +51,8 @@ class AgentMetrics:
         self.ticks = Counter("forewarn_ticks", "Forecast ticks run.", registry=r)
         self.forecast_failures = Counter(
             "forewarn_forecast_failures",
-            "Ticks whose batched forecast raised: their machines got no forecast (the tick's "
-            "stale and anomaly alerts went on).",
+            "Ticks whose batched forecast raised: their machines got no forecast (readings "
+            "over the threshold still paged a critical; stale and anomaly alerts went on).",
             registry=r,
         )
         self.tick_duration = Histogram(

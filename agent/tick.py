@@ -42,6 +42,7 @@ from agent.restore import AlertRestore
 from agent.silence import SilenceBook
 from agent.statedir import state_dir
 from agent.throttle import LogThrottle
+from agent.window import Batch as ReadyBatch
 from agent.window import WindowStore
 from config.settings import Settings
 from models.base import Forecaster
@@ -305,6 +306,12 @@ class Ticker:
         batch = self.store.take_ready()
         events: list[AlertEvent] = []
         forecasts = self._forecast(batch.windows) if len(batch) else None
+        if len(batch) and forecasts is None:
+            # No forecast (the model failed): the readings still decide a critical, and
+            # nothing the forecast would decide changes (see AlertPolicy.update).
+            unknown = np.full((len(batch), self.anomaly.horizon), np.nan, dtype=np.float32)
+            events = self._decide(batch, unknown, self.anomaly.score[batch.slots], now)
+            self._emit(events, now)
         if forecasts is not None:
             self.sample_windows = batch.windows[:SAMPLE_WINDOWS].copy()
             self._tell_forecasts(batch.slots, batch.windows, forecasts, now)
@@ -313,22 +320,7 @@ class Ticker:
             scores = self.anomaly.update(
                 batch.slots, latest, self.store.last_seq[batch.slots], forecasts
             )
-            interval = self.store.interval_s[batch.slots]
-            interval = np.where(np.isnan(interval), DEFAULT_INTERVAL_S, interval)
-            events = self.policy.update(
-                batch.slots,
-                self.store.machine_ids,
-                batch.windows[:, :, 0],
-                forecasts,
-                interval,
-                now,
-                scores,
-                self.anomaly.spread(batch.slots),
-                self.anomaly.noise_ratio(batch.slots),
-                reading_ts=self.store.last_ts[batch.slots],
-                appended=self.store.count[batch.slots],
-                last_seq=self.store.last_seq[batch.slots],
-            )
+            events = self._decide(batch, forecasts, scores, now)
             self._emit(events, now)
             self._metrics.forecasts.inc(len(batch))
             self._export_machines(batch.slots, latest, forecasts, scores)
@@ -358,10 +350,35 @@ class Ticker:
             self._notify_tick(batch.slots, batch.windows[:, -1, 0], forecasts)
         return events
 
+    def _decide(
+        self,
+        batch: ReadyBatch,
+        forecasts: NDArray[np.float32],
+        scores: NDArray[np.float64],
+        now: float,
+    ) -> list[AlertEvent]:
+        """The alert policy's decisions for the batch's machines."""
+        interval = self.store.interval_s[batch.slots]
+        interval = np.where(np.isnan(interval), DEFAULT_INTERVAL_S, interval)
+        return self.policy.update(
+            batch.slots,
+            self.store.machine_ids,
+            batch.windows[:, :, 0],
+            forecasts,
+            interval,
+            now,
+            scores,
+            self.anomaly.spread(batch.slots),
+            self.anomaly.noise_ratio(batch.slots),
+            reading_ts=self.store.last_ts[batch.slots],
+            appended=self.store.count[batch.slots],
+            last_seq=self.store.last_seq[batch.slots],
+        )
+
     def _forecast(self, windows: NDArray[np.float32]) -> NDArray[np.float32] | None:
         """The batch's forecasts, or None when the model raised: the tick goes on without them
-        (stale alerts, anomaly alerts and silences need no forecast), and the failure is
-        counted and logged, at most once a minute."""
+        (a critical, stale alerts, anomaly alerts and silences need no forecast), and the
+        failure is counted and logged, at most once a minute."""
         started = time.perf_counter()
         try:
             forecasts = self.forecaster.forecast(windows)

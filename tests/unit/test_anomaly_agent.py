@@ -13,7 +13,7 @@ import orjson
 import pytest
 from numpy.typing import NDArray
 
-from agent.alerts import OK
+from agent.alerts import OK, AlertEvent
 from agent.anomaly_alert import AnomalyRule
 from agent.anomaly_events import AnomalyAlerts, AnomalyEvent, RestoredAnomaly, anomaly_payload
 from agent.anomaly_sensors import ScorerParams, SensorScorer
@@ -125,6 +125,26 @@ def test_a_model_that_fails_every_forecast_stops_no_anomaly_alert() -> None:
     assert failures is not None and failures > 200
     assert sample(agent, "forewarn_forecasts_total") == 0.0
     assert sample(agent, "forewarn_ticks_total") == 300.0
+
+
+def test_a_model_that_fails_every_forecast_still_lets_the_readings_page_a_critical() -> None:
+    """The overheat warning needs a forecast, the critical only readings over the threshold:
+    a broken model must not keep a machine that is overheating from paging."""
+    agent = make_agent(False)
+    agent.ticker.forecaster = _BrokenModel()  # type: ignore[assignment]
+    published: list[tuple[str, str]] = []
+    publish = agent.publisher.publish
+
+    def record(event: AlertEvent) -> None:
+        published.append((event.severity, event.status))
+        publish(event)
+
+    agent.publisher.publish = record  # type: ignore[method-assign]
+    rows = healthy(np.random.default_rng(4), 80, 1)
+    rows[60:, 0, 0] = 99.0  # over the 95 °C threshold from reading 60 on
+    feed(agent, ["m"], rows)
+    assert ("critical", "firing") in published, published
+    assert not any(severity == "warning" for severity, _ in published), published
 
 
 def test_an_evicted_slot_forgets_what_its_machine_learned() -> None:
