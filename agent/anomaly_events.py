@@ -149,6 +149,10 @@ class AnomalyAlerts:
         self.announced = np.zeros(0, dtype=np.bool_)
         """Whether subscribers were last told "firing" (the retained message's status)."""
         self.machine = np.zeros(0)
+        self.rarity = np.zeros(0)
+        """Each machine's rarity at its last reading (``SensorScores.rarity``): high for as
+        long as it departs, where the machine score marks an onset on one row. The gauge
+        exports it, so that a scrape every few seconds sees a departure."""
         self.peak = np.zeros(0)
         """The highest machine score since the alert fired (0 while it does not fire)."""
         self.sensor_score = np.zeros((0, f))
@@ -181,6 +185,7 @@ class AnomalyAlerts:
             ("seq", 0),
             ("announced", False),
             ("machine", 0.0),
+            ("rarity", 0.0),
             ("peak", 0.0),
             ("sensor_score", 0.0),
             ("value", np.nan),
@@ -201,6 +206,7 @@ class AnomalyAlerts:
         self.seq[slots] = 0
         self.announced[slots] = False
         self.machine[slots] = 0.0
+        self.rarity[slots] = 0.0
         self.peak[slots] = 0.0
         self.sensor_score[slots] = 0.0
         for name in ("value", "low", "high"):
@@ -232,6 +238,7 @@ class AnomalyAlerts:
         learned = scorer.count[slots] >= scorer.warm_up[slots]
         result = scorer.update(slots, values, frozen=self.state.firing[slots] & learned)
         self.machine[slots] = result.machine
+        self.rarity[slots] = result.rarity
         self.sensor_score[slots] = result.score
         self.value[slots] = values
         self.low[slots] = result.low
@@ -339,6 +346,7 @@ class AnomalyAlerts:
         self.state.reset(slots)
         self.peak[slot] = 0.0
         self.machine[slot] = 0.0
+        self.rarity[slot] = 0.0
         self.sensor_score[slot] = 0.0
 
     def restore(self, slot: int, restored: RestoredAnomaly) -> None:

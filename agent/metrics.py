@@ -241,7 +241,7 @@ class AgentMetrics:
         self.machine_sensor_anomaly = Gauge(
             "forewarn_machine_sensor_anomaly_score",
             "Calibrated anomaly score in [0, 1] per machine over all its sensors and their "
-            "relation (anomaly.enabled; capped).",
+            "relation, as rare as its last reading is (anomaly.enabled; capped).",
             ["machine_id"],
             registry=r,
         )

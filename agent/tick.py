@@ -541,7 +541,7 @@ class Ticker:
         self._anomaly_changed = alerts.take_changed()
         alerts.open_ids(self._anomaly_changed, ids, now)
         per_sensor = self._settings.anomaly.sensor_metrics
-        for slot, score in zip(scored.tolist(), alerts.machine[scored].tolist(), strict=True):
+        for slot, score in zip(scored.tolist(), alerts.rarity[scored].tolist(), strict=True):
             self._metrics.set_machine_sensor_anomaly(ids[slot], score)
             if per_sensor:
                 self._metrics.set_machine_sensor_scores(
