@@ -174,7 +174,6 @@ def run_detect(
             sensors.update(slot, row[None, :])
     previous_forecast: float | None = None
     alerts = anomaly_alerts = gaps = scored = 0
-    blank = ["", "", 0.0, "ok", *([0.0] * len(used)), "ok", "", 0.0]
     try:
         handle = output_path.open("w", newline="", encoding="utf-8")
     except OSError as error:
@@ -187,21 +186,14 @@ def run_detect(
         writer.writerow(header)
         for i in range(n_rows):
             row = values[i]
-            out: list[object] = blank
-            if i < fit_rows:
-                if not np.isnan(row).all():
+            if i < fit_rows or np.isnan(row).any():
+                if i < fit_rows and not np.isnan(row).all():
                     sensors.update(slot, row[None, :])
-                writer.writerow([stamps[i] if timestamp_column else i, *_cells(row), *out])
-                continue
-            if np.isnan(row).any():
-                gaps += 1
-                store.restart(slot, forget_order=True)
-                previous_forecast = None
-                # No reading scores nothing, but changes no alert either: the states hold.
-                held = "firing" if anomaly.firing[0] else "ok"
-                state = STATE_NAMES[int(policy.state[0])]
-                state = "anomaly" if state == "ok" and held == "firing" else state
-                out = ["", "", 0.0, state, *([0.0] * len(used)), held, "", 0.0]
+                elif i >= fit_rows:  # a gap
+                    gaps += 1
+                    store.restart(slot, forget_order=True)
+                    previous_forecast = None
+                out = _unscored(policy, bool(anomaly.firing[0]), len(used))
                 writer.writerow([stamps[i] if timestamp_column else i, *_cells(row), *out])
                 continue
             result = sensors.update(slot, row[None, :])
@@ -218,8 +210,8 @@ def run_detect(
             score = round(float(result.machine[0]), 4)
             store.append(Reading("series", float(i), i, row.astype(np.float32)), float(i))
             batch = store.take_ready()
-            state = "ok"
-            out = ["", "", score, state, *tail]
+            state = "anomaly" if firing else "ok"
+            forecast_cells: list[object] = ["", ""]
             if len(batch):
                 with np.errstate(over="ignore"):  # an overflowing forecast is handled below
                     forecasts = model.forecast(batch.windows).astype(np.float32)
@@ -239,20 +231,15 @@ def run_detect(
                         scorer.noise_ratio(batch.slots),
                     )
                     alerts += sum(e.status == "firing" and e.previous_state == "ok" for e in events)
-                state = STATE_NAMES[int(policy.state[0])]
-                if state == "ok" and firing:
-                    state = "anomaly"
+                state = _alert_state(policy, firing)
                 if previous_forecast is not None:
                     residual = float(row[0]) - previous_forecast
-                    out = [round(previous_forecast, 4), round(residual, 4), score, state, *tail]
+                    forecast_cells = [round(previous_forecast, 4), round(residual, 4)]
                     scored += 1
-                else:
-                    out = ["", "", score, state, *tail]
                 # Near float32's limit a forecast can overflow: that row has none, not "inf".
                 forecast = float(forecasts[0, 0])
                 previous_forecast = forecast if math.isfinite(forecast) else None
-            elif firing:
-                out = ["", "", score, "anomaly", *tail]
+            out = [*forecast_cells, score, state, *tail]
             writer.writerow([stamps[i] if timestamp_column else i, *_cells(row), *out])
     return DetectSummary(
         rows=n_rows,
@@ -263,6 +250,20 @@ def run_detect(
         seconds=time.monotonic() - started,
         notes=tuple(notes),
     )
+
+
+def _alert_state(policy: AlertPolicy, anomaly_firing: bool) -> str:
+    """A row's ``alert_state``: the threshold policy's, or "anomaly" where only the anomaly
+    alert fires."""
+    state = STATE_NAMES[int(policy.state[0])]
+    return "anomaly" if state == "ok" and anomaly_firing else state
+
+
+def _unscored(policy: AlertPolicy, anomaly_firing: bool, columns: int) -> list[object]:
+    """The output cells of a row that is not scored (a fit row, a gap): no forecast, scores 0,
+    and the alert states as they stand (a missing reading clears no alert)."""
+    state = _alert_state(policy, anomaly_firing)
+    return ["", "", 0.0, state, *([0.0] * columns), "firing" if anomaly_firing else "ok", "", 0.0]
 
 
 def _same_file(a: Path, b: Path) -> bool:

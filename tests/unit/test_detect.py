@@ -291,14 +291,22 @@ def test_rows_are_steps_so_an_alert_ends_with_the_rows_that_clear_it(tmp_path: P
     assert overheat_after == [], states[760:800]
 
 
-@pytest.mark.parametrize("threshold", [0.0, 1.5])
-def test_an_anomaly_threshold_outside_the_score_range_is_refused(
-    tmp_path: Path, threshold: float
+@pytest.mark.parametrize(
+    ("setting", "match"),
+    [
+        ({"anomaly_threshold": 0.0}, "anomaly-threshold"),  # outside the score's range
+        ({"anomaly_threshold": 1.5}, "anomaly-threshold"),
+        ({"horizon": 0}, "--horizon"),  # under one row ahead: refused, not a traceback
+        ({"horizon": -3}, "--horizon"),
+    ],
+)
+def test_a_setting_out_of_range_is_refused(
+    tmp_path: Path, setting: dict[str, float], match: str
 ) -> None:
     source = tmp_path / "load.csv"
     write_series(source, planted_series(400))
-    with pytest.raises(DetectError, match="anomaly-threshold"):
-        run_detect(source, tmp_path / "out.csv", fit_rows=200, anomaly_threshold=threshold)
+    with pytest.raises(DetectError, match=match):
+        run_detect(source, tmp_path / "out.csv", fit_rows=200, **setting)  # type: ignore[arg-type]
 
 
 def test_values_beyond_float32_are_gaps_and_a_column_of_them_a_clear_error(
@@ -436,14 +444,6 @@ def test_cli_prints_each_note_and_names_a_column_that_looks_like_a_timestamp(
     assert main([*args, "--fit-rows", "100"]) == 0
     err = capsys.readouterr().err
     assert "note: --input" in err and "--timestamp-column epoch" in err
-
-
-@pytest.mark.parametrize("horizon", [0, -3])
-def test_a_horizon_under_one_row_is_refused_not_a_traceback(tmp_path: Path, horizon: int) -> None:
-    source = tmp_path / "load.csv"
-    write_series(source, planted_series(400))
-    with pytest.raises(DetectError, match="--horizon"):
-        run_detect(source, tmp_path / "out.csv", fit_rows=200, horizon=horizon)
 
 
 def test_quoted_decimal_commas_and_spaces_between_thousands_read_as_numbers(
