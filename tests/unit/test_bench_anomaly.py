@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.anomaly import _pca_flags, _tep_rates, _tep_runs
+from bench.anomaly import _pca_flags, _tep_rates, _tep_runs, alert_fires
 
 TEP = Path(__file__).resolve().parents[3] / "shared" / "data" / "tep"
 
@@ -28,3 +28,9 @@ def test_the_pca_anchor_reproduces_its_pinned_figures() -> None:
     rates = _tep_rates(_pca_flags(train, runs))
     assert rates["detection_rate"] == pytest.approx(0.826, abs=0.001)
     assert rates["false_alarm_rate"] == pytest.approx(0.083, abs=0.001)
+
+
+def test_an_alert_counts_as_one_event_on_the_row_it_fires() -> None:
+    firing = np.array([True, True, False, False, True, True, True, False, True])
+    fires = alert_fires(firing)
+    assert fires.tolist() == [True, False, False, False, True, False, False, False, True]
