@@ -17,7 +17,9 @@ likelihood", applied to control-chart statistics):
   (so an integer or stepped series is not "stuck", a continuous one soon is);
 * with two or more sensors, ``relation``: the Mahalanobis distance of the vector of smoothed
   levels under their learned covariance, which catches broken relationships between sensors
-  (current rising while flow does not) that no single sensor shows.
+  (current rising while flow does not) that no single sensor shows, and each sensor's
+  residual given the others, which sees one sensor leaving the rest (pressure no longer
+  following temperature) where the whole distance dilutes it with every sensor's noise.
 
 Each statistic gives a one-sided tail probability under a normal law with the statistic's own
 learned mean and spread (a rate per row, not a p-value of a test); a sensor's probability is the
@@ -84,6 +86,13 @@ ONSET_ROWS = 100
 """Default ``ScorerParams.onset_rows``."""
 RELATION_RATE = 0.05
 """EWMA rate of the relation statistic (per row)."""
+RESIDUAL_RATE = 0.02
+"""EWMA rate of each sensor's squared residual given the others (per row)."""
+RESIDUAL_SD = 1.3
+"""The least spread the residual statistic is credited with, as a share of its learned mean
+(plus 0.1): an EWMA of a squared residual whose inputs are themselves smoothed moves in slow,
+heavy-tailed swings that a short warm-up under-learns (chosen on the simulator's seeds 0-11:
+false alerts as without the residual test, see docs/alerting.md)."""
 MAX_ABS = 1e150
 """Readings are clipped to +-this, so that squares and differences stay finite."""
 CLIP_Z = 8.0
@@ -188,6 +197,12 @@ class SensorScorer:
     rel_var: NDArray[np.float64]
     rel_count: NDArray[np.float64]
     rel_ew: NDArray[np.float64]
+    res_ew: NDArray[np.float64]
+    """(n, sensors) EWMA of each sensor's squared standardised residual given the others."""
+    res_mean: NDArray[np.float64]
+    res_var: NDArray[np.float64]
+    res_q: NDArray[np.float64]
+    res_b: NDArray[np.float64]
     tail_q: NDArray[np.float64]
     tail_b: NDArray[np.float64]
     rel_q: NDArray[np.float64]
@@ -241,6 +256,11 @@ class SensorScorer:
             "rel_var": ((), 0.0),
             "rel_count": ((), 0.0),
             "rel_ew": ((), 0.0),
+            "res_ew": ((sensors,), 0.0),
+            "res_mean": ((sensors,), 0.0),
+            "res_var": ((sensors,), 0.0),
+            "res_q": ((sensors,), np.nan),
+            "res_b": ((sensors,), np.nan),
             "tail_q": ((sensors, 4), np.nan),
             "tail_b": ((sensors, 4), np.nan),
             "rel_q": ((), np.nan),
@@ -356,7 +376,7 @@ class SensorScorer:
             onset_stats = np.minimum(onset_stats, log_p[..., 2])
         onset_log_p = np.where(present, onset_stats, 0.0)
 
-        relation_log_p, contribution, relation = self._relation(slots, base.ew[..., 0], present)
+        relation_log_p, share, relation, residual = self._relation(slots, base.ew[..., 0], present)
         n_tests = np.log10(self.sensors + (1 if self.sensors > 1 else 0))
         machine_log_p = np.minimum(
             np.minimum(sensor_log_p.min(axis=1), relation_log_p) + n_tests, 0.0
@@ -401,7 +421,7 @@ class SensorScorer:
         self.score_past[at] = history
         sensor_score = np.where(warm[:, None], _score(sensor_log_p), 0.0)
         by_sensor = np.where(
-            (relation_log_p < sensor_log_p.min(axis=1))[:, None], contribution, -sensor_log_p
+            (relation_log_p < sensor_log_p.min(axis=1))[:, None], share, -sensor_log_p
         )
         driver = np.argmax(by_sensor, axis=1).astype(np.int64)
 
@@ -438,8 +458,9 @@ class SensorScorer:
             self.warm_up[again] = warm_up_again
         if self.sensors > 1:
             self.rel_ew[at] = relation
+            self.res_ew[at] = residual
             teach_relation = learn & present.all(axis=1)
-            self._learn_relation(slots, base.ew[..., 0], relation, srate, teach_relation)
+            self._learn_relation(slots, base.ew[..., 0], relation, residual, srate, teach_relation)
         return SensorScores(
             score=sensor_score,
             machine=machine_score,
@@ -455,33 +476,63 @@ class SensorScorer:
 
     def _relation(
         self, slots: NDArray[np.int64], level: NDArray[np.float64], present: NDArray[np.bool_]
-    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
-        """log10 tail probability of the relation statistic (an EWMA of the smoothed level
-        vector's squared Mahalanobis distance: a relation that stays broken builds up, one odd
-        row does not), each sensor's share of the distance, and the statistic itself."""
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """log10 tail probability of the relation, each sensor's share of it, and the two
+        statistics: an EWMA of the smoothed level vector's squared Mahalanobis distance (a
+        relation that stays broken builds up, one odd row does not), and per sensor an EWMA of
+        its squared standardised residual given the other sensors, which sees one sensor
+        leaving the others (pressure no longer following temperature) that the whole
+        vector's distance dilutes with every other sensor's noise. The relation's rarity is
+        the rarer of the distance and the rarest residual (corrected for testing one per
+        sensor); a sensor's share is its residual's rarity where that drove it, so that the
+        sensor that left the others is named, not the ones it left."""
         n = len(slots)
         at = _index(slots)
         if self.sensors < 2:
-            return np.zeros(n), np.zeros((n, self.sensors)), np.zeros(n)
+            none = np.zeros((n, self.sensors))
+            return np.zeros(n), none, np.zeros(n), none
         level = np.where(present, level, 0.0)
-        solved = np.einsum("nij,nj->ni", self.precision[at], level)
+        precision = self.precision[at]
+        solved = np.einsum("nij,nj->ni", precision, level)
         contribution = level * solved
         squared = np.maximum(contribution.sum(axis=1), 0.0)
-        ready = self.precision[at].any(axis=(1, 2)) & present.all(axis=1)
+        ready = precision.any(axis=(1, 2)) & present.all(axis=1)
+        started: NDArray[np.bool_] = np.asarray(self.rel_count[at] > 0)
         previous = self.rel_ew[at]
-        smoothed = np.where(self.rel_count[at] > 0, previous, squared)
+        smoothed = np.where(started, previous, squared)
         smoothed = smoothed + RELATION_RATE * (squared - smoothed)
         statistic = np.where(ready, smoothed, previous)
         sd = np.maximum(np.sqrt(self.rel_var[at]), 0.1)
         excess = np.maximum(statistic - self.rel_mean[at], 0.0)
         log_p = _tail_log_p(excess, sd, self.rel_q[at], self.rel_b[at], 0.3) / LOG10
-        return np.where(ready, log_p, 0.0), contribution, statistic
+        # Each sensor's residual given the others: (P v)_j / sqrt(P_jj) is standard normal
+        # when v is normal with precision P.
+        diagonal = np.einsum("nii->ni", precision)
+        res_squared = solved**2 / np.maximum(diagonal, 1e-12)
+        res_previous = self.res_ew[at]
+        # Started at 1, its expectation when the relation holds, not at one row's draw.
+        res_smoothed = np.where(started[:, None], res_previous, 1.0)
+        res_smoothed = res_smoothed + RESIDUAL_RATE * (res_squared - res_smoothed)
+        residual = np.where(np.asarray(ready)[:, None], res_smoothed, res_previous)
+        res_sd = np.maximum(np.sqrt(self.res_var[at]), RESIDUAL_SD * self.res_mean[at] + 0.1)
+        res_excess = np.maximum(residual - self.res_mean[at], 0.0)
+        res_log_p = _tail_log_p(res_excess, res_sd, self.res_q[at], self.res_b[at], 0.3) / LOG10
+        # Credited once its law has been learned over one time constant of its average, and
+        # from ten rows per sensor: a residual given many sensors, judged on the rows that
+        # taught it, is smaller than on rows to come (Tennessee Eastman's 52 variables).
+        known = (self.rel_count[at] >= max(1.0 / RESIDUAL_RATE, 10.0 * self.sensors))[:, None]
+        res_log_p = np.where(known, res_log_p, 0.0)
+        rarest_residual = np.minimum(res_log_p.min(axis=1) + np.log10(self.sensors), 0.0)
+        share = np.where((rarest_residual < log_p)[:, None], -res_log_p, contribution)
+        relation_log_p = np.where(ready, np.minimum(log_p, rarest_residual), 0.0)
+        return relation_log_p, share, statistic, residual
 
     def _learn_relation(
         self,
         slots: NDArray[np.int64],
         level: NDArray[np.float64],
         statistic: NDArray[np.float64],
+        residual: NDArray[np.float64],
         rate: NDArray[np.float64],
         teach: NDArray[np.bool_],
     ) -> None:
@@ -506,6 +557,14 @@ class SensorScorer:
         )
         self.rel_mean[rows] = self.rel_mean[rows] + rr * delta
         self.rel_var[rows] = (1.0 - rr) * (self.rel_var[rows] + rr * delta**2)
+        res_rate = rr[:, None]
+        res_delta = residual[teach & (rate > 0)] - self.res_mean[rows]
+        res_sd = np.maximum(np.sqrt(self.res_var[rows]), RESIDUAL_SD * self.res_mean[rows] + 0.1)
+        self.res_q[rows], self.res_b[rows] = _learn_tail(
+            np.maximum(res_delta, 0.0), res_sd, self.res_q[rows], self.res_b[rows], res_rate
+        )
+        self.res_mean[rows] = self.res_mean[rows] + res_rate * res_delta
+        self.res_var[rows] = (1.0 - res_rate) * (self.res_var[rows] + res_rate * res_delta**2)
         # Refresh the precision every 25 rows (and at the end of the warm-up): cheap enough.
         count = self.count[rows]
         warm_up = self.warm_up[rows]

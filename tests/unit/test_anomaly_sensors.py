@@ -159,6 +159,35 @@ def test_a_broken_relation_between_sensors_fires_and_names_the_sensor() -> None:
     assert per_sensor[1, first].max() < score[1, first], "the relation, not one sensor, fired"
 
 
+def coupled_fleet(seed: int, machines: int, rows: int) -> np.ndarray:
+    """Machines like the simulator's: a cycling temperature and three sensors that follow it
+    through their own noise (vibration, pressure, rpm), (machines, rows, 4)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows)[:, None] + rng.uniform(0.0, 100.0, machines)
+    temperature = 70.0 + 12.0 * np.sin(2 * np.pi * t / 100) + rng.normal(0, 2.0, t.shape)
+    vibration = 0.5 * temperature + rng.normal(0.0, 5.0, t.shape)
+    pressure = 100.0 + 0.3 * temperature + rng.normal(0.0, 2.0, t.shape)
+    rpm = 1500.0 + 2.0 * temperature + rng.normal(0.0, 50.0, t.shape)
+    return np.stack([temperature, vibration, pressure, rpm], axis=2).transpose(1, 0, 2).copy()
+
+
+def test_one_sensor_leaving_the_others_fires_on_its_residual_and_is_named() -> None:
+    """Pressure stops following temperature on half the fleet (its level and spread stay in
+    range): the whole vector's distance dilutes that with three other sensors' noise, each
+    sensor's residual given the others does not."""
+    fleet = coupled_fleet(2, 20, 2500)
+    rng = np.random.default_rng(3)
+    usual = fleet[:10, :1500, 2].mean()
+    fleet[10:, 1500:, 2] = usual + rng.normal(0.0, 2.0, (10, 1000))
+    _score, firing, _per_sensor, driver = run(fleet, warm_up=500)
+    assert not firing[:10, 500:].any(), "no healthy machine fires"
+    assert not firing[10:, 500:1500].any()
+    late = firing[10:, 1800:]
+    named = [np.mean(driver[10 + m, 1800:][late[m]] == 2) for m in range(10) if late[m].any()]
+    assert np.median(named) > 0.5, "pressure is named while its alert fires"
+    assert firing[10:, 1500:].any(axis=1).sum() >= 9
+
+
 def test_state_round_trips_so_learning_survives_a_restart() -> None:
     series = seasonal(10, 1500)[None, :, None]
     a = SensorScorer(1, 1, ScorerParams(warm_up=500))
