@@ -74,14 +74,16 @@ class LearnedState:
         """Give the machines in the files their slots, while there is room (the tick thread,
         at start-up, before the retained alert states are resumed); returns how many took one.
 
-        What the machines hold is read later (:meth:`load`), after the retained states, which
-        that reading compares with the file's.
+        A file lists its machines from the least to the most recently seen when it was
+        written: the most recent come first here, should there be fewer slots now. What the
+        machines hold is read later (:meth:`load`), after the retained states, which that
+        reading compares with the file's.
         """
         if self.directory is None:
             return 0
         placed = 0
         for part in self._parts:
-            for machine_id in saved_ids(self.directory / part.state.state_file):
+            for machine_id in reversed(saved_ids(self.directory / part.state.state_file)):
                 known = machine_id in store.slot_of
                 if store.slot_if_room(machine_id) is None:
                     break

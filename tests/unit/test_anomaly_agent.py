@@ -511,6 +511,37 @@ def test_a_retained_anomaly_that_finds_no_free_slot_evicts_nothing() -> None:
     assert not published, [(e.machine_id, e.status, e.alert_id) for e in published]
 
 
+def start_up(agent: Agent) -> None:
+    """Run the tick thread's start-up (the restore read is set beforehand) and stop it."""
+    if agent.restore.result is None:
+        agent.restore.result = []
+    agent.ticker.start()
+    try:
+        assert agent.restore.done.wait(10), "the start-up restore did not finish"
+    finally:
+        agent.stop_event.set()
+        agent.ticker.join(10)
+
+
+def test_with_fewer_slots_than_saved_machines_the_most_recently_seen_come_first(
+    tmp_path: Path,
+) -> None:
+    """``agent.max_machines`` lowered since the state was saved: the machines last heard keep
+    what they learned, rather than the first ones in the file."""
+    saved = make_agent(True)
+    rows = healthy(np.random.default_rng(23), 70, 3)
+    for m, machine_id in enumerate(("a", "b", "c")):  # c is the most recently seen
+        for reading in readings(machine_id, rows[:, m]):
+            saved.hand_off(reading)
+        saved.tick()
+    learned = saved.ticker.anomaly_alerts
+    assert learned is not None
+    learned.save(tmp_path, saved.store.slot_of)
+    agent = make_agent(True, max_machines=2, state_dir=tmp_path)
+    start_up(agent)
+    assert set(agent.store.slot_of) == {"b", "c"}, list(agent.store.slot_of)
+
+
 @pytest.mark.parametrize("shared_group", [None, "forewarn"])
 def test_the_saved_state_s_machines_take_their_slots_before_the_retained_alerts(
     tmp_path: Path, shared_group: str | None
@@ -530,12 +561,7 @@ def test_the_saved_state_s_machines_take_their_slots_before_the_retained_alerts(
         RestoredAnomaly(f"other-{i}", True, f"other-{i}-anomaly-1", 3) for i in (1, 2)
     ]
     agent.restore.result = [RestoredAlert("other-3", CRITICAL, "other-3-1", 2)]
-    agent.ticker.start()
-    try:
-        assert agent.restore.done.wait(10), "the start-up restore did not finish"
-    finally:
-        agent.stop_event.set()
-        agent.ticker.join(10)
+    start_up(agent)
     alerts = agent.ticker.anomaly_alerts
     assert alerts is not None
     assert set(agent.store.slot_of) == {"own", "other-3"}, list(agent.store.slot_of)
