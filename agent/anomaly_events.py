@@ -133,6 +133,9 @@ class RestoredAnomaly:
 class AnomalyAlerts:
     """Per-slot anomaly scoring and alert lifecycle; the tick thread is its only writer."""
 
+    state_file = STATE_FILE
+    """Its file in ``agent.state_dir`` (:mod:`agent.learned`)."""
+
     def __init__(
         self,
         scorer: SensorScorer,

@@ -3,9 +3,14 @@
 Two things take long to learn and would be lost with the process: the anomaly scorer's normal
 of every sensor (``anomaly.npz``, :class:`agent.anomaly_events.AnomalyAlerts`) and the slow
 path's long trends (``trend.npz``, :class:`agent.trend.TrendTracker`, up to 20,000 readings
-each). Each is written every so often and at stop, and read back at start-up after the
-retained alert states, filling free slots only: a machine whose retained alert was resumed is
-never evicted for one known only from a file.
+each). Each is written every so often and at stop, and read back at start-up.
+
+The files hold the machines this agent served, so at start-up they come first: their machines
+take their slots (:meth:`LearnedState.reserve`) before the retained alert states are resumed,
+which then only attach to those or fill the slots left free. Under sharding every agent reads
+every machine's retained alerts, most of them for machines another agent serves; were those
+placed first they could fill ``agent.max_machines`` and leave no slot for what this agent had
+learned about its own machines. Nothing at start-up evicts.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from agent.slotfile import Snapshot
+from agent.slotfile import Snapshot, saved_ids
 from agent.throttle import LogThrottle
 from agent.window import WindowStore
 
@@ -27,6 +32,9 @@ logger = logging.getLogger(__name__)
 
 class Persistent(Protocol):
     """Per-slot state that can be copied by machine id and read back into any slots."""
+
+    state_file: str
+    """The name of its file in the state directory."""
 
     def snapshot(self, directory: Path, slot_of: dict[str, int]) -> Snapshot: ...
 
@@ -62,20 +70,37 @@ class LearnedState:
         """Keep ``state`` (``name`` in log lines), written every ``interval_s`` seconds."""
         self._parts.append(_Part(name, state, interval_s, time.monotonic() + interval_s))
 
+    def reserve(self, store: WindowStore) -> int:
+        """Give the machines in the files their slots, while there is room (the tick thread,
+        at start-up, before the retained alert states are resumed); returns how many took one.
+
+        A file lists its machines from the least to the most recently seen when it was
+        written: the most recent come first here, should there be fewer slots now. What the
+        machines hold is read later (:meth:`load`), after the retained states, which that
+        reading compares with the file's.
+        """
+        if self.directory is None:
+            return 0
+        placed = 0
+        for part in self._parts:
+            for machine_id in reversed(saved_ids(self.directory / part.state.state_file)):
+                known = machine_id in store.slot_of
+                if store.slot_if_room(machine_id) is None:
+                    break
+                placed += not known
+        return placed
+
     def load(self, store: WindowStore) -> None:
-        """Read every part back (the tick thread, before the first tick)."""
+        """Read every part back (the tick thread, before the first tick), into the slots
+        :meth:`reserve` gave (or free ones; never evicting). The machines found in a file
+        become the most recently seen, so that machines known only from a retained alert
+        (another agent's, under sharding) are the first to give way to new ones."""
         if self.directory is None:
             return
 
-        def slot_without_eviction(machine_id: str) -> int | None:
-            known = store.slot_of.get(machine_id)
-            if known is not None or len(store.machine_ids) >= store.max_machines:
-                return known
-            return store.slot_for(machine_id)
-
         for part in self._parts:
             try:
-                loaded = part.state.load(self.directory, slot_without_eviction)
+                loaded = part.state.load(self.directory, store.slot_if_room)
             except Exception:  # a file no check foresaw must not keep the agent from ticking
                 logger.exception(
                     "ignoring the saved %s in %s: the machines learn it afresh; delete the "

@@ -22,6 +22,10 @@ With ``anomaly.enabled`` the same pass reads each machine's retained anomaly ale
 (``mqtt.anomaly_topic``) too (:func:`parse_retained_anomaly`), and the tick resumes those
 (:meth:`agent.anomaly_events.AnomalyAlerts.restore`) after loading the learned normal saved in
 ``agent.state_dir``.
+
+Resuming never evicts a machine: the machines of the agent's own saved state take their slots
+first (:meth:`agent.learned.LearnedState.reserve`), and a retained state then attaches to its
+machine's slot or takes a free one; one that finds none is not resumed (logged).
 """
 
 from __future__ import annotations
@@ -301,9 +305,13 @@ class AlertRestore:
         (what else start-up restores, after the alert states), and let ticks begin."""
         counts = {WARNING: 0, CRITICAL: 0}
         stale = 0
+        no_room = 0
         for alert in restored:
-            slot = store.slot_for(alert.machine_id)
+            # Never evicting: the machines of the saved state took their slots first, and
+            # under sharding most retained alerts are other agents' machines.
+            slot = store.slot_if_room(alert.machine_id)
             if slot is None:
+                no_room += 1
                 continue
             policy.ensure_capacity(store.capacity)
             anomaly.ensure_capacity(store.capacity)
@@ -317,11 +325,18 @@ class AlertRestore:
         logger.info(
             "resumed the alert state of %d machine(s) from the retained alerts: %d warning, "
             "%d critical, %d stale (resumed as ok)",
-            len(restored),
+            len(restored) - no_room,
             counts[WARNING],
             counts[CRITICAL],
             stale,
         )
+        if no_room:
+            logger.warning(
+                "%d retained alert state(s) found no free slot (agent.max_machines %d) and were "
+                "not resumed: their machines start ok when they report",
+                no_room,
+                store.max_machines,
+            )
         if then is not None:
             then()
         self.done.set()

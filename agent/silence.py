@@ -4,7 +4,9 @@ A silence is a retained message on ``<prefix>/<machine_id>/silence``, so every a
 restarted one) knows it: ``{"until": <epoch seconds>, "reason": "..."}``; an empty retained
 message lifts it. ``forewarn silence MACHINE --for 2h`` publishes one. When a silence ends
 while the machine is still alerting, the agent publishes the machine's current state, so a
-subscriber never sees a "resolved" for an alert it was not told about.
+subscriber never sees a "resolved" for an alert it was not told about. What the eviction of a
+silenced machine would publish (its last "stale", its anomaly alert's "resolved") is held back
+too and published when the silence ends (:mod:`agent.tick`).
 """
 
 from __future__ import annotations

@@ -118,6 +118,18 @@ def load_rows(
     return ids, rows, meta
 
 
+def saved_ids(path: Path) -> list[str]:
+    """The machine ids a file written by :func:`save_rows` holds, without reading its rows;
+    none when there is no file or it cannot be read (reading it in full says why)."""
+    if not path.exists():
+        return []
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return [str(m) for m in data["machine_ids"]]
+    except Exception:  # an empty, cut short or foreign file: load_rows logs it
+        return []
+
+
 def place(
     machine_ids: list[str], slot_for: Callable[[str], int | None]
 ) -> tuple[NDArray[np.bool_], NDArray[np.int64]]:

@@ -38,7 +38,7 @@ from agent.metrics import AgentMetrics
 from agent.publish import AlertPublisher
 from agent.rebaseline import RebaselineQueue
 from agent.recording import Recorder
-from agent.restore import AlertRestore
+from agent.restore import AlertRestore, RestoredAlert
 from agent.silence import SilenceBook
 from agent.statedir import state_dir
 from agent.throttle import LogThrottle
@@ -190,6 +190,11 @@ class Ticker:
         # retained alerts this one restores: it publishes and counts only the ones it hears.
         self._shares_fleet = bool(settings.mqtt.subscriptions) or bool(settings.mqtt.shared_group)
         self._next_stale_check = 0.0
+        # What the eviction of a silenced machine would have published (its overheat "stale",
+        # its anomaly "resolved"), held back until the silence ends; one of each per machine,
+        # so bounded by the silences in force.
+        self._held_alerts: dict[str, AlertEvent] = {}
+        self._held_anomalies: dict[str, AnomalyEvent] = {}
 
     def install(self, apply: Callable[[], None]) -> None:
         """Run ``apply`` (which replaces ``forecaster`` or ``shadow``, or checks a candidate
@@ -249,13 +254,7 @@ class Ticker:
                     finally:  # a failed tick must not stop what was learned being kept
                         self.learned.save(self.store, only_due=True)
                 elif (restored := self._restore.result) is not None:
-                    self._restore.resume(
-                        restored,
-                        self.store,
-                        self.policy,
-                        self.anomaly,
-                        then=self._restore_learned,
-                    )
+                    self.resume(restored)
                 self._publisher.pump()
             except Exception:
                 logger.exception("tick failed; the next tick starts afresh")
@@ -465,9 +464,10 @@ class Ticker:
             self.policy.ensure_capacity(store.capacity)
             self.anomaly.ensure_capacity(store.capacity)
             # An evicted machine that was alerting would otherwise stay "firing" in its
-            # retained alert forever: say it is stale before its slot is handed over. Not for a
-            # machine this agent never heard (known only from a restored alert): under topic
-            # sharding its alerts are another agent's to publish.
+            # retained alert forever: say it is stale before its slot is handed over (held
+            # back while the machine is silenced, and published when the silence ends). Not
+            # for a machine this agent never heard (known only from a restored alert): under
+            # topic sharding its alerts are another agent's to publish.
             self._emit(
                 [
                     event
@@ -478,6 +478,7 @@ class Ticker:
                     and (event := self.policy.retire(slot, machine_id, now)) is not None
                 ],
                 now,
+                retiring=True,
             )
             self.policy.reset(evicted_slots)
             self.anomaly.reset(evicted_slots)
@@ -485,18 +486,7 @@ class Ticker:
                 self.drift.ensure_capacity(store.capacity)
                 self.drift.reset(evicted_slots)
             if self.anomaly_alerts is not None:
-                alerts = self.anomaly_alerts
-                alerts.ensure_capacity(store.capacity)
-                # Its retained anomaly message would say "firing" forever: resolve it first.
-                for machine_id, slot, heard in zip(
-                    evicted_ids, evicted_slots.tolist(), evicted_heard, strict=True
-                ):
-                    if alerts.announced[slot] and self._ours(heard):
-                        alerts.state.firing[slot] = False
-                        self._publisher.publish_anomaly(
-                            alerts.event(slot, machine_id, now, reason="evicted")
-                        )
-                alerts.reset(evicted_slots)
+                self._retire_anomalies(evicted_ids, evicted_slots, evicted_heard, now)
             for listener in self.eviction_listeners:
                 listener(evicted_slots)
             for machine_id in evicted_ids:
@@ -509,6 +499,35 @@ class Ticker:
                 store.max_machines,
                 evicted_ids[0],
             )
+
+    def _retire_anomalies(
+        self,
+        evicted_ids: list[str],
+        evicted_slots: NDArray[np.int64],
+        evicted_heard: list[bool],
+        now: float,
+    ) -> None:
+        """Resolve the anomaly alert of each evicted machine whose subscribers were told it
+        fires (else its retained message would say "firing" for ever), through the silence
+        rules as the overheat alert's "stale": a silenced machine's resolution is counted and
+        held back until the silence ends. Then forget the slots' anomaly state."""
+        alerts = self.anomaly_alerts
+        assert alerts is not None
+        alerts.ensure_capacity(self.store.capacity)
+        for machine_id, slot, heard in zip(
+            evicted_ids, evicted_slots.tolist(), evicted_heard, strict=True
+        ):
+            if not (alerts.announced[slot] and self._ours(heard)):
+                continue
+            alerts.state.firing[slot] = False
+            resolution = alerts.event(slot, machine_id, now, reason="evicted")
+            if self._silences.silenced(machine_id, now):
+                self._metrics.anomaly_alerts_silenced.inc()
+                logger.info("silenced: %s", resolution.line())
+                self._held_anomalies[machine_id] = resolution
+            else:
+                self._publisher.publish_anomaly(resolution)
+        alerts.reset(evicted_slots)
 
     def _score_sensors(
         self, readings: list[Reading], slots: NDArray[np.int64], accepted: NDArray[np.bool_]
@@ -601,27 +620,47 @@ class Ticker:
             self._metrics.anomaly_rebaselines.inc()
             logger.info("re-baselined %s: its normal is learned afresh (%s)", machine_id, reason)
 
+    def resume(self, restored: list[RestoredAlert]) -> None:
+        """Start-up, before the first tick: the machines of the saved state (this agent's own)
+        take their slots first, then the retained alert states attach to those or fill the
+        free ones, then the retained anomaly states, then what was learned per machine is read
+        into its slot (:mod:`agent.learned`). Nothing evicts: under sharding most retained
+        messages are other agents' machines, which must not take the place of this agent's."""
+        placed = self.learned.reserve(self.store)
+        if placed:
+            logger.info("placed %d machine(s) of the saved state first", placed)
+        self._restore.resume(
+            restored, self.store, self.policy, self.anomaly, then=self._restore_learned
+        )
+
     def _restore_learned(self) -> None:
         """After the alert states: the anomaly alerts' states, then what was learned per
-        machine (:mod:`agent.learned`), which only fills free slots, never evicting a machine
-        whose retained alert was resumed."""
+        machine (:mod:`agent.learned`)."""
         self._resume_anomalies()
         self.learned.load(self.store)
         self.policy.ensure_capacity(self.store.capacity)
         self.anomaly.ensure_capacity(self.store.capacity)
 
     def _resume_anomalies(self) -> None:
-        """Resume the retained anomaly alert states read back at start-up."""
+        """Resume the retained anomaly alert states read back at start-up, each into its
+        machine's slot or a free one (never evicting; one that finds none is not resumed)."""
         if self.anomaly_alerts is None:
             return
+        no_room = 0
         for restored in self._restore.anomalies:
-            slot = self.store.slot_for(restored.machine_id)
-            # A full store hands over the slot of a machine restored before: retire that one
-            # now, as a drain would, not at the first tick, whose reset of the evicted slots
-            # would wipe the state resumed here.
-            self._evict(*self.store.take_evicted(), time.time())
+            slot = self.store.slot_if_room(restored.machine_id)
+            if slot is None:
+                no_room += 1
+                continue
             self.anomaly_alerts.ensure_capacity(self.store.capacity)
             self.anomaly_alerts.restore(slot, restored)
+        if no_room:
+            logger.warning(
+                "%d retained anomaly alert state(s) found no free slot (agent.max_machines %d) "
+                "and were not resumed",
+                no_room,
+                self.store.max_machines,
+            )
         self.policy.ensure_capacity(self.store.capacity)
         self.anomaly.ensure_capacity(self.store.capacity)
 
@@ -697,12 +736,19 @@ class Ticker:
         self._emit(events, now)
         return events
 
-    def _emit(self, events: list[AlertEvent], now: float) -> None:
-        """Publish alert changes, except for silenced machines, whose changes are only counted."""
+    def _emit(self, events: list[AlertEvent], now: float, retiring: bool = False) -> None:
+        """Publish alert changes, except for silenced machines, whose changes are only counted.
+
+        ``retiring``: the messages of machines leaving their slots (evicted). A silenced one's
+        is held back and published when the silence ends (:meth:`_release_held`): its machine
+        is gone from the store by then, and nothing else would correct its retained alert.
+        """
         for event in events:
             if self._silences.silenced(event.machine_id, now):
                 self._metrics.alerts_silenced.labels(severity=event.severity).inc()
                 logger.info("silenced: %s", event.line())
+                if retiring:
+                    self._held_alerts[event.machine_id] = event
             else:
                 self._publisher.publish(event)
             for listener in self._alert_listeners:
@@ -715,8 +761,23 @@ class Ticker:
         only from a restored retained alert may report to another agent."""
         return heard | (not self._shares_fleet)
 
+    def _release_held(self, now: float) -> None:
+        """Publish the messages of evicted machines held back by a silence that has ended
+        (lifted or run out), before anything the machine's current state says."""
+        for held in (self._held_alerts, self._held_anomalies):
+            for machine_id in [m for m in held if not self._silences.silenced(m, now)]:
+                event = held.pop(machine_id)
+                if isinstance(event, AnomalyEvent):
+                    self._publisher.publish_anomaly(event)
+                else:
+                    self._publisher.publish(event)
+                logger.info("silence over: %s", event.line())
+
     def _end_silences(self, now: float) -> list[AlertEvent]:
-        """When a silence ends on an alerting machine, publish where the machine stands now."""
+        """When a silence ends on an alerting machine, publish where the machine stands now
+        (after what its eviction during the silence held back)."""
+        if self._held_alerts or self._held_anomalies:
+            self._release_held(now)
         events = []
         for machine_id in self._silences.ended(now):
             slot = self.store.slot_of.get(machine_id)

@@ -157,6 +157,9 @@ class TrendView:
 class TrendTracker:
     """Per-slot coarse history and line fits; see the module docstring."""
 
+    state_file = STATE_FILE
+    """Its file in ``agent.state_dir`` (:mod:`agent.learned`)."""
+
     def __init__(self, settings: AlertSettings, capacity: int = 1024) -> None:
         self.settings = settings
         self.capacity = 0

@@ -187,6 +187,16 @@ class WindowStore:
         self.slot_of[machine_id] = slot
         return slot
 
+    def slot_if_room(self, machine_id: str) -> int | None:
+        """The machine's slot, or a free one for a new machine; None when the store is full.
+
+        Never evicts: what the start-up restore uses, so that a machine known only from a
+        retained message or a state file never takes the slot of one already placed.
+        """
+        if machine_id not in self.slot_of and len(self.machine_ids) >= self.max_machines:
+            return None
+        return self.slot_for(machine_id)
+
     def take_evicted(self) -> tuple[list[str], NDArray[np.int64], list[bool]]:
         """Machines evicted since the last call, the slots they held (a slot may repeat) and
         whether each had ever sent a reading (a machine known only from a restored alert, which

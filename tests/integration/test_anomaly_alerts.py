@@ -1,7 +1,8 @@
 """The anomaly alert end to end through a real mosquitto: its lifecycle on its own retained topic,
 its restore (and the learned normal's) after a restart, inhibition under an open overheat
-incident, and re-baselining by the retained MQTT command that `forewarn anomaly rebaseline`
-sends.
+incident, re-baselining by the retained MQTT command that `forewarn anomaly rebaseline`
+sends, a sharded agent's saved machines placed before other agents' retained alerts, and an
+evicted machine's resolution held back by its silence.
 
 Readings carry timestamps one second apart, ending now, and are published faster than real
 time; each machine learns its normal on its first 500 readings (``anomaly.warm_up_readings``).
@@ -305,3 +306,139 @@ def test_a_retained_rebaseline_command_is_applied_once(
     alerts = again.ticker.anomaly_alerts
     assert alerts is not None and "m-fixed" in alerts.rebaselined_at
     assert alerts.scorer.count[again.store.slot_of["m-fixed"]] > 700
+
+
+def retained_anomaly(machine_id: str, status: str, seq: int) -> bytes:
+    """A retained anomaly message as another agent publishes one."""
+    return json.dumps(
+        {
+            "machine_id": machine_id,
+            "severity": "anomaly",
+            "status": status,
+            "ts": time.time() - 60,
+            "alert_id": f"{machine_id}-anomaly-1",
+            "seq": seq,
+            "previous_state": "ok",
+            "anomaly_score": 0.9,
+            "driver": "pressure_psi",
+            "sensors": {},
+            "model_version": "v",
+            "schema": 1,
+        }
+    ).encode()
+
+
+def test_a_sharded_agent_s_saved_machines_find_their_slots_among_other_agents_alerts(
+    mosquitto: Mosquitto,
+    running_agent: Callable[[Settings], Agent],
+    tmp_path: Path,
+) -> None:
+    """Under sharding an agent reads every machine's retained alerts at start-up, most of them
+    for machines another agent serves. They must not fill agent.max_machines before the
+    machines of its own saved state find their slots: it would lose what it learned about
+    them at every restart."""
+    rng = np.random.default_rng(16)
+    settings = agent_settings(mosquitto, tmp_path / "state", "line-1-agent")
+    settings.mqtt = settings.mqtt.model_copy(update={"subscriptions": ["factory/m-own/telemetry"]})
+    first = running_agent(settings)
+    feeder = Feeder(mosquitto, 200)
+    feeder.send("m-own", normal(rng, 120))
+    feeder.send("m-elsewhere", normal(rng, 5))  # another agent's: this one never hears it
+    alerts = first.ticker.anomaly_alerts
+    assert alerts is not None
+
+    def learned() -> bool:
+        slot = first.store.slot_of.get("m-own")
+        return slot is not None and alerts.scorer.count[slot] >= 120
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not learned():
+        time.sleep(0.1)
+    assert learned(), "the agent scored its machine's readings"
+    assert "m-elsewhere" not in first.store.slot_of
+    first.stop()
+    # Other agents' machines have retained anomaly and overheat alerts on the broker.
+    for i in range(3):
+        machine_id = f"m-other-{i}"
+        feeder.client.publish(
+            f"factory/{machine_id}/anomaly", retained_anomaly(machine_id, "firing", 3), 1, True
+        ).wait_for_publish(5)
+        overheat = {"machine_id": machine_id, "status": "firing", "severity": "critical"}
+        overheat |= {"alert_id": f"{machine_id}-1", "seq": 2}
+        feeder.client.publish(
+            f"factory/{machine_id}/alerts", json.dumps(overheat).encode(), 1, True
+        ).wait_for_publish(5)
+    feeder.close()
+
+    again = settings.model_copy(deep=True)
+    again.agent = again.agent.model_copy(update={"max_machines": 2})
+    second = running_agent(again)
+    alerts = second.ticker.anomaly_alerts
+    assert alerts is not None
+    assert "m-own" in second.store.slot_of, list(second.store.slot_of)
+    assert alerts.scorer.count[second.store.slot_of["m-own"]] >= 120, "its learned normal loaded"
+    assert len(second.store) == 2, "a free slot still takes another agent's alert"
+    assert metric(second, "forewarn_machines_evicted_total") == 0.0
+
+
+def test_an_evicted_machine_s_anomaly_resolution_waits_for_its_silence_to_end(
+    mosquitto: Mosquitto,
+    running_agent: Callable[[Settings], Agent],
+    subscribe: Callable[[str], Recorder],
+    tmp_path: Path,
+) -> None:
+    """A silenced machine that fired is evicted (the store is full): its "resolved" is held
+    back while the silence lasts, and published once it is lifted, so the retained anomaly
+    message ends "resolved", under the alert_id subscribers were told, not "firing" for ever."""
+    rng = np.random.default_rng(18)
+    settings = agent_settings(mosquitto, tmp_path / "state", "evict-silence-agent")
+    settings.agent = settings.agent.model_copy(update={"max_machines": 2})
+    anomalies = subscribe("factory/+/anomaly")
+    agent = running_agent(settings)
+    feeder = Feeder(mosquitto, 700)
+    stuck = normal(rng, 650)
+    stuck[600:, 2] = stuck[599, 2]  # the pressure sensor sticks
+    feeder.send("m-stuck", stuck)
+
+    def fired(messages: Messages) -> bool:
+        return any(p["status"] == "firing" for _, p, _ in messages)
+
+    assert anomalies.wait_for(fired, 30), anomalies.snapshot()
+    told = statuses(anomalies, "m-stuck")[0][1]
+
+    def silence(payload: bytes) -> None:
+        feeder.client.publish(
+            silence_topic("factory", "m-stuck"), payload, qos=1, retain=True
+        ).wait_for_publish(5)
+
+    silence(silence_payload(time.time() + 3600, "inspection"))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not agent.silences.silenced("m-stuck", time.time()):
+        time.sleep(0.05)
+    for machine_id in ("m-a", "m-b"):  # the second takes m-stuck's slot
+        feeder.send(machine_id, normal(rng, 3))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "m-stuck" in agent.store.slot_of:
+        time.sleep(0.05)
+    assert "m-stuck" not in agent.store.slot_of, "evicted"
+    time.sleep(0.5)
+    assert [s for s, _, _ in statuses(anomalies, "m-stuck")] == ["firing"], "held back"
+    assert metric(agent, "forewarn_anomaly_alerts_silenced_total") >= 1
+
+    silence(b"")
+
+    def resolved(messages: Messages) -> bool:
+        return any(p["status"] == "resolved" for _, p, _ in messages)
+
+    assert anomalies.wait_for(resolved, 10), statuses(anomalies, "m-stuck")
+    feeder.close()
+    story = [p for _, p, _ in anomalies.snapshot() if p["machine_id"] == "m-stuck"]
+    assert [(p["status"], p.get("reason"), p["alert_id"]) for p in story] == [
+        ("firing", None, told),
+        ("resolved", "evicted", told),
+    ], story
+    jsonschema.validate(story[1], SCHEMA)
+    # What the broker keeps for a subscriber that comes later: the resolution.
+    later = subscribe("factory/m-stuck/anomaly")
+    assert later.wait_for(lambda ms: bool(ms), 5)
+    assert [(p["status"], retained) for _, p, retained in later.snapshot()] == [("resolved", True)]

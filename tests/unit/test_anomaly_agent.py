@@ -13,7 +13,7 @@ import orjson
 import pytest
 from numpy.typing import NDArray
 
-from agent.alerts import OK, AlertEvent
+from agent.alerts import CRITICAL, OK, WARNING, AlertEvent
 from agent.anomaly_alert import AnomalyRule
 from agent.anomaly_events import AnomalyAlerts, AnomalyEvent, RestoredAnomaly, anomaly_payload
 from agent.anomaly_sensors import ScorerParams, SensorScorer
@@ -28,11 +28,18 @@ from wire.reading import Reading
 SCHEMA = json.loads((resources.files("wire") / "schemas/anomaly.schema.json").read_text())
 
 
-def make_agent(enabled: bool, max_machines: int = 100, shared_group: str | None = None) -> Agent:
+def make_agent(
+    enabled: bool,
+    max_machines: int = 100,
+    shared_group: str | None = None,
+    state_dir: Path | None = None,
+) -> Agent:
     config = load_settings(_env_file=None)
     config.mqtt = config.mqtt.model_copy(update={"shared_group": shared_group})
     config.metrics = config.metrics.model_copy(update={"host": "127.0.0.1", "port": 0})
-    config.agent = config.agent.model_copy(update={"max_machines": max_machines})
+    config.agent = config.agent.model_copy(
+        update={"max_machines": max_machines, "state_dir": state_dir}
+    )
     config.anomaly = config.anomaly.model_copy(update={"enabled": enabled, "warm_up_readings": 60})
     return Agent(config)
 
@@ -47,8 +54,12 @@ def feed(agent: Agent, machines: list[str], rows: np.ndarray, start: int = 0) ->
         agent.tick()
 
 
-def sample(agent: Agent, name: str, machine_id: str | None = None) -> float | None:
+def sample(
+    agent: Agent, name: str, machine_id: str | None = None, severity: str | None = None
+) -> float | None:
     labels = {"machine_id": machine_id} if machine_id else {}
+    if severity is not None:
+        labels["severity"] = severity
     return agent.metrics.registry.get_sample_value(name, labels)
 
 
@@ -343,6 +354,74 @@ def test_an_evicted_machine_whose_anomaly_alert_fired_is_resolved_first() -> Non
     assert sample(agent, "forewarn_anomaly_alerts_resolved_total") == (resolved or 0) + 1
 
 
+def test_a_silenced_machine_s_eviction_resolves_its_anomaly_alert_when_the_silence_ends() -> None:
+    """A silence holds back what a person would be told, the eviction's "resolved" included
+    (as the overheat alert's "stale"); but the machine is gone from the store, so nothing else
+    would ever correct its retained "firing": the resolution is published once the silence
+    ends, under the alert_id subscribers were told."""
+    rng = np.random.default_rng(10)
+    agent = make_agent(True, max_machines=2)
+    rows = healthy(rng, 300, 2)
+    rows[200:, 0, 2] = rows[199, 0, 2]  # b's pressure sticks
+    for machine_id, column in (("b", 0), ("a", 1)):  # b is the least recently seen
+        for reading in readings(machine_id, rows[:, column]):
+            agent.hand_off(reading)
+    agent.tick()
+    alerts = agent.ticker.anomaly_alerts
+    assert alerts is not None and alerts.announced[agent.store.slot_of["b"]]
+    told = alerts.alert_id[agent.store.slot_of["b"]]
+    agent.silences.handle("factory/b/silence", silence_payload(time.time() + 3600, "work"))
+    published = recorded(agent)
+    silenced = sample(agent, "forewarn_anomaly_alerts_silenced_total") or 0.0
+    agent.hand_off(readings("c", rows[:1, 1])[0])
+    agent.tick()
+    assert "b" not in agent.store.slot_of
+    assert not published, [(e.machine_id, e.status, e.reason) for e in published]
+    assert sample(agent, "forewarn_anomaly_alerts_silenced_total") == silenced + 1
+    agent.tick()
+    assert not published, "held back for as long as the silence lasts"
+    agent.silences.handle("factory/b/silence", b"")
+    agent.tick()
+    assert [(e.machine_id, e.status, e.reason, e.alert_id) for e in published] == [
+        ("b", "resolved", "evicted", told)
+    ]
+    agent.tick()
+    assert len(published) == 1, "published once"
+
+
+def test_a_silenced_machine_s_eviction_retires_its_overheat_alert_when_the_silence_ends() -> None:
+    """The overheat alert's side of the same rule: the "stale" that retires an evicted
+    machine's alert is held back by its silence (as before) and published once the silence
+    runs out, where it used to be dropped, leaving the retained "critical" for ever."""
+    agent = make_agent(False, max_machines=2)
+    hot = np.tile([99.0, 45.0, 130.0, 1700.0], (30, 1))
+    for reading in readings("b", hot):
+        agent.hand_off(reading)
+    agent.tick()
+    assert agent.policy.state[agent.store.slot_of["b"]] == CRITICAL
+    agent.silences.handle("factory/b/silence", silence_payload(time.time() + 3600, "work"))
+    published: list[AlertEvent] = []
+    publish = agent.publisher.publish
+
+    def record(event: AlertEvent) -> None:
+        published.append(event)
+        publish(event)
+
+    agent.publisher.publish = record  # type: ignore[method-assign]
+    for machine_id in ("a", "c"):
+        agent.hand_off(readings(machine_id, hot[:1, :] - 30.0)[0])
+        agent.tick()
+    assert "b" not in agent.store.slot_of
+    assert not published, [(e.machine_id, e.severity, e.status) for e in published]
+    assert sample(agent, "forewarn_alerts_silenced_total", None, "stale") == 1.0
+    agent.tick()
+    assert not published, "held back for as long as the silence lasts"
+    # The silence runs out (a message whose "until" has passed reads as one that ran out).
+    agent.silences.handle("factory/b/silence", silence_payload(time.time() - 1, "work"))
+    agent.tick()
+    assert [(e.machine_id, e.severity, e.status) for e in published] == [("b", "stale", "firing")]
+
+
 @pytest.mark.parametrize("shared_group", [None, "forewarn"])
 def test_a_restored_anomaly_of_a_machine_not_heard_counts_only_without_sharding(
     shared_group: str | None,
@@ -412,27 +491,85 @@ def test_a_restored_firing_alert_without_a_learned_normal_learns_one_and_resolve
     assert low < 70.0 < high
 
 
-def test_a_restored_anomaly_that_takes_a_full_store_s_slot_keeps_its_state() -> None:
+def test_a_retained_anomaly_that_finds_no_free_slot_evicts_nothing() -> None:
     """More retained alerts than ``max_machines`` (a sharded fleet's agent reads every
-    machine's): a machine known from its retained anomaly alert takes the slot of one restored
-    before it. The eviction is dealt with before its state is resumed, not at the first tick,
-    which would wipe that state (its retained "firing" never resolved, its seq back to 1) and
-    resolve the evicted machine's anomaly topic with the newcomer's alert_id."""
+    machine's): a machine known only from its retained anomaly alert does not take the slot of
+    one restored before it; the start-up restore never evicts."""
     agent = make_agent(True, max_machines=2)
     alerts = agent.ticker.anomaly_alerts
     assert alerts is not None
     agent.restore.anomalies = [RestoredAnomaly("z", True, "z-anomaly-1", 7)]
-    overheat = [RestoredAlert("x", OK, "x-1", 3), RestoredAlert("y", OK, "y-1", 2)]
+    overheat = [RestoredAlert("x", WARNING, "x-1", 3), RestoredAlert("y", OK, "y-1", 2)]
     published = recorded(agent)
     agent.restore.resume(
         overheat, agent.store, agent.policy, agent.anomaly, then=agent.ticker._restore_learned
     )
     agent.tick()
-    slot = agent.store.slot_of["z"]
-    assert "x" not in agent.store.slot_of
-    assert alerts.state.firing[slot] and alerts.announced[slot]
-    assert (alerts.alert_id.get(slot), int(alerts.seq[slot])) == ("z-anomaly-1", 7)
+    assert set(agent.store.slot_of) == {"x", "y"}
+    assert agent.policy.state[agent.store.slot_of["x"]] == WARNING
+    assert sample(agent, "forewarn_machines_evicted_total") == 0.0
     assert not published, [(e.machine_id, e.status, e.alert_id) for e in published]
+
+
+def start_up(agent: Agent) -> None:
+    """Run the tick thread's start-up (the restore read is set beforehand) and stop it."""
+    if agent.restore.result is None:
+        agent.restore.result = []
+    agent.ticker.start()
+    try:
+        assert agent.restore.done.wait(10), "the start-up restore did not finish"
+    finally:
+        agent.stop_event.set()
+        agent.ticker.join(10)
+
+
+def test_with_fewer_slots_than_saved_machines_the_most_recently_seen_come_first(
+    tmp_path: Path,
+) -> None:
+    """``agent.max_machines`` lowered since the state was saved: the machines last heard keep
+    what they learned, rather than the first ones in the file."""
+    saved = make_agent(True)
+    rows = healthy(np.random.default_rng(23), 70, 3)
+    for m, machine_id in enumerate(("a", "b", "c")):  # c is the most recently seen
+        for reading in readings(machine_id, rows[:, m]):
+            saved.hand_off(reading)
+        saved.tick()
+    learned = saved.ticker.anomaly_alerts
+    assert learned is not None
+    learned.save(tmp_path, saved.store.slot_of)
+    agent = make_agent(True, max_machines=2, state_dir=tmp_path)
+    start_up(agent)
+    assert set(agent.store.slot_of) == {"b", "c"}, list(agent.store.slot_of)
+
+
+@pytest.mark.parametrize("shared_group", [None, "forewarn"])
+def test_the_saved_state_s_machines_take_their_slots_before_the_retained_alerts(
+    tmp_path: Path, shared_group: str | None
+) -> None:
+    """Under sharding every agent reads every machine's retained alerts. Those of machines it
+    never serves must not fill ``max_machines`` before the machines of its own saved state
+    find a slot, or what it learned about them is lost at every restart. Through the start-up
+    path the tick thread runs; the saved machine is then the last to give way to a new one."""
+    saved = make_agent(True)
+    feed(saved, ["own"], healthy(np.random.default_rng(21), 80, 1))
+    learned = saved.ticker.anomaly_alerts
+    assert learned is not None
+    learned.save(tmp_path, saved.store.slot_of)
+
+    agent = make_agent(True, max_machines=2, shared_group=shared_group, state_dir=tmp_path)
+    agent.restore.anomalies = [
+        RestoredAnomaly(f"other-{i}", True, f"other-{i}-anomaly-1", 3) for i in (1, 2)
+    ]
+    agent.restore.result = [RestoredAlert("other-3", CRITICAL, "other-3-1", 2)]
+    start_up(agent)
+    alerts = agent.ticker.anomaly_alerts
+    assert alerts is not None
+    assert set(agent.store.slot_of) == {"own", "other-3"}, list(agent.store.slot_of)
+    assert alerts.scorer.count[agent.store.slot_of["own"]] == 80, "the learned normal loaded"
+    assert sample(agent, "forewarn_machines_evicted_total") == 0.0
+    agent.hand_off(readings("new", healthy(np.random.default_rng(22), 1, 1)[:, 0])[0])
+    agent.tick()
+    assert set(agent.store.slot_of) == {"own", "new"}, "a machine only restored gives way first"
 
 
 def test_a_retained_rebaseline_older_than_the_retained_alert_is_not_applied_again() -> None:
