@@ -99,9 +99,9 @@ CYCLE_MIN = 3
 """Cycles timed (while the machine was normal) before a sensor's cycle counts as known."""
 CYCLE_REGULAR = 0.2
 """A sensor's cycle counts as known only while its length varies by at most this share of it
-(mean absolute deviation over mean): a random walk or a noisy sensor crosses the band at
+(mean absolute deviation over mean): a noisy or autocorrelated sensor crosses the band at
 irregular times (0.35-0.65 on the test shapes), a cycle at regular ones (the simulator's
-temperatures 0.02-0.07), and a sensor without a known cycle settles in ``settle_rows``."""
+temperatures 0.02-0.08), and a sensor without a known cycle settles in ``settle_rows``."""
 CYCLE_RATE = 0.1
 """Least weight of each new cycle in a sensor's learned cycle length (a running mean before)."""
 STAT_SPREAD_FLOOR = np.array([0.1, 0.03, 0.05, 0.5])
@@ -427,10 +427,11 @@ class SensorScorer:
         # On a machine with a learned cycle a departure lasts from its first row: the cycle
         # brings a fault back inside the band for much of each cycle, and an alert that fired at
         # one peak must not resolve in the trough and fire again at the next.
-        cyclic = np.isfinite(self.cycle_length(at)) & (p.settle_cycles > 0)
+        cycle = self.cycle_length(at)
+        cyclic = np.isfinite(cycle) & (p.settle_cycles > 0)
         lasts = (departed >= p.departure_rows) | (cyclic & (departure_score >= p.departure_level))
         lasting = np.where(
-            lasts, 1.0, np.where(settled >= self.settle_span(at), 0.0, self.lasting[at])
+            lasts, 1.0, np.where(settled >= self.settle_span(at, cycle), 0.0, self.lasting[at])
         )
         self.lasting[at] = lasting
         capped = np.where(lasting > 0, p.hold, np.minimum(departure_score, p.hold))
@@ -510,12 +511,15 @@ class SensorScorer:
         longest = np.where(known, cycle, 0.0).max(axis=1)
         return np.where(longest > 0, longest, np.nan)
 
-    def settle_span(self, at: Index) -> NDArray[np.float64]:
+    def settle_span(
+        self, at: Index, cycle: NDArray[np.float64] | None = None
+    ) -> NDArray[np.float64]:
         """(n,) rows a lasting departure must stay under ``hold`` to end: ``settle_rows``, or
         ``settle_cycles`` of the machine's learned cycle where that is longer, so that a fault
         that shows near each peak of a slow cycle stays one departure through its calm troughs."""
         p = self.params
-        cycles = np.nan_to_num(np.ceil(p.settle_cycles * self.cycle_length(at)))
+        cycle = self.cycle_length(at) if cycle is None else cycle
+        cycles = np.nan_to_num(np.ceil(p.settle_cycles * cycle))
         return np.asarray(np.maximum(float(p.settle_rows), cycles), dtype=np.float64)
 
     def _learn_cycle(
