@@ -44,7 +44,10 @@ series whose anomalies are brief:
   firing while the departure lasts, without scoring each row of it as a new event. A lasting
   departure ends only once its score has stayed under ``hold`` for ``settle_rows`` rows, so
   a machine whose cycle brings it back inside its band for part of each cycle is still
-  departing;
+  departing; on a machine whose cycle the scorer has timed (the rows between upward passes
+  of a sensor's smoothed level, while normal, regular enough to be a cycle), a departure
+  lasts from its first row and ends only after ``settle_cycles`` (1.2) calm cycles, so that a
+  fault that shows near each peak of a slow cycle pages once, its calm troughs however long;
 * the ``onset`` output is the onset rarity alone (a lasting departure is no new event), each
   episode reported once: for ``repeat_rows`` rows after an onset at or over ``hold`` it is 0
   unless an onset beats that peak by ``repeat_margin`` (NAB, like an operator, counts the first
@@ -97,6 +100,19 @@ MAX_ABS = 1e150
 """Readings are clipped to +-this, so that squares and differences stay finite."""
 CLIP_Z = 8.0
 """A standardised reading counts at most this far out: one wild value cannot rule an EWMA."""
+CYCLE_BAND = 0.5
+"""A sensor's cycle is timed by its smoothed standardised level passing up through +this many
+spreads after it was under -this many: noise does not chatter across a band this wide once
+smoothed, and a cycle too short for the smoothing to show is shorter than ``settle_rows``."""
+CYCLE_MIN = 3
+"""Cycles timed (while the machine was normal) before a sensor's cycle counts as known."""
+CYCLE_REGULAR = 0.2
+"""A sensor's cycle counts as known only while its length varies by at most this share of it
+(mean absolute deviation over mean): a noisy or autocorrelated sensor crosses the band at
+irregular times (0.35-0.65 on the test shapes), a cycle at regular ones (the simulator's
+temperatures 0.02-0.08), and a sensor without a known cycle settles in ``settle_rows``."""
+CYCLE_RATE = 0.1
+"""Least weight of each new cycle in a sensor's learned cycle length (a running mean before)."""
 STAT_SPREAD_FLOOR = np.array([0.1, 0.03, 0.05, 0.5])
 """The least spread each of level, slope, surprise (standardised units) and stuck (readings) is
 credited with,
@@ -146,7 +162,17 @@ class ScorerParams:
     """A departure that has lasted stays one (the machine score holds at ``hold``, so its
     alert keeps firing) until its score has been under ``hold`` for this many rows in a row: a
     cooling failure on a cyclic machine leaves its normal band at each cycle's peaks only, and
-    must not resolve and fire again with every cycle (0: it ends as soon as it stops lasting)."""
+    must not resolve and fire again with every cycle (0: it ends as soon as it stops lasting).
+    On a machine whose cycle the scorer has learned, the span is at least ``settle_cycles``
+    of its cycles instead."""
+    settle_cycles: float = 1.2
+    """On a machine whose cycle the scorer has learned (``SensorScorer.cycle_length``), a
+    departure lasts from its first row at ``departure_level`` (the machine score holds at
+    ``hold``, so an alert that fired stays firing) and ends only once its score has been under
+    ``hold`` for this many of its cycles, and ``settle_rows``: a fault that shows near each
+    peak of a slow cycle leaves troughs calm for longer than ``settle_rows``, yet never a
+    whole cycle, and its first peak's alert would otherwise resolve before the departure has
+    lasted ``departure_rows`` (0: ``settle_rows`` alone, whatever the cycle)."""
 
 
 @dataclass
@@ -226,6 +252,19 @@ class SensorScorer:
     """1 while each slot's departure counts as a lasting one (see ``params.settle_rows``)."""
     settled: NDArray[np.float64]
     """Rows in a row that each slot's departure score has been under ``params.hold``."""
+    phase: NDArray[np.float64]
+    """(n, sensors) +1 once a sensor's smoothed level passed over ``CYCLE_BAND``, -1 once under
+    its negative, 0 before either: where each sensor is in its cycle."""
+    up_at: NDArray[np.float64]
+    """(n, sensors) the row (``count``) of each sensor's last upward pass, NaN when a row since
+    was not learned from (the cycle it started is not timed)."""
+    cycle: NDArray[np.float64]
+    """(n, sensors) each sensor's learned cycle length in rows (the mean time between upward
+    passes while normal); counts only where ``cycle_known`` says so."""
+    cycle_dev: NDArray[np.float64]
+    """(n, sensors) the mean absolute deviation of the timed cycles from ``cycle``."""
+    cycles: NDArray[np.float64]
+    """(n, sensors) how many cycles each sensor has timed."""
     score_past: NDArray[np.float64]
     """(n, repeat_rows) the machine's onset score on its last ``repeat_rows`` rows."""
     onset_past: NDArray[np.float64]
@@ -281,6 +320,12 @@ class SensorScorer:
             "departed": ((), 0.0),
             "lasting": ((), 0.0),
             "settled": ((), 0.0),
+            # The machine's cycle, timed per sensor: how long a lasting departure takes to settle.
+            "phase": ((sensors,), 0.0),
+            "up_at": ((sensors,), np.nan),
+            "cycle": ((sensors,), 0.0),
+            "cycle_dev": ((sensors,), 0.0),
+            "cycles": ((sensors,), 0.0),
             "score_past": ((self.params.repeat_rows,), 0.0),
         }
         for name, (shape, fill) in self._arrays.items():
@@ -399,10 +444,14 @@ class SensorScorer:
         self.departed[at] = departed
         settled = np.where(departure_score < p.hold, self.settled[at] + 1.0, 0.0)
         self.settled[at] = settled
+        # On a machine with a learned cycle a departure lasts from its first row: the cycle
+        # brings a fault back inside the band for much of each cycle, and an alert that fired at
+        # one peak must not resolve in the trough and fire again at the next.
+        cycle = self.cycle_length(at)
+        cyclic = np.isfinite(cycle) & (p.settle_cycles > 0)
+        lasts = (departed >= p.departure_rows) | (cyclic & (departure_score >= p.departure_level))
         lasting = np.where(
-            departed >= p.departure_rows,
-            1.0,
-            np.where(settled >= p.settle_rows, 0.0, self.lasting[at]),
+            lasts, 1.0, np.where(settled >= self.settle_span(at, cycle), 0.0, self.lasting[at])
         )
         self.lasting[at] = lasting
         capped = np.where(lasting > 0, p.hold, np.minimum(departure_score, p.hold))
@@ -446,6 +495,7 @@ class SensorScorer:
         base.write(self, at, "")
         recent.learn(present, rate, srate, warm, diff, has_prev)
         recent.write(self, at, "r_")
+        self._learn_cycle(at, base.ew[..., 0], present, teach, count, since >= 0)
         self.run[at] = run
         self.prev[at] = np.where(present, y, prev)
         self.count[at] = count + 1
@@ -471,6 +521,61 @@ class SensorScorer:
             high=base.mean + 4.0 * base.lspread,
             warm=warm,
         )
+
+    # -- the machine's cycle -------------------------------------------------------------------
+
+    def cycle_length(self, at: Index) -> NDArray[np.float64]:
+        """(n,) each slot's learned cycle in rows: the longest known cycle of its sensors, NaN
+        where none is known (no cycle, too irregular a one, or not timed ``CYCLE_MIN`` times)."""
+        cycle = self.cycle[at]
+        known = (self.cycles[at] >= CYCLE_MIN) & (self.cycle_dev[at] <= CYCLE_REGULAR * cycle)
+        longest = np.where(known, cycle, 0.0).max(axis=1)
+        return np.where(longest > 0, longest, np.nan)
+
+    def settle_span(
+        self, at: Index, cycle: NDArray[np.float64] | None = None
+    ) -> NDArray[np.float64]:
+        """(n,) rows a lasting departure must stay under ``hold`` to end: ``settle_rows``, or
+        ``settle_cycles`` of the machine's learned cycle where that is longer, so that a fault
+        that shows near each peak of a slow cycle stays one departure through its calm troughs."""
+        p = self.params
+        cycle = self.cycle_length(at) if cycle is None else cycle
+        cycles = np.nan_to_num(np.ceil(p.settle_cycles * cycle))
+        return np.asarray(np.maximum(float(p.settle_rows), cycles), dtype=np.float64)
+
+    def _learn_cycle(
+        self,
+        at: Index,
+        level: NDArray[np.float64],
+        present: NDArray[np.bool_],
+        teach: NDArray[np.bool_],
+        count: NDArray[np.float64],
+        learning: NDArray[np.bool_],
+    ) -> None:
+        """Time each sensor's cycle from its smoothed standardised ``level`` (against the
+        learned normal): the rows between upward passes through ``CYCLE_BAND``, counted only
+        where every row between them was learned from (``teach``) and the statistics' own law
+        is being learned (``learning``, from the second half of the warm-up on)."""
+        phase, up_at = self.phase[at], self.up_at[at]
+        up = present & (phase < 0) & (level > CYCLE_BAND)
+        rows = np.broadcast_to(count[:, None], up.shape)
+        timed = up & teach & learning[:, None] & np.isfinite(up_at)
+        interval = np.where(timed, rows - up_at, 0.0)
+        cycles, cycle, dev = self.cycles[at], self.cycle[at], self.cycle_dev[at]
+        rate = np.where(timed, np.maximum(1.0 / (cycles + 1.0), CYCLE_RATE), 0.0)
+        drate = np.where(
+            timed & (cycles >= 1), np.maximum(1.0 / np.maximum(cycles, 1.0), CYCLE_RATE), 0.0
+        )
+        self.cycle_dev[at] = dev + drate * (np.abs(interval - cycle) - dev)
+        self.cycle[at] = cycle + rate * (interval - cycle)
+        self.cycles[at] = cycles + timed
+        self.phase[at] = np.where(
+            present & (level > CYCLE_BAND),
+            1.0,
+            np.where(present & (level < -CYCLE_BAND), -1.0, phase),
+        )
+        up_at = np.where(up, rows, up_at)
+        self.up_at[at] = np.where(present & ~teach, np.nan, up_at)
 
     # -- relation between sensors --------------------------------------------------------------
 

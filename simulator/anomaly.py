@@ -16,7 +16,7 @@ with vibration, pressure and rpm coupled to temperature), and from ``start`` on 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,11 +45,22 @@ class AnomalyScenario:
 
 
 def anomaly_scenario(
-    per_kind: int, healthy: int, seed: int, ticks: int = 2000, start: int = 1200
+    per_kind: int,
+    healthy: int,
+    seed: int,
+    ticks: int = 2000,
+    start: int = 1200,
+    period_scale: float = 1.0,
 ) -> AnomalyScenario:
-    """``per_kind`` machines of each kind and ``healthy`` healthy ones, reproducibly."""
+    """``per_kind`` machines of each kind and ``healthy`` healthy ones, reproducibly.
+
+    ``period_scale`` stretches every machine's cycle (80-120 ticks in the fleet) by that factor,
+    the faults unchanged: slow-cycled machines, whose calm stretch between two peaks outlasts
+    what a fault near each peak leaves calm on a fast one."""
     kinds = [kind for kind in ANOMALY_KINDS for _ in range(per_kind)] + ["healthy"] * healthy
     fleet = Fleet(len(kinds), seed)
+    if period_scale != 1.0:
+        fleet.params = replace(fleet.params, period_ticks=fleet.params.period_ticks * period_scale)
     readings = fleet.history(0, ticks).copy()
     rng = np.random.default_rng(seed + 7919)
     after = np.arange(ticks - start, dtype=np.float64)

@@ -297,27 +297,91 @@ def test_a_run_of_slots_scores_as_the_same_slots_in_any_order() -> None:
         np.testing.assert_array_equal(array, shuffled.state()[name], err_msg=name)
 
 
+def stream_frozen(series: np.ndarray, params: ScorerParams) -> tuple[np.ndarray, SensorScorer]:
+    """One sensor of one machine through the scorer and the default rule, its normal frozen
+    while the alert fires (as in the agent): whether the alert fires on each row, and the
+    scorer."""
+    slot = np.zeros(1, dtype=np.int64)
+    scorer = SensorScorer(1, 1, params)
+    alert = AnomalyAlertState(capacity=1)
+    firing = np.zeros(len(series), dtype=bool)
+    for i, value in enumerate(series):
+        result = scorer.update(slot, np.array([[value]]), frozen=alert.firing[slot])
+        alert.update(slot, result.machine, result.rarity)
+        firing[i] = alert.firing[0]
+    return firing, scorer
+
+
+def fired_at(firing: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(firing[1:] & ~firing[:-1]) + 1
+
+
+def cyclic(period: int, n: int, seed: int = 11) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return 60.0 + 10.0 * np.sin(2 * np.pi * t / period) + rng.normal(0.0, 0.5, n)
+
+
+def cooling_failure(series: np.ndarray, start: int, end: int, rise: float) -> np.ndarray:
+    """The level rises by ``rise`` from ``start`` (time constant 100 rows) until ``end``,
+    when it is repaired: on a cycle of swing 10, the cycle's peaks leave the band, not its
+    troughs."""
+    out = series.copy()
+    out[start:end] += rise * (1.0 - np.exp(-np.arange(end - start) / 100.0))
+    return out
+
+
 def test_a_departure_that_leaves_the_band_at_each_cycle_s_peak_fires_once() -> None:
     """A cooling failure on a cyclic machine: it is out of its normal band near each peak of
     its cycle and back inside near each trough. The departure lasts through the troughs, so
     the alert fires once and stays firing (the normal frozen while it fires, as in the agent),
     instead of resolving and firing again with every cycle, as it did with ``settle_rows`` 0."""
-    rng = np.random.default_rng(11)
-    t = np.arange(4000)
-    series = 60.0 + 10.0 * np.sin(2 * np.pi * t / 100) + rng.normal(0.0, 0.5, 4000)
-    series[2500:] += 14.0 * (1.0 - np.exp(-np.arange(1500) / 50.0))
-    slot = np.zeros(1, dtype=np.int64)
+    series = cooling_failure(cyclic(100, 4000), 2500, 4000, 14.0)
     for settle in (ScorerParams().settle_rows, 0):
-        scorer = SensorScorer(1, 1, ScorerParams(warm_up=WARM, settle_rows=settle))
-        alert = AnomalyAlertState(capacity=1)
-        firing = np.zeros(4000, dtype=bool)
-        for i, value in enumerate(series):
-            result = scorer.update(slot, np.array([[value]]), frozen=alert.firing[slot])
-            alert.update(slot, result.machine, result.rarity)
-            firing[i] = alert.firing[0]
-        fired = np.flatnonzero(firing[1:] & ~firing[:-1]) + 1
+        params = ScorerParams(warm_up=WARM, settle_rows=settle, settle_cycles=0.0)
+        firing, _ = stream_frozen(series, params)
+        fired = fired_at(firing)
         assert not firing[WARM:2500].any()
         if settle:
             assert len(fired) == 1 and firing[fired[0] :].all(), fired
         else:
             assert len(fired) > 1, f"without settle_rows it flapped: fired at {fired}"
+
+
+@pytest.mark.parametrize("period", [400, 1000])
+def test_a_fault_near_each_peak_of_a_slow_cycle_pages_once_and_ends_a_cycle_after_repair(
+    period: int,
+) -> None:
+    """On a slow cycle the troughs stay calm for far longer than ``settle_rows`` while the
+    fault shows at each peak: the alert used to resolve in every trough and fire again at the
+    next peak (400 rows: 3 pages in 3 cycles). The scorer times the machine's cycle while it
+    is normal, and a lasting departure settles only after a calm 1.2 cycles: one page, and
+    once the machine is repaired the alert resolves within about that."""
+    warm, start, end = 5 * period, 6 * period, 9 * period
+    series = cooling_failure(cyclic(period, 11 * period), start, end, 14.0)
+    firing, scorer = stream_frozen(series, ScorerParams(warm_up=warm))
+    assert not firing[warm:start].any()
+    fired = fired_at(firing)
+    assert len(fired) == 1 and start < fired[0] < start + period, f"fired at {fired}"
+    assert firing[fired[0] : end].all(), "the alert stays firing while the fault lasts"
+    ended = np.flatnonzero(~firing[end:])
+    assert len(ended) and ended[0] < 1.2 * period + 150, "a repair resolves within ~a cycle"
+    assert not firing[end + ended[0] :].any()
+    cycle = scorer.cycle_length(np.zeros(1, dtype=np.int64))[0]
+    assert abs(cycle - period) < 0.05 * period, f"learned cycle {cycle}, not {period}"
+
+
+@pytest.mark.parametrize("shape", ["gaussian", "autocorrelated", "heavy_tailed", "counts"])
+def test_a_machine_without_a_cycle_settles_in_settle_rows(shape: str) -> None:
+    """Noise and random walks cross their band at irregular times: no cycle is learned for
+    them, and a step's end resolves its alert after ``settle_rows`` (and the rule's clear
+    rows), not after some long pseudo-cycle."""
+    series = normal_shapes(seed=5, n=4000)[shape]
+    spread = float(np.std(series[:2000]))
+    series[2500:3000] += 12.0 * spread
+    firing, scorer = stream_frozen(series, ScorerParams(warm_up=WARM))
+    assert np.isnan(scorer.cycle_length(np.zeros(1, dtype=np.int64))[0])
+    assert firing[2600:3000].all()
+    ended = np.flatnonzero(~firing[3000:])
+    settle = ScorerParams().settle_rows
+    assert len(ended) and ended[0] < settle + 60, f"resolved {ended[:1]} rows after the end"
