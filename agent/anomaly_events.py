@@ -15,7 +15,9 @@ unless the machine is
 
 * **inhibited**: an overheat incident is open for it (its state is not ok): the lesser alert is
   held back, as Alertmanager inhibits one, and counted (``forewarn_anomaly_alerts_inhibited``);
-* **silenced**: counted (``forewarn_anomaly_alerts_silenced``), not published;
+* **silenced**: counted (``forewarn_anomaly_alerts_silenced``), not published (an evicted
+  machine's last message, its resolution, is held until the silence ends, then published, so
+  that no retained "firing" outlives it);
 
 and once neither holds any more, the machine's current anomaly state is published (nothing when
 it fired and resolved while held back). While a machine's alert fires, its learned normal is
@@ -48,7 +50,22 @@ STATE_FILE = "anomaly.npz"
 STATE_VERSION = 1
 STATE_PREFIX = "s_"
 """The prefix of the scorer's arrays in the file (:mod:`agent.slotfile`)."""
-ADDED_SINCE = ("score_past", "lasting", "settled")
+ADDED_SINCE = (
+    "score_past",
+    "lasting",
+    "settled",
+    "res_count",
+    "res_ew",
+    "res_mean",
+    "res_var",
+    "res_q",
+    "res_b",
+    "phase",
+    "up_at",
+    "cycle",
+    "cycle_dev",
+    "cycles",
+)
 """Scorer arrays added since the first files were written: a file without them still loads
 (they start afresh)."""
 
@@ -391,12 +408,16 @@ class AnomalyAlerts:
         self.driver[slots] = np.where(resumed, drivers, self.driver[slots])
 
     def save(self, directory: Path, slot_of: dict[str, int]) -> Path:
-        """Write every known machine's learned state to ``directory`` (atomically)."""
+        """Write the learned state of every machine that learned to ``directory`` (atomically)."""
         return self.snapshot(directory, slot_of).write()
 
     def snapshot(self, directory: Path, slot_of: dict[str, int]) -> Snapshot:
-        """Every known machine's learned state, copied, for :meth:`Snapshot.write`."""
-        ids = list(slot_of)
+        """The learned state of every machine that has learned anything, copied, for
+        :meth:`Snapshot.write`: a machine known only from a retained message (another agent's,
+        under sharding) is not this agent's to save, and would otherwise take a slot first at
+        every start-up."""
+        count = self.scorer.count
+        ids = [m for m, slot in slot_of.items() if count[slot] > 0]
         slots = np.fromiter((slot_of[m] for m in ids), np.int64, len(ids))
         return Snapshot(
             directory / STATE_FILE,

@@ -46,7 +46,7 @@ series whose anomalies are brief:
   a machine whose cycle brings it back inside its band for part of each cycle is still
   departing; on a machine whose cycle the scorer has timed (the rows between upward passes
   of a sensor's smoothed level, while normal, regular enough to be a cycle), a departure
-  lasts from its first row and ends only after ``settle_cycles`` (1.2) calm cycles, so that a
+  lasts once it has lasted 3 rows and ends only after ``settle_cycles`` (1.2) calm cycles, so that a
   fault that shows near each peak of a slow cycle pages once, its calm troughs however long;
 * the ``onset`` output is the onset rarity alone (a lasting departure is no new event), each
   episode reported once: for ``repeat_rows`` rows after an onset at or over ``hold`` it is 0
@@ -167,12 +167,18 @@ class ScorerParams:
     of its cycles instead."""
     settle_cycles: float = 1.2
     """On a machine whose cycle the scorer has learned (``SensorScorer.cycle_length``), a
-    departure lasts from its first row at ``departure_level`` (the machine score holds at
-    ``hold``, so an alert that fired stays firing) and ends only once its score has been under
-    ``hold`` for this many of its cycles, and ``settle_rows``: a fault that shows near each
-    peak of a slow cycle leaves troughs calm for longer than ``settle_rows``, yet never a
-    whole cycle, and its first peak's alert would otherwise resolve before the departure has
-    lasted ``departure_rows`` (0: ``settle_rows`` alone, whatever the cycle)."""
+    departure lasts once it has lasted ``cyclic_departure_rows`` rows at ``departure_level``
+    (the machine score holds at ``hold``, so an alert that fired stays firing) and ends only
+    once its score has been under ``hold`` for this many of its cycles, and ``settle_rows``:
+    a fault that shows near each peak of a slow cycle leaves troughs calm for longer than
+    ``settle_rows``, yet never a whole cycle, and its first peak's alert would otherwise
+    resolve before the departure has lasted ``departure_rows`` (0: ``settle_rows`` alone,
+    whatever the cycle)."""
+    cyclic_departure_rows: int = 3
+    """On a machine with a learned cycle, the rows in a row at ``departure_level`` that make a
+    departure a lasting one: the default rule's ``confirm_rows``, so that a departure that
+    could fire the alert holds it through the cycle's calm troughs, and one odd row does not
+    hold the machine score at ``hold`` for a cycle."""
 
 
 @dataclass
@@ -223,6 +229,9 @@ class SensorScorer:
     rel_var: NDArray[np.float64]
     rel_count: NDArray[np.float64]
     rel_ew: NDArray[np.float64]
+    res_count: NDArray[np.float64]
+    """Rows each slot's residual statistic has learned from (apart from ``rel_count``, so that
+    a state file saved before the residual test starts it afresh)."""
     res_ew: NDArray[np.float64]
     """(n, sensors) EWMA of each sensor's squared standardised residual given the others."""
     res_mean: NDArray[np.float64]
@@ -295,6 +304,7 @@ class SensorScorer:
             "rel_var": ((), 0.0),
             "rel_count": ((), 0.0),
             "rel_ew": ((), 0.0),
+            "res_count": ((), 0.0),
             "res_ew": ((sensors,), 0.0),
             "res_mean": ((sensors,), 0.0),
             "res_var": ((sensors,), 0.0),
@@ -444,12 +454,12 @@ class SensorScorer:
         self.departed[at] = departed
         settled = np.where(departure_score < p.hold, self.settled[at] + 1.0, 0.0)
         self.settled[at] = settled
-        # On a machine with a learned cycle a departure lasts from its first row: the cycle
+        # On a machine with a learned cycle a departure lasts after 3 rows, not 30: the cycle
         # brings a fault back inside the band for much of each cycle, and an alert that fired at
         # one peak must not resolve in the trough and fire again at the next.
         cycle = self.cycle_length(at)
         cyclic = np.isfinite(cycle) & (p.settle_cycles > 0)
-        lasts = (departed >= p.departure_rows) | (cyclic & (departure_score >= p.departure_level))
+        lasts = (departed >= p.departure_rows) | (cyclic & (departed >= p.cyclic_departure_rows))
         lasting = np.where(
             lasts, 1.0, np.where(settled >= self.settle_span(at, cycle), 0.0, self.lasting[at])
         )
@@ -501,16 +511,16 @@ class SensorScorer:
         self.count[at] = count + 1
         held = np.where(learn, 0.0, self.held[at] + 1.0)
         self.held[at] = held
-        if p.relearn_after > 0 and (held >= p.relearn_after).any():
-            again = slots[held >= p.relearn_after]
-            warm_up_again = self.warm_up[again]
-            self.reset(again)
-            self.warm_up[again] = warm_up_again
         if self.sensors > 1:
             self.rel_ew[at] = relation
             self.res_ew[at] = residual
             teach_relation = learn & present.all(axis=1)
             self._learn_relation(slots, base.ew[..., 0], relation, residual, srate, teach_relation)
+        if p.relearn_after > 0 and (held >= p.relearn_after).any():
+            again = slots[held >= p.relearn_after]
+            warm_up_again = self.warm_up[again]
+            self.reset(again)
+            self.warm_up[again] = warm_up_again
         return SensorScores(
             score=sensor_score,
             machine=machine_score,
@@ -615,17 +625,18 @@ class SensorScorer:
         diagonal = np.einsum("nii->ni", precision)
         res_squared = solved**2 / np.maximum(diagonal, 1e-12)
         res_previous = self.res_ew[at]
+        res_count = self.res_count[at]
         # Started at 1, its expectation when the relation holds, not at one row's draw.
-        res_smoothed = np.where(started[:, None], res_previous, 1.0)
+        res_smoothed = np.where((res_count > 0)[:, None], res_previous, 1.0)
         res_smoothed = res_smoothed + RESIDUAL_RATE * (res_squared - res_smoothed)
         residual = np.where(np.asarray(ready)[:, None], res_smoothed, res_previous)
-        res_sd = np.maximum(np.sqrt(self.res_var[at]), RESIDUAL_SD * self.res_mean[at] + 0.1)
+        res_sd = _residual_spread(self.res_mean[at], self.res_var[at])
         res_excess = np.maximum(residual - self.res_mean[at], 0.0)
         res_log_p = _tail_log_p(res_excess, res_sd, self.res_q[at], self.res_b[at], 0.3) / LOG10
         # Credited once its law has been learned over one time constant of its average, and
         # from ten rows per sensor: a residual given many sensors, judged on the rows that
         # taught it, is smaller than on rows to come (Tennessee Eastman's 52 variables).
-        known = (self.rel_count[at] >= max(1.0 / RESIDUAL_RATE, 10.0 * self.sensors))[:, None]
+        known = (res_count >= max(1.0 / RESIDUAL_RATE, 10.0 * self.sensors))[:, None]
         res_log_p = np.where(known, res_log_p, 0.0)
         rarest_residual = np.minimum(res_log_p.min(axis=1) + np.log10(self.sensors), 0.0)
         share = np.where((rarest_residual < log_p)[:, None], -res_log_p, contribution)
@@ -662,9 +673,11 @@ class SensorScorer:
         )
         self.rel_mean[rows] = self.rel_mean[rows] + rr * delta
         self.rel_var[rows] = (1.0 - rr) * (self.rel_var[rows] + rr * delta**2)
-        res_rate = rr[:, None]
+        res_count = self.res_count[rows]
+        res_rate = np.where(ready, np.maximum(r[:, 0, 0], 1.0 / (res_count + 1.0)), 0.0)[:, None]
+        self.res_count[rows] = res_count + ready
         res_delta = residual[teach & (rate > 0)] - self.res_mean[rows]
-        res_sd = np.maximum(np.sqrt(self.res_var[rows]), RESIDUAL_SD * self.res_mean[rows] + 0.1)
+        res_sd = _residual_spread(self.res_mean[rows], self.res_var[rows])
         self.res_q[rows], self.res_b[rows] = _learn_tail(
             np.maximum(res_delta, 0.0), res_sd, self.res_q[rows], self.res_b[rows], res_rate
         )
@@ -788,6 +801,12 @@ def _index(slots: NDArray[np.int64]) -> Index:
     ):
         return slice(int(slots[0]), int(slots[0]) + n)
     return slots
+
+
+def _residual_spread(mean: NDArray[np.float64], var: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The spread the residual statistic is judged with: its learned one, or ``RESIDUAL_SD``
+    times its learned mean (+0.1) where that is wider (see ``RESIDUAL_SD``)."""
+    return np.asarray(np.maximum(np.sqrt(var), RESIDUAL_SD * mean + 0.1), dtype=np.float64)
 
 
 def _score(log10_p: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -12,6 +12,7 @@ too and published when the silence ends (:mod:`agent.tick`).
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -59,6 +60,8 @@ class SilenceBook:
         try:
             body = orjson.loads(payload)
             until = float(body["until"])
+            if not math.isfinite(until):
+                raise ValueError("until must be a finite time")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             logger.warning("ignoring a malformed silence for %s: %r", machine_id, payload[:200])
             return

@@ -15,7 +15,13 @@ from numpy.typing import NDArray
 
 from agent.alerts import CRITICAL, OK, WARNING, AlertEvent
 from agent.anomaly_alert import AnomalyRule
-from agent.anomaly_events import AnomalyAlerts, AnomalyEvent, RestoredAnomaly, anomaly_payload
+from agent.anomaly_events import (
+    ADDED_SINCE,
+    AnomalyAlerts,
+    AnomalyEvent,
+    RestoredAnomaly,
+    anomaly_payload,
+)
 from agent.anomaly_sensors import ScorerParams, SensorScorer
 from agent.app import Agent
 from agent.rebaseline import RebaselineQueue, rebaseline_payload
@@ -440,16 +446,24 @@ def test_a_restored_anomaly_of_a_machine_not_heard_counts_only_without_sharding(
     assert alerts.out_of_sync(len(agent.store)).size == 0, "nothing to publish either way"
 
 
-def test_a_state_file_from_before_the_onset_output_still_loads(tmp_path: Path) -> None:
-    """Files written before the scorer kept its onset history lack that array: the rest of
-    what the machines learned is taken back, the history starts afresh."""
+@pytest.mark.parametrize(
+    "added", [("score_past",), ADDED_SINCE], ids=["onset history", "every array added"]
+)
+def test_a_state_file_from_before_an_array_was_added_still_loads(
+    tmp_path: Path, added: tuple[str, ...]
+) -> None:
+    """Files written before the scorer kept its onset history, its residual test or its
+    cycle lack those arrays: the rest of what the machines learned is taken back, the new
+    arrays start afresh."""
     agent = make_agent(True)
     alerts = agent.ticker.anomaly_alerts
     assert alerts is not None
     alerts.scorer.mean[0, 0] = 71.5
+    alerts.scorer.count[0] = 600
     path = alerts.save(tmp_path, {"a": 0})
     with np.load(path) as data:
-        older = {k: data[k] for k in data.files if k != "s_score_past"}
+        older = {k: data[k] for k in data.files if k.removeprefix("s_") not in added}
+        assert len(older) == len(data.files) - len(added)
     with path.open("wb") as file:
         np.savez(file, **older)  # type: ignore[arg-type]
     again = make_agent(True)
@@ -457,6 +471,18 @@ def test_a_state_file_from_before_the_onset_output_still_loads(tmp_path: Path) -
     assert loaded is not None
     assert loaded.load(tmp_path, again.store.slot_for) == 1
     assert loaded.scorer.mean[again.store.slot_of["a"], 0] == 71.5
+
+
+def test_only_machines_that_learned_are_saved(tmp_path: Path) -> None:
+    """A machine known only from a retained message (another agent's, under sharding) has
+    learned nothing here: saving it would place it before this agent's own at start-up."""
+    agent = make_agent(True)
+    alerts = agent.ticker.anomaly_alerts
+    assert alerts is not None
+    alerts.scorer.count[0] = 600
+    path = alerts.save(tmp_path, {"own": 0, "other-agents": 1})
+    with np.load(path) as data:
+        assert [str(m) for m in data["machine_ids"]] == ["own"]
 
 
 def recorded(agent: Agent) -> list[AnomalyEvent]:
@@ -685,6 +711,7 @@ def test_the_saved_alert_state_gives_way_to_a_newer_retained_message(
     """The file is written every few minutes: a crash can leave it older than the retained
     message (a resolution published after it), which then says where the alert stands."""
     saved = AnomalyAlerts(SensorScorer(4, 4), AnomalyRule(), ("a", "b", "c", "d"), 4)
+    saved.scorer.count[0] = 600  # a machine this agent scored (only those are saved)
     saved.state.firing[0], saved.seq[0], saved.alert_id[0] = True, 3, "m-anomaly-1"
     saved.peak[0], saved.driver[0] = 0.93, 2
     saved.save(tmp_path, {"m": 0})
@@ -710,6 +737,7 @@ def test_a_resolution_held_back_when_the_agent_stops_is_published_after_the_rest
     says resolved. The restarted agent resumes the file's state and owes subscribers the
     resolution, under the same alert_id."""
     saved = AnomalyAlerts(SensorScorer(4, 4), AnomalyRule(), ("a", "b", "c", "d"), 4)
+    saved.scorer.count[0] = 600  # a machine this agent scored (only those are saved)
     saved.seq[0], saved.announced[0], saved.alert_id[0] = 3, True, "m-anomaly-1"
     saved.save(tmp_path, {"m": 0})
     loaded = AnomalyAlerts(SensorScorer(4, 4), AnomalyRule(), ("a", "b", "c", "d"), 4)

@@ -189,18 +189,38 @@ def test_one_sensor_leaving_the_others_fires_on_its_residual_and_is_named() -> N
 
 
 def test_state_round_trips_so_learning_survives_a_restart() -> None:
-    series = seasonal(10, 1500)[None, :, None]
-    a = SensorScorer(1, 1, ScorerParams(warm_up=500))
-    slot = np.zeros(1, dtype=np.int64)
+    """Every learned array, the relation's and the cycle's included (three coupled sensors)."""
+    series = coupled_fleet(5, 2, 1500)
+    a = SensorScorer(4, 2, ScorerParams(warm_up=500))
+    slots = np.arange(2)
     for i in range(1200):
-        a.update(slot, series[:, i])
-    b = SensorScorer(1, 1, ScorerParams(warm_up=500))
+        a.update(slots, series[:, i])
+    assert a.res_count.min() > 0 and np.isfinite(a.cycle_length(slots)).all()
+    b = SensorScorer(4, 2, ScorerParams(warm_up=500))
     b.load(a.state())
     for i in range(1200, 1500):
-        ra, rb = a.update(slot, series[:, i]), b.update(slot, series[:, i])
-        assert ra.machine[0] == rb.machine[0]
+        ra, rb = a.update(slots, series[:, i]), b.update(slots, series[:, i])
+        assert (ra.machine == rb.machine).all() and (ra.rarity == rb.rarity).all()
     with pytest.raises(ValueError, match="learned for other sensors"):
         SensorScorer(2, 1).load(a.state())
+
+
+def test_a_state_saved_before_the_residual_test_learns_it_afresh_without_paging() -> None:
+    """An older state file has the relation's arrays but not the residual's: the residual
+    starts afresh (its own row count), and is not judged against a law it never learned."""
+    series = coupled_fleet(6, 20, 3000)
+    slots = np.arange(20)
+    a = SensorScorer(4, 20, ScorerParams(warm_up=500))
+    for i in range(1500):
+        a.update(slots, series[:, i])
+    b = SensorScorer(4, 20, ScorerParams(warm_up=500))
+    b.load({k: v for k, v in a.state().items() if not k.startswith("res_")})
+    assert b.rel_count.min() > 0 and b.res_count.max() == 0
+    peak = np.zeros((2, 20))
+    for i in range(1500, 3000):
+        peak[0] = np.maximum(peak[0], a.update(slots, series[:, i]).machine)
+        peak[1] = np.maximum(peak[1], b.update(slots, series[:, i]).machine)
+    assert (peak[1] >= 0.5).sum() <= (peak[0] >= 0.5).sum() + 1
 
 
 def test_the_rule_confirms_before_firing_and_waits_before_resolving() -> None:

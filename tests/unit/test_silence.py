@@ -119,6 +119,8 @@ def test_a_prefix_of_several_levels_finds_the_machine_level() -> None:
         b'{"reason": "no until"}',
         b'{"until": "tomorrow"}',
         b'{"until": null}',
+        b'{"until": "nan"}',
+        b'{"until": "inf"}',
         b"\xff\xfe",
     ],
 )
