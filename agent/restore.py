@@ -330,13 +330,20 @@ class AlertRestore:
             counts[CRITICAL],
             stale,
         )
-        if no_room:
-            logger.warning(
-                "%d retained alert state(s) found no free slot (agent.max_machines %d) and were "
-                "not resumed: their machines start ok when they report",
-                no_room,
-                store.max_machines,
-            )
+        warn_no_room("alert", no_room, store.max_machines)
         if then is not None:
             then()
         self.done.set()
+
+
+def warn_no_room(kind: str, count: int, max_machines: int) -> None:
+    """Say how many retained states of ``kind`` found no free slot at start-up (nothing is
+    evicted then: the agent's own saved machines come first) and so were not resumed."""
+    if count:
+        logger.warning(
+            "%d retained %s state(s) found no free slot (agent.max_machines %d) and were not "
+            "resumed: their machines start afresh when they report",
+            count,
+            kind,
+            max_machines,
+        )

@@ -38,7 +38,7 @@ from agent.metrics import AgentMetrics
 from agent.publish import AlertPublisher
 from agent.rebaseline import RebaselineQueue
 from agent.recording import Recorder
-from agent.restore import AlertRestore, RestoredAlert
+from agent.restore import AlertRestore, RestoredAlert, warn_no_room
 from agent.silence import SilenceBook
 from agent.statedir import state_dir
 from agent.throttle import LogThrottle
@@ -654,13 +654,7 @@ class Ticker:
                 continue
             self.anomaly_alerts.ensure_capacity(self.store.capacity)
             self.anomaly_alerts.restore(slot, restored)
-        if no_room:
-            logger.warning(
-                "%d retained anomaly alert state(s) found no free slot (agent.max_machines %d) "
-                "and were not resumed",
-                no_room,
-                self.store.max_machines,
-            )
+        warn_no_room("anomaly alert", no_room, self.store.max_machines)
         self.policy.ensure_capacity(self.store.capacity)
         self.anomaly.ensure_capacity(self.store.capacity)
 
