@@ -341,8 +341,9 @@ def test_rebaseline_commands_malformed_or_cleared_are_ignored() -> None:
     assert queue.take() == []
 
 
-def test_an_evicted_machine_whose_anomaly_alert_fired_is_resolved_first() -> None:
-    """Else its retained anomaly message would say "firing" for ever."""
+def full_store_with_b_firing() -> tuple[Agent, AnomalyAlerts, np.ndarray]:
+    """An agent whose store (2 slots) is full, its least recently seen machine "b" with an
+    anomaly alert fired and published: the next new machine evicts it."""
     rng = np.random.default_rng(10)
     agent = make_agent(True, max_machines=2)
     rows = healthy(rng, 300, 2)
@@ -353,6 +354,12 @@ def test_an_evicted_machine_whose_anomaly_alert_fired_is_resolved_first() -> Non
     agent.tick()
     alerts = agent.ticker.anomaly_alerts
     assert alerts is not None and alerts.announced[agent.store.slot_of["b"]]
+    return agent, alerts, rows
+
+
+def test_an_evicted_machine_whose_anomaly_alert_fired_is_resolved_first() -> None:
+    """Else its retained anomaly message would say "firing" for ever."""
+    agent, _alerts, rows = full_store_with_b_firing()
     resolved = sample(agent, "forewarn_anomaly_alerts_resolved_total")
     agent.hand_off(readings("c", rows[:1, 1])[0])
     agent.tick()
@@ -365,16 +372,7 @@ def test_a_silenced_machine_s_eviction_resolves_its_anomaly_alert_when_the_silen
     (as the overheat alert's "stale"); but the machine is gone from the store, so nothing else
     would ever correct its retained "firing": the resolution is published once the silence
     ends, under the alert_id subscribers were told."""
-    rng = np.random.default_rng(10)
-    agent = make_agent(True, max_machines=2)
-    rows = healthy(rng, 300, 2)
-    rows[200:, 0, 2] = rows[199, 0, 2]  # b's pressure sticks
-    for machine_id, column in (("b", 0), ("a", 1)):  # b is the least recently seen
-        for reading in readings(machine_id, rows[:, column]):
-            agent.hand_off(reading)
-    agent.tick()
-    alerts = agent.ticker.anomaly_alerts
-    assert alerts is not None and alerts.announced[agent.store.slot_of["b"]]
+    agent, alerts, rows = full_store_with_b_firing()
     told = alerts.alert_id[agent.store.slot_of["b"]]
     agent.silences.handle("factory/b/silence", silence_payload(time.time() + 3600, "work"))
     published = recorded(agent)
